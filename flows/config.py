@@ -1,0 +1,37 @@
+"""Compose the Hydra config from a list of overrides: the one path shared by the CLI, `--multirun`
+jobs and Prefect deployment runs (which receive the overrides as their parameter)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from qrpo.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "conf"
+CONFIG_NAME = "config"
+
+if not OmegaConf.has_resolver("repo_root"):
+    OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
+
+
+def compose_config(overrides: list[str]) -> dict:
+    """The resolved experiment config (a plain dict, `hydra` section dropped) for these overrides."""
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside `qrpo-pipeline` (hydra.main) already
+            cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
+        else:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
+        config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        message = " ".join(str(err).split())
+        raise InputError(f"bad config override in {list(overrides)}: {message}") from None
+    config.pop("hydra", None)
+    return config

@@ -1,0 +1,238 @@
+"""One Prefect task per pipeline step: load inputs, call one `qrpo` function, save the artifact.
+
+Each task returns a Prefect state whose data is the artifact key; a step whose artifact already
+exists finishes as "Cached" without loading a model. Every task also logs the artifact's metrics to
+the pipeline's MLflow run, cached or not, so each run records the full set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.states import Completed
+
+from qrpo import data, evaluation, logprobs, models, report, sampling, trainer, training_data
+from qrpo.algorithms import Algorithm
+from qrpo.artifacts import Artifact, ArtifactStore, write_table
+from qrpo.config import (
+    DatasetConfig, EvalConfig, ModelConfig, QuantileConfig, RewardConfig, SamplerConfig, TrainConfig, build_section,
+)
+from qrpo.errors import InputError
+from qrpo.rewards import build_reward
+from qrpo.tracking import RunLogger
+
+
+def build_algorithm(section: dict) -> Algorithm:
+    try:
+        return instantiate(section)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise InputError(f"algorithm ({section.get('_target_')}): {cause}") from None
+
+
+def _store(config: dict) -> ArtifactStore:
+    return ArtifactStore(config.get("artifact_root"))
+
+
+def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str):
+    RunLogger(run_id).metrics(artifact.manifest.get("metrics", {}), prefix=prefix)
+    return Completed(name="Cached" if cached else "Completed", data=artifact.key, message=str(artifact.path))
+
+
+@task(cache_policy=NONE)
+def prepare_model(config: dict, run_id: str):
+    cfg = build_section(ModelConfig, config["model"])
+    artifact, cached = _store(config).get_or_build(
+        "model", 1, config["model"], {}, lambda out, _: models.prepare_model(cfg, out)
+    )
+    return _finish(artifact, cached, run_id, "model/")
+
+
+@task(cache_policy=NONE)
+def load_dataset(config: dict, run_id: str):
+    cfg = build_section(DatasetConfig, config["dataset"])
+    digest = hashlib.sha256(Path(cfg.path).expanduser().read_bytes()).hexdigest()  # the data, not its path, is the key
+
+    def build(out, _):
+        table = data.load_prompts(cfg)
+        write_table(table, out / "data.parquet")
+        splits = table.column("split").to_pylist()
+        return {"train_prompts": splits.count("train"), "eval_prompts": splits.count("eval")}
+
+    subset = {**config["dataset"], "path": None, "sha256": digest}
+    artifact, cached = _store(config).get_or_build("dataset", 1, subset, {}, build)
+    return _finish(artifact, cached, run_id, "dataset/")
+
+
+@task(cache_policy=NONE)
+def sample(config: dict, model_key: str, dataset_key: str, split: str, run_id: str):
+    """Reference completions: K + M per train prompt, or eval.samples_per_prompt per eval prompt."""
+    sampler = build_section(SamplerConfig, config["sampler"])
+    evals = build_section(EvalConfig, config["eval"])
+    if split == "train":
+        n, max_new, seed = sampler.num_train_samples + sampler.num_ref_samples, sampler.max_new_tokens, sampler.seed
+    else:
+        n, max_new, seed = evals.samples_per_prompt, evals.max_new_tokens, evals.seed
+    subset = {"split": split, "n": n, "max_new_tokens": max_new, "seed": seed, "temperature": sampler.temperature,
+              "top_p": sampler.top_p, "shard_prompts": sampler.shard_prompts}
+    store = _store(config)
+
+    def build(out, partial):
+        model, tokenizer = models.load_policy(store.require("model", model_key).path)
+        prompts = store.require("dataset", dataset_key).table()
+        prompts = prompts.filter(pc.equal(prompts.column("split"), split))
+        table = sampling.sample_completions(
+            model, tokenizer, prompts, n, max_new_tokens=max_new, temperature=sampler.temperature, top_p=sampler.top_p,
+            batch_size=sampler.batch_size, shard_prompts=sampler.shard_prompts, seed=seed, checkpoint_dir=partial,
+            desc=f"sample {split}",
+        )
+        write_table(table, out / "data.parquet")
+        return {"completions": table.num_rows, "length_mean": float(np.mean(table.column("num_tokens").to_numpy())),
+                "finished_fraction": float(np.mean(table.column("finished").to_numpy(zero_copy_only=False)))}
+
+    artifact, cached = store.get_or_build("samples", 1, subset, {"model": model_key, "dataset": dataset_key}, build)
+    return _finish(artifact, cached, run_id, f"samples_{split}/")
+
+
+@task(cache_policy=NONE)
+def score(config: dict, samples_key: str, dataset_key: str, split: str, run_id: str):
+    cfg = build_section(RewardConfig, config["reward"])
+    store = _store(config)
+
+    def build(out, _):
+        samples = store.require("samples", samples_key).table()
+        prompts = store.require("dataset", dataset_key).table().to_pydict()
+        prompt_text = dict(zip(prompts["prompt_id"], prompts["prompt"]))
+        rewards = build_reward(cfg).score(
+            [prompt_text[p] for p in samples.column("prompt_id").to_pylist()], samples.column("completion").to_pylist()
+        )
+        write_table(samples.append_column("reward", pa.array(rewards)), out / "data.parquet")
+        return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
+
+    artifact, cached = store.get_or_build("rewards", 1, config["reward"], {"samples": samples_key, "dataset": dataset_key}, build)
+    return _finish(artifact, cached, run_id, f"rewards_{split}/")
+
+
+@task(cache_policy=NONE)
+def build_quantile_table(config: dict, scored_key: str, run_id: str):
+    sampler = build_section(SamplerConfig, config["sampler"])
+    ties = build_section(QuantileConfig, config["quantiles"]).ties
+    store = _store(config)
+
+    def build(out, _):
+        pairs, stats = training_data.build_training_pairs(store.require("rewards", scored_key).table(), sampler.num_train_samples, ties)
+        write_table(pairs, out / "data.parquet")
+        return stats
+
+    subset = {"num_train_samples": sampler.num_train_samples, "ties": ties}
+    artifact, cached = store.get_or_build("pairs", 1, subset, {"rewards": scored_key}, build)
+    return _finish(artifact, cached, run_id, "pairs/")
+
+
+@task(cache_policy=NONE)
+def reference_logps(config: dict, model_key: str, pairs_key: str, run_id: str):
+    store = _store(config)
+
+    def build(out, _):
+        model, tokenizer = models.load_policy(store.require("model", model_key).path)
+        pairs = store.require("pairs", pairs_key).table()
+        prompts = pairs.column("prompt_ids").to_pylist()
+        columns = {}
+        for side in ("chosen", "rejected"):
+            columns[f"{side}_ref_logp"] = logprobs.batched_sequence_logps(
+                model, prompts, pairs.column(f"{side}_ids").to_pylist(), tokenizer.pad_token_id, desc=f"ref log-probs {side}"
+            )
+        for name, values in columns.items():
+            pairs = pairs.append_column(name, pa.array(values))
+        write_table(pairs, out / "data.parquet")
+        return {name.replace("_ref_logp", "_ref_logp_mean"): float(v.mean()) for name, v in columns.items()}
+
+    artifact, cached = store.get_or_build("ref_logps", 1, {}, {"model": model_key, "pairs": pairs_key}, build)
+    return _finish(artifact, cached, run_id, "ref_logps/")
+
+
+@task(cache_policy=NONE)
+def train(config: dict, model_key: str, ref_logps_key: str, run_id: str):
+    algorithm = build_algorithm(config["algorithm"])
+    cfg = build_section(TrainConfig, config["train"])
+    store = _store(config)
+
+    def build(out, _):
+        model, tokenizer = models.load_policy(store.require("model", model_key).path)
+        history = trainer.train_policy(model, store.require("ref_logps", ref_logps_key).table(), algorithm, cfg, tokenizer.pad_token_id)
+        model.save_pretrained(out / "policy")
+        tokenizer.save_pretrained(out / "policy")
+        write_table(pa.Table.from_pylist(history), out / "history.parquet")
+        last = history[-1]
+        return {"final_loss": last["loss"], "steps": len(history), "tokens_per_s": last["tokens_per_s"]}
+
+    subset = {"algorithm": config["algorithm"], "train": config["train"]}
+    artifact, cached = store.get_or_build("train", 1, subset, {"model": model_key, "ref_logps": ref_logps_key}, build)
+    RunLogger(run_id).history(artifact.table("history").to_pylist(), prefix="train/")
+    return _finish(artifact, cached, run_id, "train/")
+
+
+@task(cache_policy=NONE)
+def evaluate(config: dict, model_key: str, train_key: str, dataset_key: str, eval_ref_key: str, run_id: str):
+    """Sample the trained policy on held-out prompts; reward, length, KL vs the reference."""
+    evals = build_section(EvalConfig, config["eval"])
+    sampler = build_section(SamplerConfig, config["sampler"])
+    reward_cfg = build_section(RewardConfig, config["reward"])
+    store = _store(config)
+
+    def build(out, partial):
+        policy, tokenizer = models.load_policy(store.require("train", train_key).path / "policy")
+        prompts = store.require("dataset", dataset_key).table()
+        prompts = prompts.filter(pc.equal(prompts.column("split"), "eval"))
+        samples = sampling.sample_completions(
+            policy, tokenizer, prompts, evals.samples_per_prompt, max_new_tokens=evals.max_new_tokens,
+            temperature=sampler.temperature, top_p=sampler.top_p, batch_size=evals.batch_size,
+            shard_prompts=sampler.shard_prompts, seed=evals.seed, checkpoint_dir=partial, desc="sample policy (eval)",
+        )
+        prompt_text = dict(zip(prompts.column("prompt_id").to_pylist(), prompts.column("prompt").to_pylist()))
+        rewards = build_reward(reward_cfg).score(
+            [prompt_text[p] for p in samples.column("prompt_id").to_pylist()], samples.column("completion").to_pylist()
+        )
+        p_ids, c_ids = samples.column("prompt_ids").to_pylist(), samples.column("completion_ids").to_pylist()
+        policy_logp = logprobs.batched_sequence_logps(policy, p_ids, c_ids, tokenizer.pad_token_id, evals.batch_size, "policy log-probs")
+        del policy
+        reference, _ = models.load_policy(store.require("model", model_key).path)
+        ref_logp = logprobs.batched_sequence_logps(reference, p_ids, c_ids, tokenizer.pad_token_id, evals.batch_size, "ref log-probs")
+        samples = (samples.append_column("reward", pa.array(rewards)).append_column("policy_logp", pa.array(policy_logp))
+                   .append_column("ref_logp", pa.array(ref_logp)))
+        write_table(samples, out / "data.parquet")
+        return evaluation.summarize(samples, store.require("rewards", eval_ref_key).table())
+
+    subset = {"eval": config["eval"], "reward": config["reward"], "temperature": sampler.temperature, "top_p": sampler.top_p}
+    inputs = {"model": model_key, "train": train_key, "dataset": dataset_key, "eval_reference": eval_ref_key}
+    artifact, cached = store.get_or_build("eval", 1, subset, inputs, build)
+    return _finish(artifact, cached, run_id, "eval/")
+
+
+@task(cache_policy=NONE)
+def make_report(config: dict, train_key: str, eval_key: str, eval_ref_key: str, run_id: str) -> dict:
+    """Plots and a summary table, logged to the MLflow run; returns the evaluation metrics."""
+    store = _store(config)
+    evaluated, trained = store.require("eval", eval_key), store.require("train", train_key)
+    metrics = evaluated.manifest["metrics"]
+    title = f"{config['algorithm']['_target_'].rsplit('.', 1)[-1]} beta={config['algorithm'].get('beta')} on {config['model']['name']}"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        report.plot_training(trained.table("history"), folder / "training_curves.png", title)
+        report.plot_rewards(evaluated.table().column("reward").to_numpy(),
+                            store.require("rewards", eval_ref_key).table().column("reward").to_numpy(),
+                            folder / "eval_rewards.png", f"held-out reward: {title}")
+        facts = {"model": config["model"]["name"], "dataset": config["dataset"]["name"], "reward": config["reward"]["name"],
+                 "algorithm": title, "train artifact": str(trained.path), "eval artifact": str(evaluated.path)}
+        (folder / "summary.md").write_text(report.summary_markdown(facts, metrics))
+        RunLogger(run_id).artifacts(folder, "report")
+    return metrics

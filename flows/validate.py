@@ -1,0 +1,28 @@
+"""Check a composed config before any work starts: every section typed, the algorithm built, the
+dataset readable with its columns, the model source present. Raises one InputError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.tasks import build_algorithm
+from qrpo import data
+from qrpo.config import (
+    DatasetConfig, EvalConfig, ModelConfig, QuantileConfig, RewardConfig, SamplerConfig, TrainConfig, build_section,
+)
+from qrpo.errors import InputError
+from qrpo.models import gguf_file
+
+SECTIONS = {"model": ModelConfig, "dataset": DatasetConfig, "sampler": SamplerConfig, "reward": RewardConfig,
+            "quantiles": QuantileConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def validate(config: dict) -> None:
+    sections = {name: build_section(cls, config[name]) for name, cls in SECTIONS.items()}
+    build_algorithm(config["algorithm"])
+    data.load_prompts(sections["dataset"])  # columns, splits, JSON: all checked here
+    model = sections["model"]
+    if model.source == "gguf":
+        gguf_file(model)
+    elif model.source == "pretrained" and model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().is_dir():
+        raise InputError(f"model.path={model.path!r} is not a readable folder; point it at a saved model (config.json + weights)")
