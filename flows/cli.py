@@ -3,6 +3,7 @@
     qrpo-pipeline                                   # the embedded default experiment
     qrpo-pipeline experiment=smoke                  # tiny models, about a minute
     qrpo-pipeline --multirun algorithm.beta=0.01,0.1
+    qrpo-pipeline --cfg job                         # print the composed config
 """
 
 from __future__ import annotations
@@ -57,7 +58,13 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _hydra_main()
+    """Plain overrides run directly (bad input: one line, exit 2); Hydra flags such as --multirun,
+    --cfg job or --help go through hydra.main, whose jobs call the same `run`."""
+    args = sys.argv[1:]
+    if any(arg.startswith("-") for arg in args):
+        _hydra_main()
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def compose_config(overrides: list[str]) -> dict:
                 cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
         config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:
-        message = " ".join(str(err).split())
+        message = " ".join(str(err).split()).split(" Config search path")[0]
         raise InputError(f"bad config override in {list(overrides)}: {message}") from None
     config.pop("hydra", None)
     return config

@@ -1,0 +1,112 @@
+"""The smoke experiment through the real Prefect flow, a real MLflow SQLite store and real tiny models."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.pipeline import qrpo_pipeline
+from qrpo.artifacts import ArtifactStore
+
+STEPS = {
+    "model": "model", "dataset": "dataset", "train_samples": "samples", "eval_samples": "samples",
+    "train_rewards": "rewards", "eval_rewards": "rewards", "pairs": "pairs", "ref_logps": "ref_logps",
+    "train": "train", "eval": "eval",
+}
+SECRET = "hf_supersecret_value_123"
+
+
+@pytest.fixture(scope="module")
+def runs(prefect_server, tmp_path_factory):
+    """First run, identical re-run, and a run that changes only beta, in one QRPO_HOME."""
+    import os
+
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("QRPO_HOME", "HF_TOKEN")}
+    os.environ["QRPO_HOME"], os.environ["HF_TOKEN"] = str(home), SECRET
+    try:
+        base = ["experiment=smoke", f"+secrets.hf_token={SECRET}"]
+        first = qrpo_pipeline(base)
+        again = qrpo_pipeline(base)
+        new_beta = qrpo_pipeline(base + ["algorithm.beta=0.2"])
+        yield home, first, again, new_beta
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_first_run_writes_every_artifact_with_a_manifest(runs):
+    home, first, _, _ = runs
+    store = ArtifactStore(home / "artifacts")
+    assert set(first["artifacts"]) == set(STEPS)
+    for name, step in STEPS.items():
+        artifact = store.get(step, first["artifacts"][name])
+        assert artifact is not None, f"{name} artifact missing"
+        assert artifact.manifest["files"], f"{name} artifact is empty"
+    assert not list((home / "artifacts" / ".tmp").iterdir()), "a temporary folder was left behind"
+    assert first["cached_steps"] == []
+
+
+def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
+    _, first, _, _ = runs
+    client = MlflowClient(first["tracking_uri"])
+    run = client.get_run(first["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for name in ("eval/reward_mean", "eval/ref_reward_mean", "eval/kl_k1", "eval/kl_k3", "eval/length_mean",
+                 "eval/win_rate_vs_ref", "train/loss", "train/final_loss", "pairs/pairs", "samples_train/completions",
+                 "rewards_train/reward_mean", "ref_logps/chosen_ref_logp_mean", "model/parameters"):
+        assert name in metrics, f"metric {name} not logged"
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert len(history) == int(metrics["train/steps"]) and len(history) > 1
+    assert run.data.tags["algorithm"] == "qrpo"
+    assert run.data.tags["num_ref_samples"] == "4"
+    assert run.data.tags["model"] == "tiny-llama"
+    assert run.data.params["algorithm.beta"] == "0.05"
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/training_curves.png", "report/eval_rewards.png", "report/summary.md"} <= files
+
+
+def test_secrets_never_reach_mlflow(runs):
+    _, first, _, _ = runs
+    client = MlflowClient(first["tracking_uri"])
+    run = client.get_run(first["mlflow_run_id"])
+    assert run.data.params["secrets.hf_token"] == "***"
+    assert all(SECRET not in value for value in run.data.params.values())
+    local = client.download_artifacts(run.info.run_id, "config.yaml")
+    text = open(local).read()
+    assert SECRET not in text and "secrets" in text
+
+
+def test_identical_rerun_is_fully_cached(runs):
+    _, first, again, _ = runs
+    assert sorted(again["cached_steps"]) == sorted(STEPS)
+    assert again["artifacts"] == first["artifacts"]
+    assert again["metrics"] == first["metrics"]
+    assert again["mlflow_run_id"] != first["mlflow_run_id"]
+    run = MlflowClient(again["tracking_uri"]).get_run(again["mlflow_run_id"])
+    assert "eval/reward_mean" in run.data.metrics and "train/loss" in run.data.metrics
+
+
+def test_changing_only_beta_reruns_train_and_evaluate_only(runs):
+    _, first, _, new_beta = runs
+    assert sorted(set(STEPS) - set(new_beta["cached_steps"])) == ["eval", "train"]
+    assert new_beta["artifacts"]["train"] != first["artifacts"]["train"]
+    assert new_beta["artifacts"]["pairs"] == first["artifacts"]["pairs"]
+
+
+def test_prefect_records_every_step_and_marks_cached_ones(runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _, first, again, _ = runs
+
+    def task_states(flow_run_id):
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        return [(r.name.rsplit("-", 1)[0], r.state.name) for r in runs]
+
+    first_states, again_states = task_states(first["flow_run_id"]), task_states(again["flow_run_id"])
+    step_tasks = {"prepare_model", "load_dataset", "sample", "score", "build_quantile_table", "reference_logps", "train", "evaluate"}
+    assert {name for name, _ in first_states} >= step_tasks | {"make_report"}
+    assert all(state == "Completed" for name, state in first_states)
+    assert all(state == "Cached" for name, state in again_states if name in step_tasks)
+    assert len([1 for name, _ in again_states if name in step_tasks]) == len(STEPS)

@@ -1,0 +1,271 @@
+"""qrpo.losses: a hand-worked example per loss, gradients against closed-form derivatives and
+finite differences (gradcheck in float64), the optimum has zero QRPO loss, and the error messages."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from qrpo.losses import dpo_loss, qrpo_loss, qrpo_loss_from_quantiles, rebel_loss, simpo_loss
+from qrpo.quantiles import quantile_rewards
+from qrpo.transforms import get_transform
+
+f64 = torch.float64
+
+
+def t(*values, grad: bool = False) -> torch.Tensor:
+    return torch.tensor(values, dtype=f64, requires_grad=grad)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+# --- hand-worked examples --------------------------------------------------------------------------
+
+
+def test_qrpo_hand_worked_identity_example():
+    """beta = 1/2, identity, q = 1/2, log pi_theta = -1.0, log pi_ref = -1.2.
+    Z = beta (e^{1/beta} - 1) = (e^2 - 1)/2 = 3.19453, log Z = 1.16144, beta log Z = 0.58072;
+    implicit reward = 0.5 * (-1.0 + 1.2) = 0.1; residual = 0.5 - 0.58072 - 0.1 = -0.18072;
+    mse = 0.032660, mae = 0.18072."""
+    beta_log_z = 0.5 * math.log((math.e**2 - 1) / 2)
+    residual = 0.5 - beta_log_z - 0.1
+    assert residual == pytest.approx(-0.18072, abs=1e-5)
+    mse = qrpo_loss_from_quantiles(t(-1.0), t(-1.2), t(0.5), beta=0.5, transform="identity", loss_type="mse")
+    mae = qrpo_loss_from_quantiles(t(-1.0), t(-1.2), t(0.5), beta=0.5, transform="identity", loss_type="mae")
+    assert mse.losses.item() == pytest.approx(0.032660, abs=1e-6)
+    assert mse.losses.item() == pytest.approx(residual**2, rel=1e-12)
+    assert mae.losses.item() == pytest.approx(0.18072, abs=1e-5)
+    assert mse.beta_log_partition == pytest.approx(beta_log_z, rel=1e-12)
+    assert mse.implicit_rewards.item() == pytest.approx(0.1, rel=1e-12)
+    assert mse.residuals.item() == pytest.approx(residual, rel=1e-12)
+    assert mse.transformed_rewards.item() == 0.5
+
+
+def test_qrpo_hand_worked_log_example_is_zero_at_the_optimum():
+    """beta = 1, f = log: Z = beta/(beta+1) = 1/2, so pi*/pi_ref = q^{1/beta}/Z = 2q. For q = 1/4 the
+    optimum has log pi_theta - log pi_ref = log(1/2): the residual log(1/4) - log(1/2) - log(1/2) = 0.
+    Moving log pi_theta up by 0.3 gives residual -0.3, mse 0.09."""
+    at_optimum = qrpo_loss_from_quantiles(t(math.log(0.5) - 2.0), t(-2.0), t(0.25), beta=1.0, transform="log")
+    assert at_optimum.losses.item() == pytest.approx(0.0, abs=1e-15)
+    off = qrpo_loss_from_quantiles(t(math.log(0.5) - 1.7), t(-2.0), t(0.25), beta=1.0, transform="log")
+    assert off.losses.item() == pytest.approx(0.09, rel=1e-12)
+
+
+def test_qrpo_loss_from_raw_rewards_hand_worked_with_clamping():
+    """Raw reward 5 beats all 4 reference rewards [1, 2, 3, 4]: q_hat = 1, which log cannot take, so
+    qrpo_loss clamps it to 1 - 1/(2M) = 7/8. beta = 1: target = log(7/8) - log(1/2) = log(7/4);
+    with log pi_theta = log pi_ref the residual is log(7/4) = 0.559616, mse = 0.313170."""
+    out = qrpo_loss(t(-3.0), t(-3.0), t(5.0), t(1.0, 2.0, 3.0, 4.0).reshape(1, 4), beta=1.0, transform="log")
+    assert out.quantiles.item() == 0.875
+    assert out.residuals.item() == pytest.approx(math.log(7 / 4), rel=1e-12)
+    assert out.losses.item() == pytest.approx(0.313170, abs=1e-6)
+    # identity needs no clamping: q_hat stays 1
+    assert qrpo_loss(t(-3.0), t(-3.0), t(5.0), t(1.0, 2.0, 3.0, 4.0).reshape(1, 4), 1.0).quantiles.item() == 1.0
+
+
+def test_qrpo_loss_equals_quantiles_then_regression_for_every_tie_policy():
+    gen = torch.Generator().manual_seed(0)
+    rewards = torch.randint(0, 4, (64,), generator=gen).to(f64)
+    refs = torch.randint(0, 4, (64, 5), generator=gen).to(f64)
+    policy, ref = torch.randn(64, generator=gen, dtype=f64), torch.randn(64, generator=gen, dtype=f64)
+    for ties in ("le", "lt", "mid"):
+        q = quantile_rewards(rewards, refs, ties=ties)
+        direct = qrpo_loss_from_quantiles(policy, ref, q, 0.3, "sqrt")
+        via_rewards = qrpo_loss(policy, ref, rewards, refs, 0.3, "sqrt", ties=ties)
+        torch.testing.assert_close(via_rewards.losses, direct.losses, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "name, params", [("identity", {}), ("log", {}), ("square", {}), ("sqrt", {}), ("normal_icdf", {}),
+                     ("scaled_normal_icdf", {"mu": 0.5, "sigma": 0.2})]
+)
+def test_qrpo_loss_vanishes_at_the_kl_regularised_optimum_for_every_transform(name, params):
+    """log pi*(y) - log pi_ref(y) = f(q)/beta - log Z_f(beta) makes every residual zero."""
+    transform = get_transform(name, **params)
+    q = torch.linspace(0.05, 0.95, 19, dtype=f64)
+    beta = 0.37
+    ref = -torch.linspace(1.0, 5.0, 19, dtype=f64)
+    optimum = ref + transform(q) / beta - transform.log_partition(beta)
+    out = qrpo_loss_from_quantiles(optimum, ref, q, beta, transform)
+    assert out.losses.max().item() < 1e-24
+
+
+def test_dpo_hand_worked_example():
+    """beta = 0.1; chosen: log pi = -1, ref = -2 -> implicit reward 0.1 * 1 = 0.1; rejected: log pi = -3,
+    ref = -2 -> -0.1. Margin 0.2, loss = log(1 + e^{-0.2}) = 0.598139."""
+    out = dpo_loss(t(-1.0), t(-3.0), t(-2.0), t(-2.0), beta=0.1)
+    assert out.losses.item() == pytest.approx(0.598139, abs=1e-6)
+    assert out.chosen_rewards.item() == pytest.approx(0.1)
+    assert out.rejected_rewards.item() == pytest.approx(-0.1)
+    # no preference yet (policy = reference): log 2
+    assert dpo_loss(t(-1.0), t(-3.0), t(-1.0), t(-3.0), beta=0.1).losses.item() == pytest.approx(math.log(2))
+
+
+def test_simpo_hand_worked_example():
+    """beta = 2, gamma = 0.5; chosen log pi = -3 over 3 tokens (mean -1), rejected -8 over 4 (mean -2):
+    z = 2 * (-1 - (-2)) - 0.5 = 1.5, loss = log(1 + e^{-1.5}) = 0.201413."""
+    out = simpo_loss(t(-3.0), t(-8.0), t(3.0), t(4.0), beta=2.0, gamma=0.5)
+    assert out.losses.item() == pytest.approx(0.201413, abs=1e-6)
+    assert out.chosen_rewards.item() == pytest.approx(-2.0)
+    assert out.rejected_rewards.item() == pytest.approx(-4.0)
+    # integer token counts work too
+    assert simpo_loss(t(-3.0), t(-8.0), torch.tensor([3]), torch.tensor([4]), 2.0, 0.5).losses.item() == pytest.approx(
+        0.201413, abs=1e-6
+    )
+
+
+def test_rebel_hand_worked_example():
+    """beta = 0.5, r_w = 2, r_l = 1: (r_w - r_l)/beta = 2. Log-ratios: chosen -1 - (-2.5) = 1.5,
+    rejected -2 - (-2.25) = 0.25, difference 1.25; loss = (2 - 1.25)^2 = 0.5625."""
+    out = rebel_loss(t(-1.0), t(-2.0), t(-2.5), t(-2.25), t(2.0), t(1.0), beta=0.5)
+    assert out.losses.item() == pytest.approx(0.5625, rel=1e-12)
+    assert out.chosen_rewards.item() == pytest.approx(0.75)
+    assert out.rejected_rewards.item() == pytest.approx(0.125)
+
+
+# --- gradients --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["identity", "log", "normal_icdf"])
+def test_qrpo_mse_gradient_is_minus_two_beta_residual(name):
+    """L = (f - beta log Z - beta (pi - ref))^2: dL/dpi = -2 beta residual, dL/dref = +2 beta residual,
+    and nothing flows into the quantiles (they are targets)."""
+    gen = torch.Generator().manual_seed(1)
+    policy = torch.randn(16, generator=gen, dtype=f64).requires_grad_()
+    ref = torch.randn(16, generator=gen, dtype=f64).requires_grad_()
+    q = torch.rand(16, generator=gen, dtype=f64).clamp(0.01, 0.99).requires_grad_()
+    beta = 0.7
+    out = qrpo_loss_from_quantiles(policy, ref, q, beta, name)
+    out.losses.sum().backward()
+    torch.testing.assert_close(policy.grad, -2 * beta * out.residuals)
+    torch.testing.assert_close(ref.grad, 2 * beta * out.residuals)
+    assert q.grad is None
+
+
+def test_qrpo_mae_gradient_is_minus_beta_sign_of_residual():
+    policy, ref, q = t(-1.0, -2.0, -3.0, grad=True), t(-1.5, -1.0, -3.0), t(0.9, 0.1, 0.5)
+    out = qrpo_loss_from_quantiles(policy, ref, q, 0.5, "identity", loss_type="mae")
+    out.losses.sum().backward()
+    assert (out.residuals != 0).all()
+    torch.testing.assert_close(policy.grad, -0.5 * torch.sign(out.residuals))
+
+
+def test_dpo_gradient_is_minus_beta_sigmoid_of_minus_margin():
+    """d/d pi_w of -log sigmoid(m) = -beta sigmoid(-m), d/d pi_l = +beta sigmoid(-m) (m = the margin);
+    hand example: beta = 0.1, m = 0.2 -> -0.1 * 0.450166 = -0.0450166."""
+    chosen, rejected = t(-1.0, grad=True), t(-3.0, grad=True)
+    dpo_loss(chosen, rejected, t(-2.0), t(-2.0), beta=0.1).losses.sum().backward()
+    assert chosen.grad.item() == pytest.approx(-0.1 * _sigmoid(-0.2), rel=1e-12)
+    assert chosen.grad.item() == pytest.approx(-0.0450166, abs=1e-7)
+    assert rejected.grad.item() == pytest.approx(0.1 * _sigmoid(-0.2), rel=1e-12)
+
+
+def test_simpo_gradient_scales_with_beta_over_length():
+    """d/d logp_w = -(beta/|y_w|) sigmoid(-z): beta = 2, |y_w| = 3, z = 1.5 -> -(2/3) * 0.182426."""
+    chosen, rejected = t(-3.0, grad=True), t(-8.0, grad=True)
+    simpo_loss(chosen, rejected, t(3.0), t(4.0), beta=2.0, gamma=0.5).losses.sum().backward()
+    assert chosen.grad.item() == pytest.approx(-(2 / 3) * _sigmoid(-1.5), rel=1e-12)
+    assert rejected.grad.item() == pytest.approx((2 / 4) * _sigmoid(-1.5), rel=1e-12)
+
+
+def test_rebel_gradient_is_minus_two_residual():
+    """Residual 0.75 in the hand example: d/d pi_w = -1.5, d/d pi_l = +1.5, d/d ref_w = +1.5."""
+    pw, pl, rw = t(-1.0, grad=True), t(-2.0, grad=True), t(-2.5, grad=True)
+    rebel_loss(pw, pl, rw, t(-2.25), t(2.0), t(1.0), beta=0.5).losses.sum().backward()
+    assert (pw.grad.item(), pl.grad.item(), rw.grad.item()) == pytest.approx((-1.5, 1.5, 1.5))
+
+
+def test_every_loss_passes_gradcheck_against_finite_differences():
+    gen = torch.Generator().manual_seed(2)
+
+    def randn(grad: bool = True) -> torch.Tensor:
+        return torch.randn(5, generator=gen, dtype=f64).requires_grad_(grad)
+
+    q = torch.rand(5, generator=gen, dtype=f64) * 0.9 + 0.05
+    lengths_w, lengths_l = t(3.0, 5.0, 2.0, 7.0, 1.0), t(4.0, 2.0, 6.0, 3.0, 2.0)
+    rewards_w, rewards_l = randn(False), randn(False)
+    for name in ("identity", "log", "square", "sqrt", "normal_icdf"):
+        for loss_type in ("mse", "mae"):
+            assert torch.autograd.gradcheck(
+                lambda p, r: qrpo_loss_from_quantiles(p, r, q, 0.4, name, loss_type).losses, (randn(), randn())
+            )
+    assert torch.autograd.gradcheck(lambda *x: dpo_loss(*x, beta=0.3).losses, (randn(), randn(), randn(), randn()))
+    assert torch.autograd.gradcheck(
+        lambda w, l: simpo_loss(w, l, lengths_w, lengths_l, beta=2.0, gamma=0.3).losses, (randn(), randn())
+    )
+    assert torch.autograd.gradcheck(
+        lambda *x: rebel_loss(*x, rewards_w, rewards_l, beta=0.3).losses, (randn(), randn(), randn(), randn())
+    )
+
+
+def test_diagnostics_are_detached():
+    out = qrpo_loss_from_quantiles(t(-1.0, grad=True), t(-1.0), t(0.5), 0.5)
+    assert out.losses.requires_grad
+    assert not (out.implicit_rewards.requires_grad or out.residuals.requires_grad or out.quantiles.requires_grad)
+    pair = dpo_loss(t(-1.0, grad=True), t(-2.0, grad=True), t(-1.0), t(-1.0), 0.5)
+    assert pair.losses.requires_grad and not pair.chosen_rewards.requires_grad
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+PAIR_CALLS = {
+    "dpo": lambda beta: dpo_loss(t(-1.0), t(-2.0), t(-1.0), t(-1.0), beta),
+    "simpo": lambda beta: simpo_loss(t(-1.0), t(-2.0), t(1.0), t(1.0), beta, 0.0),
+    "rebel": lambda beta: rebel_loss(t(-1.0), t(-2.0), t(-1.0), t(-1.0), t(1.0), t(0.0), beta),
+    "qrpo": lambda beta: qrpo_loss_from_quantiles(t(-1.0), t(-1.0), t(0.5), beta),
+    "qrpo_raw": lambda beta: qrpo_loss(t(-1.0), t(-1.0), t(0.5), t(0.0, 1.0).reshape(1, 2), beta),
+}
+
+
+@pytest.mark.parametrize("loss", sorted(PAIR_CALLS))
+@pytest.mark.parametrize("beta", [0.0, -1.0, float("nan"), float("inf")])
+def test_every_loss_refuses_a_non_positive_or_non_finite_beta(loss, beta):
+    with pytest.raises(ValueError, match="beta must be a positive finite number"):
+        PAIR_CALLS[loss](beta)
+
+
+def test_shape_mismatches_are_refused_with_the_shapes():
+    with pytest.raises(ValueError, match=r"expected 1-D tensors of one shape \[B\].*'quantiles': \(3,\)"):
+        qrpo_loss_from_quantiles(torch.zeros(2), torch.zeros(2), torch.full((3,), 0.5), 1.0)
+    with pytest.raises(ValueError, match=r"expected 1-D tensors of one shape \[B\]"):
+        qrpo_loss_from_quantiles(torch.zeros(2, 1), torch.zeros(2, 1), torch.full((2, 1), 0.5), 1.0)
+    with pytest.raises(ValueError, match=r"expected rewards \[B\] and ref_rewards \[B, M\]"):
+        qrpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(3, 4), 1.0)
+    with pytest.raises(ValueError, match=r"expected 1-D tensors of one shape \[B\]"):
+        dpo_loss(torch.zeros(2), torch.zeros(3), torch.zeros(2), torch.zeros(2), 1.0)
+    with pytest.raises(ValueError, match=r"expected 1-D tensors of one shape \[B\]"):
+        simpo_loss(torch.zeros(2), torch.zeros(2), torch.ones(1), torch.ones(2), 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"expected 1-D tensors of one shape \[B\]"):
+        rebel_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(4), 1.0)
+
+
+def test_qrpo_loss_refuses_non_finite_rewards_and_empty_reference_sets():
+    with pytest.raises(ValueError, match="rewards has non-finite values"):
+        qrpo_loss(t(-1.0), t(-1.0), t(float("nan")), t(0.0, 1.0).reshape(1, 2), 1.0)
+    with pytest.raises(ValueError, match="ref_rewards has non-finite values"):
+        qrpo_loss(t(-1.0), t(-1.0), t(0.5), t(0.0, float("inf")).reshape(1, 2), 1.0)
+    with pytest.raises(ValueError, match=r"M = 0"):
+        qrpo_loss(t(-1.0), t(-1.0), t(0.5), torch.zeros(1, 0, dtype=f64), 1.0)
+
+
+def test_unknown_loss_type_transform_and_tie_policy_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match="unknown loss_type 'huber'; choose one of mse, mae"):
+        qrpo_loss_from_quantiles(t(-1.0), t(-1.0), t(0.5), 1.0, loss_type="huber")
+    with pytest.raises(ValueError, match=r"unknown transform 'cube'; choose one of .*identity.*log.*normal_icdf"):
+        qrpo_loss_from_quantiles(t(-1.0), t(-1.0), t(0.5), 1.0, transform="cube")
+    with pytest.raises(ValueError, match="unknown tie policy 'avg'"):
+        qrpo_loss(t(-1.0), t(-1.0), t(0.5), t(0.0, 1.0).reshape(1, 2), 1.0, ties="avg")
+
+
+def test_open_interval_transform_refuses_unclamped_quantiles_in_the_loss():
+    with pytest.raises(ValueError, match=r"transform 'log' needs quantiles in \(0, 1\)"):
+        qrpo_loss_from_quantiles(t(-1.0, -1.0), t(-1.0, -1.0), t(0.0, 0.5), 1.0, transform="log")
+
+
+def test_simpo_refuses_completions_without_tokens():
+    with pytest.raises(ValueError, match="at least one token"):
+        simpo_loss(t(-1.0), t(-2.0), t(0.0), t(1.0), 1.0, 0.0)

@@ -1,0 +1,269 @@
+"""qrpo.transforms: the transforms themselves, their log-partition functions against high-precision
+quadrature, the registry and the domain checks.
+
+Reference values never come from the code under test: log Z_f(beta) = log integral_0^1 exp(f(t)/beta) dt
+is integrated with mpmath (30 significant digits, tanh-sinh) with the interval split next to the
+integrand's peak, where for small beta all of the mass sits in a layer of width ~beta.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from qrpo.quantiles import clamp_quantiles
+from qrpo.transforms import (
+    QuadratureTransform,
+    Transform,
+    available_transforms,
+    check_beta,
+    get_transform,
+    register_transform,
+)
+
+mpmath.mp.dps = 30
+
+# 1e-4 .. 10 on a log grid (16 points, three per decade), then a few larger
+BETAS = [float(b) for b in np.logspace(-4, 1, 16)] + [30.0, 100.0, 1e3, 1e4]
+SCALED_PARAMS = [(0.5, 0.2), (-1.0, 3.0)]
+
+
+def _peak_layer_points(beta: float, at: float = 1.0) -> list:
+    """Split points for [0, 1] that resolve a peak of width ~beta at t = `at` (0 or 1)."""
+    offsets = [beta * k for k in (0.1, 1.0, 10.0, 100.0, 1000.0) if beta * k < 1.0]
+    inner = sorted((1 - o if at == 1.0 else o) for o in offsets)
+    return [mpmath.mpf(0)] + [mpmath.mpf(p) for p in inner] + [mpmath.mpf(1)]
+
+
+def reference_log_z_interval(f, beta: float) -> float:
+    """log integral_0^1 exp(f(t)/beta) dt by mpmath, f increasing (peak at t = 1)."""
+    b = mpmath.mpf(beta)
+    total = mpmath.quad(lambda t: mpmath.exp(f(t) / b), _peak_layer_points(beta, at=1.0))
+    return float(mpmath.log(total))
+
+
+def reference_log_z_normal(mu: float, sigma: float, beta: float) -> float:
+    """log integral_0^1 exp((mu + sigma Phi^{-1}(t))/beta) dt, substituting t = Phi(z):
+    = log integral exp((mu + sigma z)/beta) phi(z) dz, whose integrand peaks where its log-derivative
+    sigma/beta - z vanishes, z* = sigma/beta; split there and 5 and 20 units either side."""
+    b, m, s = mpmath.mpf(beta), mpmath.mpf(mu), mpmath.mpf(sigma)
+    peak = s / b
+    points = [-mpmath.inf, peak - 20, peak - 5, peak, peak + 5, peak + 20, mpmath.inf]
+    integrand = lambda z: mpmath.exp((m + s * z) / b - z * z / 2) / mpmath.sqrt(2 * mpmath.pi)  # noqa: E731
+    return float(mpmath.log(mpmath.quad(integrand, points)))
+
+
+CLOSED_FORM_REFERENCES = {
+    "identity": lambda beta: reference_log_z_interval(lambda t: t, beta),
+    "log": lambda beta: reference_log_z_interval(mpmath.log, beta),
+    "square": lambda beta: reference_log_z_interval(lambda t: t * t, beta),
+    "sqrt": lambda beta: reference_log_z_interval(mpmath.sqrt, beta),
+    "normal_icdf": lambda beta: reference_log_z_normal(0.0, 1.0, beta),
+}
+
+
+def _assert_close_relative(computed: float, reference: float, rel: float = 1e-6) -> None:
+    assert math.isfinite(computed)
+    assert abs(computed - reference) <= rel * abs(reference), (computed, reference)
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_FORM_REFERENCES))
+def test_closed_form_log_partition_matches_mpmath_quadrature_from_beta_1e_minus_4_to_1e4(name):
+    transform = get_transform(name)
+    for beta in BETAS:
+        _assert_close_relative(transform.log_partition(beta), CLOSED_FORM_REFERENCES[name](beta))
+
+
+@pytest.mark.parametrize("mu, sigma", SCALED_PARAMS)
+def test_scaled_normal_icdf_log_partition_matches_mpmath_quadrature(mu, sigma):
+    transform = get_transform("scaled_normal_icdf", mu=mu, sigma=sigma)
+    for beta in BETAS:
+        _assert_close_relative(transform.log_partition(beta), reference_log_z_normal(mu, sigma, beta))
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0, 3.0])
+def test_normal_icdf_log_partition_matches_quadrature_in_the_quantile_domain(beta):
+    """The same integral in t itself, Phi^{-1}(t) = sqrt(2) erfinv(2t - 1), no substitution; the
+    integrand blows up (integrably) at t = 1, which tanh-sinh handles for moderate beta."""
+    integrand = lambda t: mpmath.exp(mpmath.sqrt(2) * mpmath.erfinv(2 * t - 1) / beta)  # noqa: E731
+    reference = float(mpmath.log(mpmath.quad(integrand, [0, 0.5, 0.99, 1])))
+    _assert_close_relative(get_transform("normal_icdf").log_partition(beta), reference)
+
+
+def test_log_partitions_stay_finite_for_extreme_betas():
+    extreme = [1e-6, 1e-5, 1e-4, 1e4, 1e5, 1e6]
+    transforms = [get_transform(n) for n in CLOSED_FORM_REFERENCES] + [
+        get_transform("scaled_normal_icdf", mu=mu, sigma=s) for mu, s in SCALED_PARAMS
+    ]
+    for transform in transforms:
+        for beta in extreme:
+            assert math.isfinite(transform.log_partition(beta)), (transform, beta)
+
+
+def test_log_partition_small_beta_asymptotics_by_hand():
+    """For beta -> 0 the mass sits at t = 1 (Laplace): identity Z ~ beta e^{1/beta}, so
+    log Z ~ 1/beta + log beta; square Z ~ (beta/2) e^{1/beta}; sqrt: with t = (1-u)^2,
+    Z = e^{1/beta} integral_0^1 2(1-u) e^{-u/beta} du ~ e^{1/beta} 2 beta (1 - beta);
+    log Z = log(beta/(1+beta)) ~ log beta."""
+    beta = 1e-4
+    assert get_transform("identity").log_partition(beta) == pytest.approx(1 / beta + math.log(beta), rel=1e-12)
+    assert get_transform("square").log_partition(beta) == pytest.approx(1 / beta + math.log(beta / 2), rel=1e-8)
+    assert get_transform("sqrt").log_partition(beta) == pytest.approx(1 / beta + math.log(2 * beta * (1 - beta)), rel=1e-12)
+    assert get_transform("log").log_partition(beta) == pytest.approx(math.log(beta), rel=1e-3)
+
+
+def test_log_partition_large_beta_tends_to_beta_times_mean_of_f_over_beta():
+    """For beta -> inf, log E[exp(f/beta)] = E[f]/beta + Var[f]/(2 beta^2) + O(beta^-3); with
+    E[t] = 1/2, Var = 1/12 (identity); E[log t] = -1, Var = 1 (log)."""
+    beta = 1e4
+    assert get_transform("identity").log_partition(beta) == pytest.approx(0.5 / beta + 1 / (24 * beta**2), rel=1e-8)
+    assert get_transform("log").log_partition(beta) == pytest.approx(-1 / beta + 1 / (2 * beta**2), rel=1e-8)
+
+
+def test_transform_values_match_their_definitions():
+    q = torch.tensor([0.01, 0.2, 0.5, 0.77, 0.999], dtype=torch.float64)
+    qs = q.numpy()
+    np.testing.assert_allclose(get_transform("identity")(q).numpy(), qs)
+    np.testing.assert_allclose(get_transform("log")(q).numpy(), np.log(qs), rtol=1e-15)
+    np.testing.assert_allclose(get_transform("square")(q).numpy(), qs**2, rtol=1e-15)
+    np.testing.assert_allclose(get_transform("sqrt")(q).numpy(), np.sqrt(qs), rtol=1e-15)
+    np.testing.assert_allclose(get_transform("normal_icdf")(q).numpy(), stats.norm.ppf(qs), rtol=1e-12)
+    scaled = get_transform("scaled_normal_icdf", mu=0.5, sigma=0.2)
+    np.testing.assert_allclose(scaled(q).numpy(), 0.5 + 0.2 * stats.norm.ppf(qs), rtol=1e-12)
+
+
+def test_optimum_built_from_log_partition_is_normalised_on_a_fine_quantile_grid():
+    """E_{q~U(0,1)}[exp(f(q)/beta - log Z_f)] = 1: the midpoint rule on 10^6 cells, moderate beta."""
+    cells = 1_000_000
+    q = (torch.arange(cells, dtype=torch.float64) + 0.5) / cells
+    for name in ("identity", "log", "square", "sqrt", "normal_icdf"):
+        transform, beta = get_transform(name), 1.0
+        mass = torch.exp(transform(q) / beta - transform.log_partition(beta)).mean().item()
+        assert mass == pytest.approx(1.0, abs=2e-3), name
+
+
+# --- user transforms: quadrature path ------------------------------------------------------------
+
+
+def _registered(name: str, f, open_interval: bool = False) -> Transform:
+    """Register once per process (the registry is global and refuses duplicates)."""
+    if name not in available_transforms():
+        register_transform(name, f, open_interval=open_interval)
+    return get_transform(name)
+
+
+def test_registered_identity_by_quadrature_agrees_with_the_closed_form():
+    by_quadrature = _registered("test_identity_by_quadrature", lambda q: q)
+    assert isinstance(by_quadrature, QuadratureTransform)
+    closed = get_transform("identity")
+    for beta in BETAS:
+        _assert_close_relative(by_quadrature.log_partition(beta), closed.log_partition(beta))
+
+
+def test_registered_cube_log_partition_matches_mpmath():
+    cube = _registered("test_cube", lambda q: q**3)
+    for beta in BETAS:
+        _assert_close_relative(cube.log_partition(beta), reference_log_z_interval(lambda t: t**3, beta))
+
+
+def test_registered_open_interval_log_by_quadrature_agrees_with_closed_form_log():
+    by_quadrature = _registered("test_log_by_quadrature", torch.log, open_interval=True)
+    closed = get_transform("log")
+    for beta in [1e-3, 0.1, 1.0, 10.0, 1e3]:
+        _assert_close_relative(by_quadrature.log_partition(beta), closed.log_partition(beta))
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        by_quadrature(torch.tensor([0.0, 0.5]))
+
+
+def test_registered_non_monotone_transform_with_interior_peak_matches_mpmath():
+    """f(t) = -(t - 0.3)^2 peaks inside the interval, at t = 0.3."""
+    bump = _registered("test_bump", lambda q: -((q - 0.3) ** 2))
+    for beta in [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0]:
+        b = mpmath.mpf(beta)
+        width = math.sqrt(beta)
+        points = sorted({0.0, 1.0, *(min(max(0.3 + k * width, 0.0), 1.0) for k in (-30, -3, 0, 3, 30))})
+        reference = float(mpmath.log(mpmath.quad(lambda t: mpmath.exp(-((t - 0.3) ** 2) / b), points)))
+        _assert_close_relative(bump.log_partition(beta), reference)
+
+
+def test_registering_an_existing_name_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_transform("identity", lambda q: q)
+
+
+# --- registry, parameters, beta ------------------------------------------------------------------
+
+
+def test_builtin_transforms_are_all_available():
+    assert {"identity", "log", "square", "sqrt", "normal_icdf", "scaled_normal_icdf"} <= set(available_transforms())
+
+
+def test_unknown_transform_error_lists_the_registry():
+    with pytest.raises(ValueError, match="unknown transform 'cubic'") as err:
+        get_transform("cubic")
+    for name in ("identity", "log", "square", "sqrt", "normal_icdf", "scaled_normal_icdf"):
+        assert name in str(err.value)
+
+
+def test_get_transform_passes_instances_through_and_builds_parameters():
+    transform = get_transform("scaled_normal_icdf", mu=1.0, sigma=2.0)
+    assert get_transform(transform) is transform
+    assert (transform.mu, transform.sigma) == (1.0, 2.0)
+    assert transform.log_partition(2.0) == pytest.approx(1.0 / 2.0 + 4.0 / 8.0)
+
+
+def test_parameters_a_transform_does_not_take_are_refused():
+    with pytest.raises(ValueError, match="does not take parameters"):
+        get_transform("identity", mu=1.0)
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan"), float("inf")])
+def test_scaled_normal_icdf_needs_a_positive_finite_sigma(sigma):
+    with pytest.raises(ValueError, match="sigma > 0"):
+        get_transform("scaled_normal_icdf", mu=0.0, sigma=sigma)
+
+
+@pytest.mark.parametrize("beta", [0.0, -0.5, float("nan"), float("inf"), float("-inf")])
+def test_non_positive_or_non_finite_beta_is_refused_by_every_log_partition(beta):
+    with pytest.raises(ValueError, match="beta must be a positive finite number"):
+        check_beta(beta)
+    for name in available_transforms():
+        with pytest.raises(ValueError, match="beta must be a positive finite number"):
+            get_transform(name).log_partition(beta)
+
+
+# --- domains --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["log", "normal_icdf", "scaled_normal_icdf"])
+@pytest.mark.parametrize("bad", [0.0, 1.0])
+def test_open_interval_transforms_refuse_quantiles_0_and_1_and_point_to_clamping(name, bad):
+    transform = get_transform(name)
+    assert transform.open_interval
+    with pytest.raises(ValueError, match=r"needs quantiles in \(0, 1\).*clamp_quantiles"):
+        transform(torch.tensor([0.5, bad]))
+
+
+@pytest.mark.parametrize("name", ["log", "normal_icdf"])
+def test_open_interval_transforms_are_finite_after_clamping(name):
+    m = 8
+    grid = torch.arange(m + 1, dtype=torch.float64) / m  # every possible q_hat, ends included
+    values = get_transform(name)(clamp_quantiles(grid, m))
+    assert torch.isfinite(values).all()
+    assert (values.diff() > 0).all()  # the order of the grid survives
+
+
+@pytest.mark.parametrize("name", ["identity", "square", "sqrt"])
+def test_closed_interval_transforms_accept_0_and_1_but_not_outside(name):
+    transform = get_transform(name)
+    assert not transform.open_interval
+    ends = transform(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert ends.tolist() == [0.0, 1.0]
+    for bad in (-0.1, 1.1, float("nan")):
+        with pytest.raises(ValueError, match=r"needs quantiles in \[0, 1\]"):
+            transform(torch.tensor([0.5, bad]))
