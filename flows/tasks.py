@@ -52,7 +52,7 @@ def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str):
 def prepare_model(config: dict, run_id: str):
     cfg = build_section(ModelConfig, config["model"])
     artifact, cached = _store(config).get_or_build(
-        "model", 1, config["model"], {}, lambda out, _: models.prepare_model(cfg, out)
+        "model", 2, config["model"], {}, lambda out, _: models.prepare_model(cfg, out)
     )
     return _finish(artifact, cached, run_id, "model/")
 

@@ -11,6 +11,7 @@ Three sources (`conf/model/*.yaml`):
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 
@@ -44,7 +45,10 @@ def prepare_model(cfg: ModelConfig, out_dir: Path) -> dict:
         gguf = gguf_file(cfg)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        config = copy.deepcopy(loaded.config)
+        if hasattr(config, "quantization_config"):  # de-quantised weights: the saved model is plain float
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(loaded.state_dict())
     elif cfg.source == "pretrained":
         try:

@@ -49,10 +49,11 @@ beta log(pi/pi_ref) = E[f(q_hat) | y] - beta log Z_f, so:
   example: the target f(1/2) - beta log Z_f is one constant that no normalised policy can match, the
   least-squares compromise ignores the reward, and the KL can exceed the starting KL(pi_ref || pi*).
 
-Typical figures (defaults, seed 0, ~50 s on one core): KL(pi_theta || pi*) <= 2e-4 nats for every
+Typical figures (defaults, seed 0, ~55 s on one core): KL(pi_theta || pi*) <= 2e-4 nats for every
 transform with exact quantiles (the residual for normal_icdf is the log_partition_gap ~ 0.018 at work:
-an unnormalised target shifts the least-squares fit by O(gap^2)); identity 9e-3 / 4e-3 / 1e-3 / 4e-4 at
-M = 1 / 3 / 10 / 50 (gradient noise only); log 1.2 / 0.3 / 6e-3 / 5e-4; DPO 2e-3 from a start 1.9 away.
+an unnormalised target shifts the least-squares fit by O(gap^2)); identity 7e-3 / 3e-3 / 1e-3 / 5e-4 at
+M = 1 / 3 / 10 / 50 (gradient noise only); log 1.4 / 0.25 / 6e-3 / 6e-4; normal_icdf 3.4 / 1.3 / 0.23 /
+0.03; DPO 2e-3 from a start 1.9 away.
 
 DPO baseline: pairs (y1, y2) ~ D x D, y1 preferred with the Bradley-Terry probability
 sigmoid(r1 - r2), trained with `qrpo.losses.dpo_loss`; its optimum is pi_ref exp(r / beta_dpo) / Z.
@@ -71,7 +72,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -105,6 +105,8 @@ class Problem:
 
 def make_problem(prompts: int, vocab: int, length: int, ref_scale: float, generator: torch.Generator) -> Problem:
     """Random pi_ref and rewards; completions enumerated in lexicographic order."""
+    if prompts < 1 or vocab < 2 or length < 1:
+        raise ValueError(f"need prompts >= 1, vocab >= 2, length >= 1; got {prompts}, {vocab}, {length}")
     n = vocab**length
     ids = torch.arange(n)
     # token at position d of completion i: digit d (most significant first) of i in base V
@@ -276,8 +278,11 @@ def run(
     started = time.perf_counter()
     transforms = list(DEFAULT_BETAS) if transforms is None else transforms
     betas = {**DEFAULT_BETAS, **(betas or {})}
-    generator = torch.Generator().manual_seed(seed)
-    problem = make_problem(prompts, vocab, length, ref_scale, generator)
+    # one random stream for the problem and one per training run, so that a run's numbers do not
+    # depend on which other transforms were selected
+    streams = {name: i for i, name in enumerate(["problem", "dpo", *DEFAULT_BETAS])}
+    generator = lambda stream: torch.Generator().manual_seed(1000 * seed + streams[stream])  # noqa: E731
+    problem = make_problem(prompts, vocab, length, ref_scale, generator("problem"))
     exact_q = midpoint_quantiles(problem.ref_logps, problem.rewards)  # [P, N]
 
     report: dict = {"transforms": {}}
@@ -286,7 +291,7 @@ def run(
         beta = betas[name]
         with torch.no_grad():
             optimum, log_z = tilted(problem.ref_logps, transform(exact_q) / beta)  # [P, N], [P]
-        final = train_qrpo(problem, transform, beta, ms, steps, batch_size, lr, final_lr_fraction, generator)
+        final = train_qrpo(problem, transform, beta, ms, steps, batch_size, lr, final_lr_fraction, generator(name))
         entry = {
             "beta": beta,
             **kl_report(final[0], optimum),
@@ -301,7 +306,7 @@ def run(
 
     if include_dpo:
         optimum, _ = tilted(problem.ref_logps, problem.rewards / dpo_beta)  # [P, N]
-        final = train_dpo(problem, dpo_beta, dpo_steps, dpo_batch_size, lr, final_lr_fraction, generator)
+        final = train_dpo(problem, dpo_beta, dpo_steps, dpo_batch_size, lr, final_lr_fraction, generator("dpo"))
         report["dpo"] = {
             "beta": dpo_beta,
             **kl_report(final, optimum),
@@ -406,13 +411,16 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     transforms = [t for t in args.transforms.split(",") if t]
+    ms = tuple(int(m) for m in args.ms.split(",") if m)
+    if any(m < 1 for m in ms):
+        parser.error(f"--ms: every reference-set size must be >= 1; got {list(ms)}")
     unknown = [t for t in transforms if t not in DEFAULT_BETAS]
     if unknown:
         parser.error(f"unknown transform(s) {unknown}; choose from {', '.join(DEFAULT_BETAS)}")
     report = run(
         transforms=transforms,
         betas=_parse_betas(args.beta),
-        ms=tuple(int(m) for m in args.ms.split(",") if m),
+        ms=ms,
         dpo_beta=args.dpo_beta,
         seed=args.seed,
         prompts=args.prompts,

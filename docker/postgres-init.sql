@@ -1,0 +1,2 @@
+-- A second database for MLflow beside Prefect's.
+CREATE DATABASE mlflow;
