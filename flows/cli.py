@@ -29,7 +29,11 @@ def run(overrides: list[str]) -> dict:
         raise SystemExit(2) from None
     from flows.pipeline import qrpo_pipeline
 
-    summary = qrpo_pipeline(overrides)
+    try:
+        summary = qrpo_pipeline(overrides)
+    except InputError as err:  # found mid-run (e.g. every pair tied): same one line, finished artifacts kept
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(format_summary(summary))
     return summary
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from qrpo.algorithms import Algorithm, PreferenceBatch
 from qrpo.config import TrainConfig
+from qrpo.errors import InputError
 from qrpo.logprobs import sequence_logps
 
 
@@ -64,7 +65,10 @@ def train_policy(
     columns = pairs.to_pydict()
     n = pairs.num_rows
     if n == 0:
-        raise ValueError("the training table is empty: no prompt produced a preference pair")
+        raise InputError(
+            "the training table is empty: every prompt's candidates tied on reward; raise "
+            "sampler.num_train_samples or dataset.max_train_prompts, or use a finer-grained reward"
+        )
     steps_per_epoch = max(1, n // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     torch.manual_seed(cfg.seed)

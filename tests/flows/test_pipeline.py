@@ -23,7 +23,7 @@ def runs(prefect_server, tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("QRPO_HOME", "HF_TOKEN")}
     os.environ["QRPO_HOME"], os.environ["HF_TOKEN"] = str(home), SECRET
     try:
-        base = ["experiment=smoke", f"+secrets.hf_token={SECRET}"]
+        base = ["experiment=smoke", "+secrets.hf_token=${oc.env:HF_TOKEN}"]  # secrets come from the environment
         first = qrpo_pipeline(base)
         again = qrpo_pipeline(base)
         new_beta = qrpo_pipeline(base + ["algorithm.beta=0.2"])
@@ -74,6 +74,17 @@ def test_secrets_never_reach_mlflow(runs):
     local = client.download_artifacts(run.info.run_id, "config.yaml")
     text = open(local).read()
     assert SECRET not in text and "secrets" in text
+    for name in ("report/summary.md",):
+        assert SECRET not in open(client.download_artifacts(run.info.run_id, name)).read()
+
+
+def test_secrets_never_reach_prefect_parameters(runs):
+    from prefect.client.orchestration import get_client
+
+    _, first, _, _ = runs
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(first["flow_run_id"])
+    assert SECRET not in str(flow_run.parameters)
 
 
 def test_identical_rerun_is_fully_cached(runs):

@@ -65,3 +65,12 @@ def test_qrpo_clamps_quantiles_only_for_transforms_that_need_it():
 
 def test_reference_free_methods_say_so():
     assert [a.needs_reference for a in (QRPO(0.1), DPO(0.1), SimPO(2.0), REBEL(0.1), SFT())] == [True, True, False, True, False]
+
+
+def test_an_empty_training_table_is_a_clear_input_error(tiny_policy):
+    from qrpo.errors import InputError
+
+    model, tokenizer = tiny_policy
+    empty = _pairs(model, tokenizer.pad_token_id).slice(0, 0)
+    with pytest.raises(InputError, match="num_train_samples"):
+        train_policy(model, empty, QRPO(beta=0.1), TrainConfig(), tokenizer.pad_token_id)
