@@ -60,7 +60,7 @@ def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
     assert run.data.tags["algorithm"] == "qrpo"
     assert run.data.tags["num_ref_samples"] == "4"
     assert run.data.tags["model"] == "tiny-llama"
-    assert run.data.params["algorithm.beta"] == "0.05"
+    assert run.data.params["algorithm.beta"] == "0.1"
     files = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/training_curves.png", "report/eval_rewards.png", "report/summary.md"} <= files
 
