@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
@@ -23,9 +25,6 @@ from qrpo.tracking import RunLogger, artifact_location, flatten, redact, trackin
 
 
 def _start_mlflow_run(config: dict, experiment: str) -> str:
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri())
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifact_location())
@@ -42,7 +41,7 @@ def _start_mlflow_run(config: dict, experiment: str) -> str:
     }
     run = client.create_run(experiment_id, run_name=flow_run.get_name() or None, tags={k: str(v) for k, v in tags.items()})
     safe = redact(config)
-    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in flatten(safe).items()])
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(safe).items()])
     client.log_dict(run.info.run_id, safe, "config.yaml")
     return run.info.run_id
 
@@ -54,8 +53,7 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     config = compose_config(overrides)
     validate(config)
     run_id = _start_mlflow_run(config, config["mlflow_experiment"])
-    from mlflow.tracking import MlflowClient
-
+    logger = RunLogger(run_id)
     try:
         model = tasks.prepare_model(config, run_id)
         dataset = tasks.load_dataset(config, run_id)
@@ -69,9 +67,9 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
         evaluated = tasks.evaluate(config, model, trained, dataset, eval_scored, run_id)
         metrics = tasks.make_report(config, trained, evaluated, eval_scored, run_id)
     except BaseException:
-        MlflowClient(tracking_uri()).set_terminated(run_id, "FAILED")
+        logger.client.set_terminated(run_id, "FAILED")
         raise
-    MlflowClient(tracking_uri()).set_terminated(run_id, "FINISHED")
+    logger.client.set_terminated(run_id, "FINISHED")
     states = {"model": model, "dataset": dataset, "train_samples": train_samples, "eval_samples": eval_samples,
               "train_rewards": train_scored, "eval_rewards": eval_scored, "pairs": pairs, "ref_logps": ref_logps,
               "train": trained, "eval": evaluated}
@@ -84,5 +82,5 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
         "metrics": metrics,
     }
     get_run_logger().info("cached steps: %s", ", ".join(summary["cached_steps"]) or "none")
-    RunLogger(run_id).tags({"cached_steps": ",".join(summary["cached_steps"]), "prefect.api": os.environ.get("PREFECT_API_URL", "ephemeral")})
+    logger.tags({"cached_steps": ",".join(summary["cached_steps"]), "prefect.api": os.environ.get("PREFECT_API_URL", "ephemeral")})
     return summary
