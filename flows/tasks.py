@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from prefect import task
@@ -27,7 +26,7 @@ from qrpo.config import (
     DatasetConfig, EvalConfig, ModelConfig, QuantileConfig, RewardConfig, SamplerConfig, TrainConfig, build_section,
 )
 from qrpo.errors import InputError
-from qrpo.rewards import build_reward
+from qrpo.rewards import build_reward, score_samples
 from qrpo.tracking import RunLogger
 
 
@@ -88,8 +87,7 @@ def sample(config: dict, model_key: str, dataset_key: str, split: str, run_id: s
 
     def build(out, partial):
         model, tokenizer = models.load_policy(store.require("model", model_key).path)
-        prompts = store.require("dataset", dataset_key).table()
-        prompts = prompts.filter(pc.equal(prompts.column("split"), split))
+        prompts = data.split(store.require("dataset", dataset_key).table(), split)
         table = sampling.sample_completions(
             model, tokenizer, prompts, n, max_new_tokens=max_new, temperature=sampler.temperature, top_p=sampler.top_p,
             batch_size=sampler.batch_size, shard_prompts=sampler.shard_prompts, seed=seed, checkpoint_dir=partial,
@@ -110,11 +108,7 @@ def score(config: dict, samples_key: str, dataset_key: str, split: str, run_id: 
 
     def build(out, _):
         samples = store.require("samples", samples_key).table()
-        prompts = store.require("dataset", dataset_key).table().to_pydict()
-        prompt_text = dict(zip(prompts["prompt_id"], prompts["prompt"]))
-        rewards = build_reward(cfg).score(
-            [prompt_text[p] for p in samples.column("prompt_id").to_pylist()], samples.column("completion").to_pylist()
-        )
+        rewards = score_samples(build_reward(cfg), samples, store.require("dataset", dataset_key).table())
         write_table(samples.append_column("reward", pa.array(rewards)), out / "data.parquet")
         return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
 
@@ -191,17 +185,13 @@ def evaluate(config: dict, model_key: str, train_key: str, dataset_key: str, eva
 
     def build(out, partial):
         policy, tokenizer = models.load_policy(store.require("train", train_key).path / "policy")
-        prompts = store.require("dataset", dataset_key).table()
-        prompts = prompts.filter(pc.equal(prompts.column("split"), "eval"))
+        prompts = data.split(store.require("dataset", dataset_key).table(), "eval")
         samples = sampling.sample_completions(
             policy, tokenizer, prompts, evals.samples_per_prompt, max_new_tokens=evals.max_new_tokens,
             temperature=sampler.temperature, top_p=sampler.top_p, batch_size=evals.batch_size,
             shard_prompts=sampler.shard_prompts, seed=evals.seed, checkpoint_dir=partial, desc="sample policy (eval)",
         )
-        prompt_text = dict(zip(prompts.column("prompt_id").to_pylist(), prompts.column("prompt").to_pylist()))
-        rewards = build_reward(reward_cfg).score(
-            [prompt_text[p] for p in samples.column("prompt_id").to_pylist()], samples.column("completion").to_pylist()
-        )
+        rewards = score_samples(build_reward(reward_cfg), samples, prompts)
         p_ids, c_ids = samples.column("prompt_ids").to_pylist(), samples.column("completion_ids").to_pylist()
         policy_logp = logprobs.batched_sequence_logps(policy, p_ids, c_ids, tokenizer.pad_token_id, evals.batch_size, "policy log-probs")
         del policy

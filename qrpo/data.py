@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from qrpo.config import DatasetConfig
 from qrpo.errors import InputError
@@ -49,3 +50,8 @@ def load_prompts(cfg: DatasetConfig) -> pa.Table:
         kept += split_rows[: limits[split] or None]
     ids, prompts, splits = zip(*kept)
     return pa.table({"prompt_id": list(map(str, ids)), "prompt": list(prompts), "split": list(splits)})
+
+
+def split(prompts: pa.Table, name: str) -> pa.Table:
+    """The rows of one split ("train" or "eval")."""
+    return prompts.filter(pc.equal(prompts.column("split"), name))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
@@ -90,6 +91,14 @@ class SequenceClassifierReward(RewardModel):
             score = out.logits[:, self.score_index] if score is None else score.reshape(-1)
             scores.append(score.float().cpu().numpy())
         return np.concatenate(scores).astype(np.float64)
+
+
+def score_samples(reward: RewardModel, samples: pa.Table, prompts: pa.Table) -> np.ndarray:
+    """Rewards [N] of a samples table (prompt_id, completion), with prompt texts from (prompt_id, prompt)."""
+    prompt_text = dict(zip(prompts.column("prompt_id").to_pylist(), prompts.column("prompt").to_pylist()))
+    return reward.score(
+        [prompt_text[p] for p in samples.column("prompt_id").to_pylist()], samples.column("completion").to_pylist()
+    )
 
 
 def _sequence_classifier(cfg: RewardConfig) -> RewardModel:

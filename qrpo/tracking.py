@@ -78,21 +78,16 @@ class RunLogger:
         self.run_id = run_id
         self.client = MlflowClient(tracking_uri())
 
-    def metrics(self, values: dict[str, float], prefix: str = "", step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(f"{prefix}{k}", float(v), now, step or 0) for k, v in values.items() if _is_number(v)]
-        for start in range(0, len(batch), 1000):
-            self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
+    def metrics(self, values: dict[str, float], prefix: str = "", step: int = 0) -> None:
+        self.history([{**values, "step": step}], prefix)
 
     def history(self, rows: list[dict], prefix: str) -> None:
-        """Per-step curves (each row has a "step")."""
+        """Numeric values of each row, logged at that row's "step" (a training curve, or one point)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(f"{prefix}{k}", float(v), now, int(r["step"])) for r in rows for k, v in r.items() if k != "step" and _is_number(v)]
-        for start in range(0, len(batch), 1000):
+        for start in range(0, len(batch), 1000):  # MLflow accepts at most 1000 metrics per call
             self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
 
     def artifacts(self, folder: Path, artifact_path: str | None = None) -> None:

@@ -25,3 +25,17 @@ def test_tiny_classifier_is_deterministic_continuous_and_batch_invariant():
 def test_unknown_reward_kind_lists_the_registry():
     with pytest.raises(InputError, match=", ".join(REWARD_KINDS)):
         build_reward(RewardConfig(name="x", kind="telepathy"))
+
+
+def test_score_samples_pairs_each_completion_with_its_own_prompt():
+    import pyarrow as pa
+
+    from qrpo.rewards import RewardModel, score_samples
+
+    class PromptLength(RewardModel):
+        def score(self, prompts, completions):
+            return np.array([len(p) * 100 + len(c) for p, c in zip(prompts, completions)], dtype=np.float64)
+
+    prompts = pa.table({"prompt_id": ["a", "b"], "prompt": ["x", "yyy"]})
+    samples = pa.table({"prompt_id": ["b", "a", "b"], "completion": ["1", "22", "333"]})
+    assert score_samples(PromptLength(), samples, prompts).tolist() == [301, 102, 303]
