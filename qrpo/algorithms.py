@@ -1,59 +1,97 @@
 """Training objectives as the trainer sees them: one class per method, one shared contract.
 
-The trainer computes policy log-probs of each pair and hands the algorithm a `PreferenceBatch`; the
-algorithm returns per-pair losses [B] and detached scalar diagnostics. It never knows which method
-it runs. A method is chosen by `conf/algorithm/<name>.yaml`, whose `_target_` names a class here.
-The mathematics lives in `qrpo.losses`; these classes only pick the inputs each method needs.
+The trainer computes the policy's log-probs of every completion in a micro-batch in one forward pass
+and hands the algorithm either a `PairBatch` (chosen/rejected pairs) or a `PointwiseBatch` (single
+completions, QRPO's native regime). The algorithm returns per-example losses [B] and per-example
+detached diagnostics ({name: [B]}); the trainer averages both, so it never knows which method it runs.
+
+A method is chosen by `conf/algorithm/<name>.yaml`, whose `_target_` names a class here. The
+mathematics lives in `qrpo.losses`; these classes only pick the inputs each method needs and declare
+what it needs (`needs_reference`, `needs_pairs`), which the pipeline checks before any work.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
 from qrpo.losses import LOSS_TYPES, dpo_loss, qrpo_loss_from_quantiles, rebel_loss, simpo_loss
-from qrpo.quantiles import clamp_quantiles
 from qrpo.transforms import check_beta, get_transform
 
 
 @dataclass
-class PreferenceBatch:
-    policy_chosen_logps: torch.Tensor  # [B] summed over completion tokens
-    policy_rejected_logps: torch.Tensor  # [B]
-    ref_chosen_logps: torch.Tensor  # [B]
-    ref_rejected_logps: torch.Tensor  # [B]
-    chosen_lengths: torch.Tensor  # [B] completion tokens
-    rejected_lengths: torch.Tensor  # [B]
-    chosen_rewards: torch.Tensor  # [B] raw rewards
-    rejected_rewards: torch.Tensor  # [B]
-    chosen_quantiles: torch.Tensor  # [B] empirical quantiles among num_ref reference rewards
-    rejected_quantiles: torch.Tensor  # [B]
-    num_ref: torch.Tensor  # [B] M per example
+class PairBatch:
+    """B pairs (y_w preferred to y_l) of the same prompt. Every tensor is [B] on the policy's device."""
+
+    policy_chosen_logps: torch.Tensor  # log pi_theta(y_w|x), summed over completion tokens
+    policy_rejected_logps: torch.Tensor
+    ref_chosen_logps: torch.Tensor | None  # log pi_ref(y_w|x); None when the method is reference-free
+    ref_rejected_logps: torch.Tensor | None
+    chosen_lengths: torch.Tensor  # completion tokens
+    rejected_lengths: torch.Tensor
+    chosen_rewards: torch.Tensor  # raw rewards
+    rejected_rewards: torch.Tensor
+    chosen_quantiles: torch.Tensor  # empirical quantiles among num_ref reference rewards
+    rejected_quantiles: torch.Tensor
+    num_ref: torch.Tensor  # M per example
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+PreferenceBatch = PairBatch  # the name used before pointwise batches existed
+
+
+@dataclass
+class PointwiseBatch:
+    """B single completions, each with its own reward and quantile. Every tensor is [B] on the policy's device."""
+
+    policy_logps: torch.Tensor  # log pi_theta(y|x)
+    ref_logps: torch.Tensor | None  # log pi_ref(y|x)
+    lengths: torch.Tensor
+    rewards: torch.Tensor
+    quantiles: torch.Tensor
+    num_ref: torch.Tensor
+
+    tensors = PairBatch.tensors
 
 
 class Algorithm(ABC):
     name: str
-    needs_reference: bool = True  # False: the trainer may skip reference log-probs
+    needs_reference: bool = True  # False: no reference log-probs are computed for it
+    needs_pairs: bool = True  # False: it also trains on single completions (regime=pointwise)
 
     @abstractmethod
-    def __call__(self, batch: PreferenceBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """(per-pair losses [B], diagnostics averaged over the batch)."""
+    def __call__(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(per-example losses [B] with gradient, per-example detached diagnostics {name: [B]})."""
 
     def __repr__(self):
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
 
 
-def _mean(x: torch.Tensor) -> float:
-    return float(x.detach().float().mean())
+def _pair_diagnostics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Implicit rewards of both sides [B], their margin, and whether the margin is positive."""
+    margin = chosen - rejected
+    return {
+        "chosen_implicit_reward": chosen,
+        "rejected_implicit_reward": rejected,
+        "implicit_margin": margin,
+        "implicit_accuracy": (margin > 0).to(margin.dtype),
+    }
 
 
 class QRPO(Algorithm):
-    """Pointwise regression on both completions of each pair (the pair is just two data points)."""
+    """Pointwise regression of beta log(pi_theta/pi_ref) onto f(q) - beta log Z_f(beta).
+
+    On a `PointwiseBatch` every completion is one example; on a `PairBatch` the pair is just two data
+    points (loss = the mean of the two). Quantiles are moved inside (0, 1) only where f is infinite.
+    """
 
     name = "qrpo"
+    needs_pairs = False
 
     def __init__(self, beta: float, transform: str = "identity", loss_type: str = "mse", **transform_params):
         self.beta = check_beta(beta)
@@ -62,23 +100,36 @@ class QRPO(Algorithm):
         self.transform_name, self.loss_type = transform, loss_type
         self._transform = get_transform(transform, **transform_params)
 
-    def _pointwise(self, policy_logps, ref_logps, quantiles, num_ref):
-        if self._transform.open_interval:
-            quantiles = clamp_quantiles(quantiles, num_ref)
-        return qrpo_loss_from_quantiles(policy_logps, ref_logps, quantiles, self.beta, self._transform, self.loss_type)
+    def _pointwise(self, policy_logps, ref_logps, quantiles, num_ref, prefix=""):
+        out = qrpo_loss_from_quantiles(
+            policy_logps, ref_logps, self._transform.clamp(quantiles, num_ref), self.beta, self._transform, self.loss_type
+        )
+        target = out.transformed_rewards - out.beta_log_partition
+        diagnostics = {
+            f"{prefix}quantile": out.quantiles,
+            f"{prefix}transformed_reward": out.transformed_rewards,
+            f"{prefix}target": target,
+            f"{prefix}implicit_reward": out.implicit_rewards,
+            f"{prefix}residual": out.residuals,
+            f"{prefix}residual_abs": out.residuals.abs(),
+        }
+        return out, diagnostics
 
     def __call__(self, batch):
-        chosen = self._pointwise(batch.policy_chosen_logps, batch.ref_chosen_logps, batch.chosen_quantiles, batch.num_ref)
-        rejected = self._pointwise(batch.policy_rejected_logps, batch.ref_rejected_logps, batch.rejected_quantiles, batch.num_ref)
-        losses = 0.5 * (chosen.losses + rejected.losses)  # [B]
-        return losses, {
-            "chosen_implicit_reward": _mean(chosen.implicit_rewards),
-            "rejected_implicit_reward": _mean(rejected.implicit_rewards),
-            "chosen_target": _mean(chosen.transformed_rewards) - chosen.beta_log_partition,
-            "rejected_target": _mean(rejected.transformed_rewards) - rejected.beta_log_partition,
-            "beta_log_partition": chosen.beta_log_partition,
-            "residual_abs": 0.5 * (_mean(chosen.residuals.abs()) + _mean(rejected.residuals.abs())),
-        }
+        if isinstance(batch, PointwiseBatch):
+            out, diagnostics = self._pointwise(batch.policy_logps, batch.ref_logps, batch.quantiles, batch.num_ref)
+            losses = out.losses
+        else:
+            chosen, d_chosen = self._pointwise(
+                batch.policy_chosen_logps, batch.ref_chosen_logps, batch.chosen_quantiles, batch.num_ref, "chosen_")
+            rejected, d_rejected = self._pointwise(
+                batch.policy_rejected_logps, batch.ref_rejected_logps, batch.rejected_quantiles, batch.num_ref, "rejected_")
+            losses = 0.5 * (chosen.losses + rejected.losses)  # [B]
+            diagnostics = {**d_chosen, **d_rejected, **_pair_diagnostics(chosen.implicit_rewards, rejected.implicit_rewards)}
+            diagnostics["residual_abs"] = 0.5 * (d_chosen["chosen_residual_abs"] + d_rejected["rejected_residual_abs"])
+            out = chosen
+        diagnostics["beta_log_partition"] = torch.full_like(losses.detach(), out.beta_log_partition)
+        return losses, diagnostics
 
 
 class DPO(Algorithm):
@@ -89,7 +140,7 @@ class DPO(Algorithm):
 
     def __call__(self, batch):
         out = dpo_loss(batch.policy_chosen_logps, batch.policy_rejected_logps, batch.ref_chosen_logps, batch.ref_rejected_logps, self.beta)
-        return out.losses, _pair_metrics(out)
+        return out.losses, _pair_diagnostics(out.chosen_rewards, out.rejected_rewards)
 
 
 class SimPO(Algorithm):
@@ -105,7 +156,7 @@ class SimPO(Algorithm):
             batch.policy_chosen_logps, batch.policy_rejected_logps, batch.chosen_lengths, batch.rejected_lengths,
             self.beta, self.gamma_beta_ratio * self.beta,
         )
-        return out.losses, _pair_metrics(out)
+        return out.losses, _pair_diagnostics(out.chosen_rewards, out.rejected_rewards)
 
 
 class REBEL(Algorithm):
@@ -119,11 +170,11 @@ class REBEL(Algorithm):
             batch.policy_chosen_logps, batch.policy_rejected_logps, batch.ref_chosen_logps, batch.ref_rejected_logps,
             batch.chosen_rewards, batch.rejected_rewards, self.beta,
         )
-        return out.losses, _pair_metrics(out)
+        return out.losses, _pair_diagnostics(out.chosen_rewards, out.rejected_rewards)
 
 
 class SFT(Algorithm):
-    """Supervised fine-tuning on the chosen completions (mean token negative log-likelihood)."""
+    """Supervised fine-tuning on the chosen (best) completions: mean token negative log-likelihood."""
 
     name = "sft"
     needs_reference = False
@@ -133,14 +184,4 @@ class SFT(Algorithm):
 
     def __call__(self, batch):
         losses = -batch.policy_chosen_logps / batch.chosen_lengths
-        return losses, {"chosen_nll_per_token": _mean(losses)}
-
-
-def _pair_metrics(out) -> dict[str, float]:
-    margin = out.chosen_rewards - out.rejected_rewards
-    return {
-        "chosen_implicit_reward": _mean(out.chosen_rewards),
-        "rejected_implicit_reward": _mean(out.rejected_rewards),
-        "implicit_margin": _mean(margin),
-        "implicit_accuracy": _mean((margin > 0).float()),
-    }
+        return losses, {"chosen_nll_per_token": losses.detach()}

@@ -89,15 +89,47 @@ class QuantileConfig:
 
 
 @dataclass(frozen=True)
+class RegimeConfig:
+    """How the training table is built from scored samples (see qrpo/training_data.py)."""
+
+    name: str = "best_worst"  # best_worst | random_pairs | offline | pointwise
+    leave_one_out: bool = False  # pointwise: all K + M samples train, each quantile among the others
+    seed: int = 0  # random_pairs: which candidates are paired
+
+    def validate(self):
+        if self.name not in REGIMES:
+            raise InputError(f"regime.name={self.name!r} is not one of {', '.join(REGIMES)}")
+        if self.leave_one_out and self.name != "pointwise":
+            raise InputError(f"regime.leave_one_out=true only applies to regime=pointwise, not {self.name}")
+
+    @property
+    def pointwise(self) -> bool:
+        return self.name == "pointwise"
+
+
+REGIMES = ("best_worst", "random_pairs", "offline", "pointwise")
+MIXED_PRECISION = ("auto", "bf16", "no")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     learning_rate: float = 1e-5
     epochs: int = 1
-    batch_size: int = 8  # pairs per optimiser step (after accumulation)
-    micro_batch_size: int = 4
+    batch_size: int = 8  # examples (pairs, or completions in the pointwise regime) per optimiser step, all processes
+    micro_batch_size: int = 4  # examples per forward pass of one process (gradient accumulation makes up the rest)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 0.0  # 0: no clipping (the paper's setting)
     seed: int = 0
+    group_by_length: bool = True  # batches of similar length (little padding), in a random order
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"  # auto: bf16 autocast on GPU (fp32 master weights), fp32 on CPU
+    lora_r: int = 0  # > 0: train LoRA adapters of this rank (peft), merged into the model at the end
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"
+    checkpoint_every: int = 0  # optimiser steps between checkpoints (0: none); a failed run resumes from the last
+    keep_checkpoints: int = 2
 
     def validate(self):
         _positive(self, "learning_rate", "epochs", "batch_size", "micro_batch_size")
@@ -105,6 +137,12 @@ class TrainConfig:
             raise InputError(f"train.batch_size={self.batch_size} must be a multiple of train.micro_batch_size={self.micro_batch_size}")
         if not 0 <= self.warmup_ratio < 1:
             raise InputError(f"train.warmup_ratio must be in [0, 1); got {self.warmup_ratio}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise InputError(f"train.mixed_precision={self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}")
+        for name in ("lora_r", "checkpoint_every"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
+                raise InputError(f"train.{name} must be an integer >= 0; got {getattr(self, name)!r}")
+        _positive(self, "keep_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -131,6 +169,7 @@ _SECTION_NAMES = {
     SamplerConfig: "sampler",
     RewardConfig: "reward",
     QuantileConfig: "quantiles",
+    RegimeConfig: "regime",
     TrainConfig: "train",
     EvalConfig: "eval",
 }

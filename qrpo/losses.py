@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from qrpo.quantiles import clamp_quantiles, quantile_rewards
+from qrpo.quantiles import quantile_rewards
 from qrpo.transforms import Transform, check_beta, get_transform
 
 LOSS_TYPES = ("mse", "mae")
@@ -83,12 +83,10 @@ def qrpo_loss(
     loss_type: str = "mse",
     ties: str = "le",
 ) -> QRPOLossOutput:
-    """QRPO loss from raw rewards: q = empirical quantile among the reference rewards (clamped
-    half a grid step into (0, 1) when the transform is infinite at an end), then the regression."""
+    """QRPO loss from raw rewards: q = empirical quantile among the reference rewards (moved half a
+    grid step inside only at an end where the transform is infinite), then the regression."""
     transform = get_transform(transform)
-    quantiles = quantile_rewards(rewards, ref_rewards, ties=ties)  # [B]
-    if transform.open_interval:
-        quantiles = clamp_quantiles(quantiles, ref_rewards.shape[1])
+    quantiles = transform.clamp(quantile_rewards(rewards, ref_rewards, ties=ties), ref_rewards.shape[1])  # [B]
     return qrpo_loss_from_quantiles(policy_logps, ref_logps, quantiles, beta, transform, loss_type)
 
 

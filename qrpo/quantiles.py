@@ -74,17 +74,26 @@ def quantile_rewards(rewards: torch.Tensor, ref_rewards: torch.Tensor, ties: str
     return (beaten / ref.shape[1]).to(dtype)  # [B]
 
 
-def clamp_quantiles(quantiles: torch.Tensor, num_ref: int | torch.Tensor) -> torch.Tensor:
-    """Clamp empirical quantiles into [1/(2M), 1 - 1/(2M)], i.e. half a grid step inside (0, 1).
+def clamp_quantiles(
+    quantiles: torch.Tensor, num_ref: int | torch.Tensor, low: bool = True, high: bool = True
+) -> torch.Tensor:
+    """Clamp empirical quantiles half a grid step inside (0, 1): q -> max(q, 1/(2M)) if `low`,
+    min(q, 1 - 1/(2M)) if `high`.
 
     With M reference rewards q_hat lives on the grid {0, 1/M, ..., 1}; transforms such as log and
-    the normal quantile function are infinite at 0 or 1. Moving the two end points half a step inward
-    keeps every interior grid point (and so the ordering information) and keeps f(q) finite.
-    (The narrower [1/M, (M-1)/M] would collapse every q to 1/2 at M = 2.) With M = 1 every quantile
-    becomes 1/2: one reference sample carries no signal for these transforms.
+    the normal quantile function are infinite at 0 or 1. Moving only the end points where f is
+    infinite, half a step inward, keeps every interior grid point (and so the ordering information)
+    and every finite target exactly as it was: `log` is clamped at 0 only (f(1) = 0 is fine), Phi^-1
+    at both ends (use `Transform.clamp`, which knows the ends). The narrower [1/M, (M-1)/M] would
+    collapse every q to 1/2 at M = 2. With M = 1 and both ends clamped every quantile becomes 1/2:
+    one reference sample carries no signal for these transforms.
     """
     half_step = 0.5 / torch.as_tensor(num_ref, dtype=quantiles.dtype, device=quantiles.device)
-    return torch.minimum(torch.maximum(quantiles, half_step), 1 - half_step)
+    if low:
+        quantiles = torch.maximum(quantiles, half_step)
+    if high:
+        quantiles = torch.minimum(quantiles, 1 - half_step)
+    return quantiles
 
 
 def _as_ragged(ref_rewards) -> tuple[np.ndarray, np.ndarray]:

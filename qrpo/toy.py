@@ -36,8 +36,8 @@ normal_icdf, whose last cell carries the most mass) and the KLs below are agains
 Estimated quantiles: every training example gets its own M fresh reference samples y'_1..M ~ pi_ref
 (as if each row were a new prompt with its own reference set), q_hat = mid-rank quantile via
 `quantile_rewards(..., ties="mid")` (a reference sample equal to y counts one half, which makes q_hat
-unbiased for the midpoint q above), clamped half a grid step into (0, 1) with `clamp_quantiles` for the
-open-interval transforms -- all of it inside `qrpo.losses.qrpo_loss`. The MSE minimiser is then
+unbiased for the midpoint q above), moved half a grid step inside only at the ends where the transform
+is infinite (`Transform.clamp`: 0 for log, 0 and 1 for Phi^{-1}) -- all of it inside `qrpo.losses.qrpo_loss`. The MSE minimiser is then
 beta log(pi/pi_ref) = E[f(q_hat) | y] - beta log Z_f, so:
 
 * identity: E[q_hat | y] = q(y) exactly, the estimated run has the *same* optimum as the exact one and
@@ -45,9 +45,10 @@ beta log(pi/pi_ref) = E[f(q_hat) | y] - beta log Z_f, so:
 * nonlinear f (log, square, sqrt, normal_icdf, ...): E[f(q_hat)] != f(E[q_hat]) (Jensen), a bias that
   shrinks with M, so KL(pi_theta || pi*) falls as M grows. The bias is worst where f is steepest:
   Phi^{-1} near q = 1, where clamping at 1 - 1/(2M) also caps the reward, so normal_icdf is still
-  visibly off at M = 50. At M = 1 the open-interval transforms see q_hat clamped to 1/2 for every
-  example: the target f(1/2) - beta log Z_f is one constant that no normalised policy can match, the
-  least-squares compromise ignores the reward, and the KL can exceed the starting KL(pi_ref || pi*).
+  visibly off at M = 50. At M = 1 normal_icdf sees q_hat clamped to 1/2 for every example: the target
+  f(1/2) - beta log Z_f is one constant that no normalised policy can match, the least-squares
+  compromise ignores the reward, and the KL can exceed the starting KL(pi_ref || pi*). log is clamped
+  at 0 only, so at M = 1 it still tells a win (q_hat = 1, f = 0) from a loss or a tie (q_hat = 1/2).
 
 Typical figures (defaults, seed 0, ~55 s on one core): KL(pi_theta || pi*) <= 2e-4 nats for every
 transform with exact quantiles (the residual for normal_icdf is the log_partition_gap ~ 0.018 at work:

@@ -19,8 +19,10 @@ high-precision quadrature) for beta from 1e-4 to 1e4: no exp(1/beta) is ever for
 cancellations that appear for large beta go through series. A user transform without a closed form
 (`register_transform`) gets log Z by adaptive quadrature, once per beta.
 
-`log` and `normal_icdf` are infinite at q = 0 or 1 (`open_interval = True`); they refuse such
-quantiles instead of silently clamping: clamp with `qrpo.quantiles.clamp_quantiles` first.
+Each transform says where it is infinite: `log` at q = 0 only (log 1 = 0 is a perfectly good target),
+`normal_icdf` at both ends, identity/square/sqrt nowhere. It refuses quantiles where it is infinite
+instead of silently clamping; `Transform.clamp(q, num_ref)` moves exactly those end points (and only
+those) half a grid step inside, so no finite target is ever moved.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 from scipy import integrate, special
+
+from qrpo.quantiles import clamp_quantiles
 
 
 def check_beta(beta: float) -> float:
@@ -58,7 +62,13 @@ class Transform(ABC):
     """f: quantiles in [0, 1] -> transformed rewards, with log Z_f(beta)."""
 
     name: str = ""
-    open_interval: bool = False  # True when f(0) or f(1) is infinite
+    infinite_at_zero: bool = False  # f(0) = -inf (log, normal_icdf)
+    infinite_at_one: bool = False  # f(1) = +inf (normal_icdf)
+
+    @property
+    def open_interval(self) -> bool:
+        """True when f is infinite at either end of [0, 1]."""
+        return self.infinite_at_zero or self.infinite_at_one
 
     @abstractmethod
     def f(self, q: torch.Tensor) -> torch.Tensor:
@@ -68,14 +78,23 @@ class Transform(ABC):
     def log_partition(self, beta: float) -> float:
         """log Z_f(beta) = log integral_0^1 exp(f(t)/beta) dt."""
 
+    @property
+    def domain(self) -> str:
+        return f"{'(' if self.infinite_at_zero else '['}0, 1{')' if self.infinite_at_one else ']'}"
+
     def __call__(self, quantiles: torch.Tensor) -> torch.Tensor:
-        low_ok = quantiles > 0 if self.open_interval else quantiles >= 0
-        high_ok = quantiles < 1 if self.open_interval else quantiles <= 1
+        low_ok = quantiles > 0 if self.infinite_at_zero else quantiles >= 0
+        high_ok = quantiles < 1 if self.infinite_at_one else quantiles <= 1
         if not bool((low_ok & high_ok).all()):
-            domain = "(0, 1)" if self.open_interval else "[0, 1]"
-            hint = "; clamp them with qrpo.quantiles.clamp_quantiles(q, num_ref)" if self.open_interval else ""
-            raise ValueError(f"transform {self.name!r} needs quantiles in {domain}{hint}")
+            hint = "; clamp them with transform.clamp(q, num_ref)" if self.open_interval else ""
+            raise ValueError(f"transform {self.name!r} needs quantiles in {self.domain}{hint}")
         return self.f(quantiles)
+
+    def clamp(self, quantiles: torch.Tensor, num_ref) -> torch.Tensor:
+        """Move q only at the ends where f is infinite, half a grid step (1/(2M)) inside; identity elsewhere."""
+        if not self.open_interval:
+            return quantiles
+        return clamp_quantiles(quantiles, num_ref, low=self.infinite_at_zero, high=self.infinite_at_one)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -97,7 +116,7 @@ class Log(Transform):
     """f(t) = log t; Z = integral t^{1/beta} dt = beta / (beta + 1)."""
 
     name = "log"
-    open_interval = True
+    infinite_at_zero = True
 
     def f(self, q):
         return torch.log(q)
@@ -151,7 +170,8 @@ class ScaledNormalIcdf(Transform):
     function gives log Z = mu/beta + sigma^2 / (2 beta^2)."""
 
     name = "scaled_normal_icdf"
-    open_interval = True
+    infinite_at_zero = True
+    infinite_at_one = True
 
     def __init__(self, mu: float = 0.0, sigma: float = 1.0):
         if not (sigma > 0 and math.isfinite(sigma) and math.isfinite(mu)):
@@ -189,8 +209,10 @@ class QuadratureTransform(Transform):
     `f` must map a float64 torch tensor of quantiles to a tensor of the same shape, increasing or not.
     """
 
-    def __init__(self, name: str, f: Callable[[torch.Tensor], torch.Tensor], open_interval: bool = False):
-        self.name, self._f, self.open_interval = name, f, open_interval
+    def __init__(self, name: str, f: Callable[[torch.Tensor], torch.Tensor], infinite_at_zero: bool = False,
+                 infinite_at_one: bool = False):
+        self.name, self._f = name, f
+        self.infinite_at_zero, self.infinite_at_one = infinite_at_zero, infinite_at_one
         self._cache: dict[float, float] = {}
 
     def f(self, q):
@@ -202,8 +224,7 @@ class QuadratureTransform(Transform):
     def log_partition(self, beta):
         beta = check_beta(beta)
         if beta not in self._cache:
-            eps = 1e-12 if self.open_interval else 0.0
-            grid = np.linspace(eps, 1 - eps, 100_001)
+            grid = np.linspace(1e-12 if self.infinite_at_zero else 0.0, 1 - 1e-12 if self.infinite_at_one else 1.0, 100_001)
             values = self._f_numpy(grid) / beta
             peak = int(np.argmax(values))
             c = float(values[peak])
@@ -230,11 +251,19 @@ _REGISTRY: dict[str, Callable[..., Transform]] = {
 }
 
 
-def register_transform(name: str, f: Callable[[torch.Tensor], torch.Tensor], open_interval: bool = False) -> None:
-    """Make `get_transform(name)` return f with its log Z computed by numerical quadrature."""
+def register_transform(
+    name: str, f: Callable[[torch.Tensor], torch.Tensor], open_interval: bool = False,
+    infinite_at_zero: bool | None = None, infinite_at_one: bool | None = None,
+) -> None:
+    """Make `get_transform(name)` return f with its log Z computed by numerical quadrature.
+
+    Say where f is infinite with `infinite_at_zero` / `infinite_at_one` (`open_interval=True` is short
+    for both), so that clamping moves only those ends."""
     if name in _REGISTRY:
         raise ValueError(f"transform {name!r} is already registered")
-    transform = QuadratureTransform(name, f, open_interval)  # one instance, so its log Z cache is shared
+    at_zero = open_interval if infinite_at_zero is None else infinite_at_zero
+    at_one = open_interval if infinite_at_one is None else infinite_at_one
+    transform = QuadratureTransform(name, f, at_zero, at_one)  # one instance, so its log Z cache is shared
     _REGISTRY[name] = lambda: transform
 
 

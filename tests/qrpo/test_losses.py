@@ -55,16 +55,20 @@ def test_qrpo_hand_worked_log_example_is_zero_at_the_optimum():
     assert off.losses.item() == pytest.approx(0.09, rel=1e-12)
 
 
-def test_qrpo_loss_from_raw_rewards_hand_worked_with_clamping():
-    """Raw reward 5 beats all 4 reference rewards [1, 2, 3, 4]: q_hat = 1, which log cannot take, so
-    qrpo_loss clamps it to 1 - 1/(2M) = 7/8. beta = 1: target = log(7/8) - log(1/2) = log(7/4);
-    with log pi_theta = log pi_ref the residual is log(7/4) = 0.559616, mse = 0.313170."""
-    out = qrpo_loss(t(-3.0), t(-3.0), t(5.0), t(1.0, 2.0, 3.0, 4.0).reshape(1, 4), beta=1.0, transform="log")
-    assert out.quantiles.item() == 0.875
-    assert out.residuals.item() == pytest.approx(math.log(7 / 4), rel=1e-12)
-    assert out.losses.item() == pytest.approx(0.313170, abs=1e-6)
-    # identity needs no clamping: q_hat stays 1
-    assert qrpo_loss(t(-3.0), t(-3.0), t(5.0), t(1.0, 2.0, 3.0, 4.0).reshape(1, 4), 1.0).quantiles.item() == 1.0
+def test_qrpo_loss_from_raw_rewards_hand_worked_clamps_only_where_f_is_infinite():
+    """log, beta = 1, M = 4 references [1, 2, 3, 4], log pi_theta = log pi_ref, log Z = log(1/2).
+    Raw reward 5 beats all: q_hat = 1, where log is finite (log 1 = 0), so it is NOT moved:
+    target = 0 - log(1/2) = log 2, residual 0.693147, mse 0.480453. Raw reward 0.5 beats none:
+    q_hat = 0, log 0 = -inf, clamped to 1/(2M) = 1/8: residual log(1/8) + log 2 = log(1/4), mse 1.921812.
+    Phi^-1 is infinite at both ends: q_hat = 1 is moved to 1 - 1/8 = 7/8."""
+    refs = t(1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0).reshape(2, 4)
+    out = qrpo_loss(t(-3.0, -3.0), t(-3.0, -3.0), t(5.0, 0.5), refs, beta=1.0, transform="log")
+    assert out.quantiles.tolist() == [1.0, 0.125]
+    assert out.residuals.tolist() == pytest.approx([math.log(2), math.log(0.25)], rel=1e-12)
+    assert out.losses.tolist() == pytest.approx([0.480453, 1.921812], abs=1e-6)
+    assert qrpo_loss(t(-3.0, -3.0), t(-3.0, -3.0), t(5.0, 0.5), refs, 1.0, "normal_icdf").quantiles.tolist() == [0.875, 0.125]
+    # identity needs no clamping: q_hat stays 1 and 0
+    assert qrpo_loss(t(-3.0, -3.0), t(-3.0, -3.0), t(5.0, 0.5), refs, 1.0).quantiles.tolist() == [1.0, 0.0]
 
 
 def test_qrpo_loss_equals_quantiles_then_regression_for_every_tie_policy():
@@ -262,7 +266,7 @@ def test_unknown_loss_type_transform_and_tie_policy_are_refused_with_the_choices
 
 
 def test_open_interval_transform_refuses_unclamped_quantiles_in_the_loss():
-    with pytest.raises(ValueError, match=r"transform 'log' needs quantiles in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"transform 'log' needs quantiles in \(0, 1\]"):
         qrpo_loss_from_quantiles(t(-1.0, -1.0), t(-1.0, -1.0), t(0.0, 0.5), 1.0, transform="log")
 
 

@@ -158,6 +158,12 @@ def test_clamp_quantiles_moves_only_the_end_points_half_a_step_inside():
     assert clamp_quantiles(torch.tensor([0.0, 1.0]), 1).tolist() == [0.5, 0.5]
 
 
+def test_clamp_quantiles_can_leave_either_end_alone():
+    grid = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    assert clamp_quantiles(grid, 4, high=False).tolist() == [0.125, 0.5, 1.0]
+    assert clamp_quantiles(grid, 4, low=False).tolist() == [0.0, 0.5, 0.875]
+
+
 def test_clamp_quantiles_accepts_a_per_row_reference_count():
     q = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
     assert clamp_quantiles(q, torch.tensor([2, 4, 10])).tolist() == [0.25, 0.875, 0.05]

@@ -1,7 +1,10 @@
 import pyarrow as pa
 import pytest
 
-from qrpo.training_data import build_training_pairs
+from qrpo.algorithms import DPO, QRPO, SFT, SimPO
+from qrpo.config import RegimeConfig
+from qrpo.errors import InputError
+from qrpo.training_data import build_training_data, build_training_pairs, check_algorithm_fits
 
 
 def _samples(rewards_by_prompt):
@@ -13,29 +16,116 @@ def _samples(rewards_by_prompt):
     return pa.Table.from_pylist(rows)
 
 
-def test_pair_is_best_and_worst_candidate_and_quantiles_use_only_the_reference_samples():
+def test_best_worst_pair_is_best_and_worst_candidate_and_quantiles_use_only_the_references():
     # K = 3 candidates (indices 0-2), M = 4 references (indices 3-6).
     samples = _samples({"a": [0.5, 0.9, 0.1, 0.0, 0.2, 0.6, 1.0]})
-    pairs, stats = build_training_pairs(samples, num_train_samples=3, ties="le")
+    pairs, stats = build_training_data(samples, RegimeConfig("best_worst"), num_candidates=3, num_ref=4, ties="le")
     row = pairs.to_pylist()[0]
     assert (row["chosen_ids"], row["rejected_ids"]) == ([101], [102])
     assert (row["chosen_reward"], row["rejected_reward"]) == (0.9, 0.1)
     assert row["ref_rewards"] == [0.0, 0.2, 0.6, 1.0] and row["num_ref"] == 4
     # 0.9 beats 0.0, 0.2, 0.6 -> 3/4; 0.1 beats 0.0 -> 1/4. Candidates never count in their own quantile.
     assert row["chosen_quantile"] == pytest.approx(0.75) and row["rejected_quantile"] == pytest.approx(0.25)
-    assert stats["pairs"] == 1 and stats["dropped_tied_pairs"] == 0
+    assert stats["examples"] == 1 and stats["dropped_tied_pairs"] == 0
+    assert sum(stats[f"quantile_hist_{i:02d}"] for i in range(10)) == 2  # both sides of the one pair
 
 
-def test_prompts_whose_candidates_all_tie_are_dropped_and_counted():
+def test_samples_past_k_plus_m_are_ignored_so_a_sweep_can_share_one_larger_sample_set():
+    """A run with M = 2 on an artifact sampled for M = 4 sees exactly the first K + M samples."""
+    samples = _samples({"a": [0.5, 0.9, 0.1, 0.0, 0.2, 0.6, 1.0]})
+    pairs, _ = build_training_data(samples, RegimeConfig("best_worst"), num_candidates=3, num_ref=2)
+    assert pairs.column("ref_rewards").to_pylist() == [[0.0, 0.2]]
+    assert pairs.column("num_ref").to_pylist() == [2]
+
+
+def test_prompts_whose_pair_ties_are_dropped_and_counted():
     samples = _samples({"a": [0.3, 0.3, 0.0, 1.0], "b": [0.1, 0.4, 0.2, 0.3]})
-    pairs, stats = build_training_pairs(samples, num_train_samples=2)
+    pairs, stats = build_training_data(samples, RegimeConfig("best_worst"), 2, 2)
     assert pairs.column("prompt_id").to_pylist() == ["b"]
     assert stats["dropped_tied_pairs"] == 1
 
 
 def test_tie_policy_reaches_the_quantiles():
     samples = _samples({"a": [1.0, 0.0, 1.0, 1.0, 0.0, 0.0]})  # refs 1, 1, 0, 0
-    le, _ = build_training_pairs(samples, 2, ties="le")
-    mid, _ = build_training_pairs(samples, 2, ties="mid")
+    le, _ = build_training_data(samples, RegimeConfig("best_worst"), 2, 4, ties="le")
+    mid, _ = build_training_data(samples, RegimeConfig("best_worst"), 2, 4, ties="mid")
     assert le.column("chosen_quantile").to_pylist() == [1.0]  # 1.0 <= all four refs
     assert mid.column("chosen_quantile").to_pylist() == [0.75]  # beats two zeros, ties two ones at 1/2
+
+
+def test_random_pairs_use_every_candidate_once_in_k_over_2_disjoint_pairs():
+    rewards = [0.1, 0.7, 0.3, 0.9, 0.5, 0.2, 0.0, 0.4]  # K = 6 candidates, M = 2 references
+    samples = _samples({"a": rewards, "b": [r + 1 for r in rewards]})
+    pairs, stats = build_training_data(samples, RegimeConfig("random_pairs", seed=3), 6, 2)
+    assert stats["examples"] == 6  # 3 pairs per prompt
+    for prompt in ("a", "b"):
+        rows = [r for r in pairs.to_pylist() if r["prompt_id"] == prompt]
+        used = [r["chosen_ids"][0] for r in rows] + [r["rejected_ids"][0] for r in rows]
+        assert sorted(used) == [100, 101, 102, 103, 104, 105]  # disjoint, every candidate once, no reference
+        assert all(r["chosen_reward"] > r["rejected_reward"] for r in rows)
+    again, _ = build_training_data(samples, RegimeConfig("random_pairs", seed=3), 6, 2)
+    assert again.equals(pairs)  # seeded
+    others = [build_training_data(samples, RegimeConfig("random_pairs", seed=s), 6, 2)[0] for s in range(4, 10)]
+    assert any(not t.equals(pairs) for t in others)  # the seed chooses the pairing
+
+
+def test_pointwise_makes_every_candidate_an_example_with_its_quantile_among_the_references():
+    samples = _samples({"a": [0.5, 0.9, 0.1, 0.0, 0.2, 0.6, 1.0]})  # K = 3, M = 4
+    table, stats = build_training_data(samples, RegimeConfig("pointwise"), 3, 4)
+    rows = table.to_pylist()
+    assert [r["completion_ids"] for r in rows] == [[100], [101], [102]]
+    assert [r["quantile"] for r in rows] == pytest.approx([0.5, 0.75, 0.25])
+    assert all(r["ref_rewards"] == [0.0, 0.2, 0.6, 1.0] and r["num_ref"] == 4 for r in rows)
+    assert stats["examples"] == 3 and stats["dropped_tied_pairs"] == 0
+
+
+def test_pointwise_leave_one_out_trains_on_all_samples_and_no_sample_counts_itself():
+    rewards = [0.5, 0.9, 0.1, 0.0, 0.2, 0.6, 1.0]
+    table, stats = build_training_data(_samples({"a": rewards}), RegimeConfig("pointwise", leave_one_out=True), 3, 4)
+    rows = table.to_pylist()
+    assert stats["examples"] == 7 and all(r["num_ref"] == 6 for r in rows)
+    for j, row in enumerate(rows):
+        assert row["ref_rewards"] == rewards[:j] + rewards[j + 1 :]
+        # distinct rewards: the quantile is the number of others it beats / 6 -- with "le" a sample counted
+        # among its own references would beat itself and get one extra 1/6
+        assert row["quantile"] == pytest.approx(sum(r < rewards[j] for r in rewards) / 6)
+
+
+def test_offline_regime_trains_on_the_datasets_pairs_with_all_pi_ref_samples_as_references():
+    samples = _samples({"a": [0.1, 0.4, 0.6, 0.9], "b": [0.0, 0.5, 0.5, 0.5]})
+    offline = pa.Table.from_pylist([
+        {"prompt_id": "a", "prompt_ids": [9], "chosen_ids": [7], "rejected_ids": [8], "chosen_reward": 0.5, "rejected_reward": 0.95},
+        {"prompt_id": "b", "prompt_ids": [9], "chosen_ids": [7], "rejected_ids": [8], "chosen_reward": 0.2, "rejected_reward": 0.2},
+    ])
+    table, stats = build_training_data(samples, RegimeConfig("offline"), 2, 2, offline=offline)
+    row = table.to_pylist()[0]
+    # the reward decides which side is chosen (the dataset's label is only a label), ties dropped
+    assert (row["chosen_ids"], row["rejected_ids"], row["chosen_reward"]) == ([8], [7], 0.95)
+    assert row["ref_rewards"] == [0.1, 0.4, 0.6, 0.9] and row["chosen_quantile"] == 1.0 and row["rejected_quantile"] == 0.5
+    assert stats["dropped_tied_pairs"] == 1 and stats["examples"] == 1
+
+
+def test_too_few_samples_for_k_plus_m_is_a_clear_error():
+    with pytest.raises(InputError, match=r"fewer than K \+ M = 2 \+ 4 = 6 scored samples"):
+        build_training_data(_samples({"a": [0.1, 0.2, 0.3]}), RegimeConfig("best_worst"), 2, 4)
+
+
+def test_unknown_regime_and_misplaced_leave_one_out_are_refused():
+    with pytest.raises(InputError, match="regime.name='triples' is not one of best_worst, random_pairs, offline, pointwise"):
+        RegimeConfig("triples").validate()
+    with pytest.raises(InputError, match="leave_one_out=true only applies to regime=pointwise"):
+        RegimeConfig("best_worst", leave_one_out=True).validate()
+
+
+@pytest.mark.parametrize("algorithm", [DPO(0.1), SimPO(2.0), SFT()], ids=repr)
+def test_pair_methods_refuse_the_pointwise_regime_with_one_clear_line(algorithm):
+    with pytest.raises(InputError, match=f"algorithm {algorithm.name} needs preference pairs.*regime=pointwise") as err:
+        check_algorithm_fits(RegimeConfig("pointwise"), algorithm)
+    assert "\n" not in str(err.value)
+    check_algorithm_fits(RegimeConfig("best_worst"), algorithm)
+    check_algorithm_fits(RegimeConfig("pointwise"), QRPO(0.1))
+
+
+def test_former_api_builds_best_worst_pairs():
+    pairs, stats = build_training_pairs(_samples({"a": [0.5, 0.9, 0.1, 0.0, 0.2, 0.6, 1.0]}), num_train_samples=3)
+    assert pairs.column("num_ref").to_pylist() == [4] and stats["examples"] == 1

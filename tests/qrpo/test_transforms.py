@@ -16,7 +16,6 @@ import pytest
 import torch
 from scipy import stats
 
-from qrpo.quantiles import clamp_quantiles
 from qrpo.transforms import (
     QuadratureTransform,
     Transform,
@@ -240,22 +239,43 @@ def test_non_positive_or_non_finite_beta_is_refused_by_every_log_partition(beta)
 # --- domains --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["log", "normal_icdf", "scaled_normal_icdf"])
-@pytest.mark.parametrize("bad", [0.0, 1.0])
-def test_open_interval_transforms_refuse_quantiles_0_and_1_and_point_to_clamping(name, bad):
+@pytest.mark.parametrize("name, bad, domain", [
+    ("log", 0.0, r"\(0, 1\]"),
+    ("normal_icdf", 0.0, r"\(0, 1\)"), ("normal_icdf", 1.0, r"\(0, 1\)"),
+    ("scaled_normal_icdf", 0.0, r"\(0, 1\)"), ("scaled_normal_icdf", 1.0, r"\(0, 1\)"),
+])
+def test_transforms_refuse_quantiles_where_they_are_infinite_and_point_to_clamping(name, bad, domain):
     transform = get_transform(name)
     assert transform.open_interval
-    with pytest.raises(ValueError, match=r"needs quantiles in \(0, 1\).*clamp_quantiles"):
+    with pytest.raises(ValueError, match=f"needs quantiles in {domain}.*transform.clamp"):
         transform(torch.tensor([0.5, bad]))
+
+
+def test_log_is_finite_at_one_and_takes_it_as_is():
+    assert get_transform("log")(torch.tensor([1.0], dtype=torch.float64)).tolist() == [0.0]
 
 
 @pytest.mark.parametrize("name", ["log", "normal_icdf"])
 def test_open_interval_transforms_are_finite_after_clamping(name):
     m = 8
     grid = torch.arange(m + 1, dtype=torch.float64) / m  # every possible q_hat, ends included
-    values = get_transform(name)(clamp_quantiles(grid, m))
+    values = get_transform(name)(get_transform(name).clamp(grid, m))
     assert torch.isfinite(values).all()
     assert (values.diff() > 0).all()  # the order of the grid survives
+
+
+@pytest.mark.parametrize("name, clamped", [("identity", []), ("square", []), ("sqrt", []), ("log", [0]),
+                                           ("normal_icdf", [0, 8]), ("scaled_normal_icdf", [0, 8])])
+def test_clamping_moves_only_the_ends_where_the_transform_is_infinite(name, clamped):
+    """The grid of M = 8: every point but the clamped ends must come back bit for bit, so no finite
+    target f(q) is ever moved (today's log keeps q = 1, i.e. f = 0, for every top sample)."""
+    m = 8
+    grid = torch.arange(m + 1, dtype=torch.float64) / m
+    out = get_transform(name).clamp(grid, m)
+    moved = [i for i in range(m + 1) if out[i] != grid[i]]
+    assert moved == clamped
+    expected = {0: 1 / (2 * m), 8: 1 - 1 / (2 * m)}
+    assert all(out[i].item() == pytest.approx(expected[i]) for i in clamped)
 
 
 @pytest.mark.parametrize("name", ["identity", "square", "sqrt"])
