@@ -1,7 +1,7 @@
 """The QRPO experiment DAG as one Prefect flow.
 
     prepare model ─┐
-    load dataset ──┴─> sample (train: K + M per prompt) ─> score ─> quantile table ─> reference log-probs ─┐
+    load dataset ──┴─> sample (train: K + M per prompt) ─> score ─> training data (regime) ─> reference log-probs ─┐
                     └─> sample (eval reference) ──────────> score ──────────────────────────────────────┐   │
                                                                                        evaluate <─ train <┘
                                                                                           └─> report
@@ -61,9 +61,13 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
         eval_samples = tasks.sample(config, model, dataset, "eval", run_id)
         train_scored = tasks.score(config, train_samples, dataset, "train", run_id)
         eval_scored = tasks.score(config, eval_samples, dataset, "eval", run_id)
-        pairs = tasks.build_quantile_table(config, train_scored, run_id)
-        ref_logps = tasks.reference_logps(config, model, pairs, run_id)
-        trained = tasks.train(config, model, ref_logps, run_id)
+        training = tasks.training_data(config, train_scored, run_id)
+        if tasks.build_algorithm(config["algorithm"]).needs_reference:
+            ref_logps = tasks.ref_logps(config, model, training, run_id)
+            trained = tasks.train(config, model, "ref_logps", ref_logps, run_id)
+        else:  # SimPO, SFT: no reference model pass at all
+            ref_logps = None
+            trained = tasks.train(config, model, "training_data", training, run_id)
         evaluated = tasks.evaluate(config, model, trained, dataset, eval_scored, run_id)
         metrics = tasks.make_report(config, trained, evaluated, eval_scored, run_id)
     except BaseException:
@@ -71,14 +75,14 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
         raise
     logger.client.set_terminated(run_id, "FINISHED")
     states = {"model": model, "dataset": dataset, "train_samples": train_samples, "eval_samples": eval_samples,
-              "train_rewards": train_scored, "eval_rewards": eval_scored, "pairs": pairs, "ref_logps": ref_logps,
+              "train_rewards": train_scored, "eval_rewards": eval_scored, "training_data": training, "ref_logps": ref_logps,
               "train": trained, "eval": evaluated}
     summary = {
         "mlflow_run_id": run_id,
         "tracking_uri": tracking_uri(),
         "flow_run_id": str(flow_run.get_id()),
-        "artifacts": {name: state.result() for name, state in states.items()},
-        "cached_steps": sorted(name for name, state in states.items() if state.name == "Cached"),
+        "artifacts": {name: state.result() for name, state in states.items() if state is not None},
+        "cached_steps": sorted(name for name, state in states.items() if state is not None and state.name == "Cached"),
         "metrics": metrics,
     }
     get_run_logger().info("cached steps: %s", ", ".join(summary["cached_steps"]) or "none")

@@ -13,18 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.states import Completed
 
-from qrpo import data, evaluation, logprobs, models, report, sampling, trainer, training_data
+from qrpo import data, evaluation, logprobs, models, report, sampling, trainer
+from qrpo import training_data as training_data_lib
 from qrpo.algorithms import Algorithm
 from qrpo.artifacts import Artifact, ArtifactStore, write_table
 from qrpo.config import (
-    DatasetConfig, EvalConfig, ModelConfig, QuantileConfig, RewardConfig, SamplerConfig, TrainConfig, build_section,
+    DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
+    TrainConfig, build_section,
 )
+from qrpo.distributed import launch_training
 from qrpo.errors import InputError
 from qrpo.rewards import build_reward, score_samples
 from qrpo.tracking import RunLogger
@@ -117,61 +121,85 @@ def score(config: dict, samples_key: str, dataset_key: str, split: str, run_id: 
 
 
 @task(cache_policy=NONE)
-def build_quantile_table(config: dict, scored_key: str, run_id: str):
+def training_data(config: dict, scored_key: str, run_id: str):
+    """The training table of the configured regime (pairs, or single completions) from scored samples."""
     sampler = build_section(SamplerConfig, config["sampler"])
+    regime = build_section(RegimeConfig, config["regime"])
     ties = build_section(QuantileConfig, config["quantiles"]).ties
     store = _store(config)
 
     def build(out, _):
-        pairs, stats = training_data.build_training_pairs(store.require("rewards", scored_key).table(), sampler.num_train_samples, ties)
-        write_table(pairs, out / "data.parquet")
+        table, stats = training_data_lib.build_training_data(
+            store.require("rewards", scored_key).table(), regime, sampler.num_train_samples, sampler.num_ref_samples, ties)
+        write_table(table, out / "data.parquet")
         return stats
 
-    subset = {"num_train_samples": sampler.num_train_samples, "ties": ties}
-    artifact, cached = store.get_or_build("pairs", 1, subset, {"rewards": scored_key}, build)
-    return _finish(artifact, cached, run_id, "pairs/")
+    subset = {"regime": config["regime"], "num_train_samples": sampler.num_train_samples,
+              "num_ref_samples": sampler.num_ref_samples, "ties": ties}
+    artifact, cached = store.get_or_build("training_data", 2, subset, {"rewards": scored_key}, build)
+    with tempfile.TemporaryDirectory() as tmp:
+        report.plot_quantile_histogram(artifact.manifest["metrics"], Path(tmp) / "training_quantiles.png", regime.name)
+        RunLogger(run_id).artifacts(Path(tmp), "training_data")
+    return _finish(artifact, cached, run_id, "training_data/")
 
 
 @task(cache_policy=NONE)
-def reference_logps(config: dict, model_key: str, pairs_key: str, run_id: str):
+def ref_logps(config: dict, model_key: str, training_data_key: str, run_id: str):
+    """log pi_ref of every completion of the training table, with the trainer's own log-prob function."""
     store = _store(config)
+    precision = trainer.mixed_precision(build_section(TrainConfig, config["train"]))
 
     def build(out, _):
-        model, tokenizer = models.load_policy(store.require("model", model_key).path)
-        pairs = store.require("pairs", pairs_key).table()
-        prompts = pairs.column("prompt_ids").to_pylist()
-        columns = {}
-        for side in ("chosen", "rejected"):
-            columns[f"{side}_ref_logp"] = logprobs.batched_sequence_logps(
-                model, prompts, pairs.column(f"{side}_ids").to_pylist(), tokenizer.pad_token_id, desc=f"ref log-probs {side}"
-            )
-        for name, values in columns.items():
-            pairs = pairs.append_column(name, pa.array(values))
-        write_table(pairs, out / "data.parquet")
-        return {name.replace("_ref_logp", "_ref_logp_mean"): float(v.mean()) for name, v in columns.items()}
+        model, tokenizer = models.load_policy(store.require("model", model_key).path, dtype=torch.float32)
+        table = store.require("training_data", training_data_key).table()
+        prompts = table.column("prompt_ids").to_pylist()
+        sides = ("chosen", "rejected") if "chosen_ids" in table.column_names else ("",)
+        metrics = {}
+        for side in sides:
+            prefix = f"{side}_" if side else ""
+            values = logprobs.batched_sequence_logps(
+                model, prompts, table.column(f"{side}_ids" if side else "completion_ids").to_pylist(), tokenizer.pad_token_id,
+                desc=f"ref log-probs {side}".strip(), mixed_precision=precision)
+            table = table.append_column(f"{prefix}ref_logp", pa.array(values))
+            metrics[f"{prefix}ref_logp_mean"] = float(values.mean())
+        write_table(table, out / "data.parquet")
+        return metrics
 
-    artifact, cached = store.get_or_build("ref_logps", 1, {}, {"model": model_key, "pairs": pairs_key}, build)
+    artifact, cached = store.get_or_build("ref_logps", 2, {"mixed_precision": precision},
+                                          {"model": model_key, "training_data": training_data_key}, build)
     return _finish(artifact, cached, run_id, "ref_logps/")
 
 
 @task(cache_policy=NONE)
-def train(config: dict, model_key: str, ref_logps_key: str, run_id: str):
+def train(config: dict, model_key: str, table_step: str, table_key: str, run_id: str):
+    """Train the policy on the training table (`ref_logps`, or `training_data` for reference-free methods),
+    in this process or under `accelerate launch` with the configured topology; resumes from its checkpoints."""
     algorithm = build_algorithm(config["algorithm"])
     cfg = build_section(TrainConfig, config["train"])
+    topology = build_section(DistributedConfig, config["distributed"])
     store = _store(config)
+    logger = RunLogger(run_id)
 
-    def build(out, _):
-        model, tokenizer = models.load_policy(store.require("model", model_key).path)
-        history = trainer.train_policy(model, store.require("ref_logps", ref_logps_key).table(), algorithm, cfg, tokenizer.pad_token_id)
-        model.save_pretrained(out / "policy")
-        tokenizer.save_pretrained(out / "policy")
+    def build(out, partial):
+        model_dir, table = store.require("model", model_key).path, store.require(table_step, table_key)
+        if topology.launches:
+            history = launch_training(topology, model_dir, table.path / "data.parquet", config["algorithm"],
+                                      config["train"], out, checkpoint_dir=partial / "checkpoints")
+        else:
+            model, tokenizer = models.load_policy(model_dir, dtype=torch.float32)
+            history = trainer.train_policy(
+                model, table.table(), algorithm, cfg, tokenizer.pad_token_id, checkpoint_dir=partial / "checkpoints",
+                on_step=lambda step, record: logger.history([record], prefix="train/"))
+            model.save_pretrained(out / "policy")
+            tokenizer.save_pretrained(out / "policy")
         write_table(pa.Table.from_pylist(history), out / "history.parquet")
         last = history[-1]
         return {"final_loss": last["loss"], "steps": len(history), "tokens_per_s": last["tokens_per_s"]}
 
-    subset = {"algorithm": config["algorithm"], "train": config["train"]}
-    artifact, cached = store.get_or_build("train", 1, subset, {"model": model_key, "ref_logps": ref_logps_key}, build)
-    RunLogger(run_id).history(artifact.table("history").to_pylist(), prefix="train/")
+    subset = {"algorithm": config["algorithm"], "train": config["train"], "distributed": config["distributed"]}
+    artifact, cached = store.get_or_build("train", 2, subset, {"model": model_key, table_step: table_key}, build)
+    if cached or topology.launches:  # live runs logged every step as it happened
+        logger.history(artifact.table("history").to_pylist(), prefix="train/")
     return _finish(artifact, cached, run_id, "train/")
 
 

@@ -8,18 +8,21 @@ from pathlib import Path
 from flows.tasks import build_algorithm
 from qrpo import data
 from qrpo.config import (
-    DatasetConfig, EvalConfig, ModelConfig, QuantileConfig, RewardConfig, SamplerConfig, TrainConfig, build_section,
+    DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
+    TrainConfig, build_section,
 )
 from qrpo.errors import InputError
 from qrpo.models import gguf_file
+from qrpo.training_data import check_algorithm_fits
 
 SECTIONS = {"model": ModelConfig, "dataset": DatasetConfig, "sampler": SamplerConfig, "reward": RewardConfig,
-            "quantiles": QuantileConfig, "train": TrainConfig, "eval": EvalConfig}
+            "quantiles": QuantileConfig, "train": TrainConfig, "eval": EvalConfig,
+            "regime": RegimeConfig, "distributed": DistributedConfig}
 
 
 def validate(config: dict) -> None:
     sections = {name: build_section(cls, config[name]) for name, cls in SECTIONS.items()}
-    build_algorithm(config["algorithm"])
+    check_algorithm_fits(sections["regime"], build_algorithm(config["algorithm"]))  # e.g. DPO on pointwise data
     data.load_prompts(sections["dataset"])  # columns, splits, JSON: all checked here
     model = sections["model"]
     if model.source == "gguf":

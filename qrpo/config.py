@@ -145,6 +145,32 @@ class TrainConfig:
         _positive(self, "keep_checkpoints")
 
 
+TOPOLOGIES = ("none", "ddp", "fsdp", "deepspeed")
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Where training runs: this process, or `accelerate launch` with a topology (see qrpo/distributed.py)."""
+
+    topology: str = "none"  # none | ddp | fsdp | deepspeed
+    num_processes: int = 1  # processes on the worker (usually its GPU count)
+    use_cpu: bool = False  # DDP over gloo on CPU processes (tests, and machines without GPUs)
+    accelerate: dict[str, Any] = field(default_factory=dict)  # extra accelerate config keys (fsdp_config, deepspeed_config, ...)
+
+    def validate(self):
+        if self.topology not in TOPOLOGIES:
+            raise InputError(f"distributed.topology={self.topology!r} is not one of {', '.join(TOPOLOGIES)}")
+        if not (isinstance(self.num_processes, int) and self.num_processes >= 1):
+            raise InputError(f"distributed.num_processes must be an integer >= 1; got {self.num_processes!r}")
+        if self.topology == "none" and self.num_processes != 1:
+            raise InputError("distributed.num_processes > 1 needs distributed.topology=ddp, fsdp or deepspeed")
+
+    @property
+    def launches(self) -> bool:
+        """True when training runs in processes of its own (accelerate launch)."""
+        return self.topology != "none"
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     samples_per_prompt: int = 1
@@ -171,6 +197,7 @@ _SECTION_NAMES = {
     QuantileConfig: "quantiles",
     RegimeConfig: "regime",
     TrainConfig: "train",
+    DistributedConfig: "distributed",
     EvalConfig: "eval",
 }
 

@@ -52,3 +52,18 @@ def summary_markdown(facts: dict[str, str], metrics: dict[str, float]) -> str:
     lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in facts.items()]
     lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in metrics.items()]
     return "\n".join(lines) + "\n"
+
+
+def plot_quantile_histogram(stats: dict, path: Path, regime: str) -> None:
+    """The training examples' quantiles among their references, from the training_data step's stats
+    (quantile_hist_00 .. quantile_hist_09: counts in ten bins of [0, 1])."""
+    counts = [stats.get(f"quantile_hist_{i:02d}", 0) for i in range(10)]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.bar(np.arange(10) / 10 + 0.05, counts, width=0.09)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("quantile of the training completion among its references")
+    ax.set_ylabel("examples")
+    ax.set_title(f"training data ({regime}): {int(sum(counts))} quantiles")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -260,8 +260,11 @@ def train_policy(
     tokens = examples.tokens()
 
     torch.manual_seed(cfg.seed)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.gradient_checkpointing:  # recompute activations in the backward pass (named activation_* from transformers 5.x)
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora_r > 0:
         model = _with_lora(model, cfg)
     model.to(accelerator.device)
@@ -315,6 +318,7 @@ def train_policy(
             "learning_rate": scheduler.get_last_lr()[0],
             "grad_norm": float(grad_norm),
             "tokens_per_s": step_tokens / elapsed,
+            "processes": world,
             **{k: float(v) for k, v in zip(names, totals.tolist())},
         }
         history.append(record)

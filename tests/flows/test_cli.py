@@ -21,6 +21,11 @@ from flows.cli import run
         (["sampler.num_train_samples=1"], "num_train_samples must be >= 2"),
         (["quantiles.ties=random"], "quantiles.ties='random' is not one of le, lt, mid"),
         (["train.learning_rate=-1"], "train.learning_rate must be a positive number"),
+        (["regime=pointwise", "algorithm=dpo"], "algorithm dpo needs preference pairs, but regime=pointwise gives single completions"),
+        (["regime=triples"], "Available options in 'regime'"),
+        (["regime.leave_one_out=true"], "leave_one_out=true only applies to regime=pointwise"),
+        (["train.mixed_precision=fp8"], "train.mixed_precision='fp8' is not one of auto, bf16, no"),
+        (["distributed=ddp", "distributed.topology=horovod"], "distributed.topology='horovod' is not one of"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(qrpo_home, capsys, overrides, expected):

@@ -8,7 +8,7 @@ from qrpo.artifacts import ArtifactStore
 
 STEPS = {
     "model": "model", "dataset": "dataset", "train_samples": "samples", "eval_samples": "samples",
-    "train_rewards": "rewards", "eval_rewards": "rewards", "pairs": "pairs", "ref_logps": "ref_logps",
+    "train_rewards": "rewards", "eval_rewards": "rewards", "training_data": "training_data", "ref_logps": "ref_logps",
     "train": "train", "eval": "eval",
 }
 SECRET = "hf_supersecret_value_123"
@@ -52,7 +52,7 @@ def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
     for name in ("eval/reward_mean", "eval/ref_reward_mean", "eval/kl_k1", "eval/kl_k3", "eval/length_mean",
-                 "eval/win_rate_vs_ref", "train/loss", "train/final_loss", "pairs/pairs", "samples_train/completions",
+                 "eval/win_rate_vs_ref", "train/loss", "train/final_loss", "training_data/examples", "samples_train/completions",
                  "rewards_train/reward_mean", "ref_logps/chosen_ref_logp_mean", "model/parameters"):
         assert name in metrics, f"metric {name} not logged"
     history = client.get_metric_history(run.info.run_id, "train/loss")
@@ -101,7 +101,7 @@ def test_changing_only_beta_reruns_train_and_evaluate_only(runs):
     _, first, _, new_beta = runs
     assert sorted(set(STEPS) - set(new_beta["cached_steps"])) == ["eval", "train"]
     assert new_beta["artifacts"]["train"] != first["artifacts"]["train"]
-    assert new_beta["artifacts"]["pairs"] == first["artifacts"]["pairs"]
+    assert new_beta["artifacts"]["training_data"] == first["artifacts"]["training_data"]
 
 
 def test_prefect_records_every_step_and_marks_cached_ones(runs):
@@ -116,7 +116,7 @@ def test_prefect_records_every_step_and_marks_cached_ones(runs):
         return [(r.name.rsplit("-", 1)[0], r.state.name) for r in runs]
 
     first_states, again_states = task_states(first["flow_run_id"]), task_states(again["flow_run_id"])
-    step_tasks = {"prepare_model", "load_dataset", "sample", "score", "build_quantile_table", "reference_logps", "train", "evaluate"}
+    step_tasks = {"prepare_model", "load_dataset", "sample", "score", "training_data", "ref_logps", "train", "evaluate"}
     assert {name for name, _ in first_states} >= step_tasks | {"make_report"}
     assert all(state == "Completed" for name, state in first_states)
     assert all(state == "Cached" for name, state in again_states if name in step_tasks)

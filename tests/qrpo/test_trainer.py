@@ -2,27 +2,46 @@ import pyarrow as pa
 import pytest
 import torch
 
-from qrpo.algorithms import DPO, QRPO, REBEL, SFT, PreferenceBatch, SimPO
+from qrpo.algorithms import DPO, QRPO, REBEL, SFT, PairBatch, PointwiseBatch, SimPO
 from qrpo.config import TrainConfig
+from qrpo.errors import InputError
 from qrpo.logprobs import batched_sequence_logps
-from qrpo.trainer import cosine_schedule, train_policy
+from qrpo.trainer import (
+    PairExamples, PointwiseExamples, cosine_schedule, epoch_order, latest_checkpoint, make_examples, micro_batch, train_policy,
+)
 
-ALGORITHMS = [QRPO(beta=0.5), QRPO(beta=0.5, transform="normal_icdf"), DPO(beta=0.5), SimPO(beta=2.0), REBEL(beta=0.5), SFT()]
+ALGORITHMS = [QRPO(beta=0.5), QRPO(beta=0.5, transform="normal_icdf"), QRPO(beta=0.5, transform="log"), DPO(beta=0.5),
+              SimPO(beta=2.0), REBEL(beta=0.5), SFT()]
+
+
+def _token_lists(n, length, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(10, 200, (length + i % 3,), generator=g).tolist() for i in range(n)]
 
 
 def _pairs(model, pad_id, n=8):
-    g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(10, 200, (3,), generator=g).tolist() for _ in range(n)]
-    chosen = [torch.randint(10, 200, (4,), generator=g).tolist() for _ in range(n)]
-    rejected = [torch.randint(10, 200, (5,), generator=g).tolist() for _ in range(n)]
+    prompts, chosen, rejected = _token_lists(n, 3, 0), _token_lists(n, 4, 1), _token_lists(n, 5, 2)
     table = {
-        "prompt_ids": prompts, "chosen_ids": chosen, "rejected_ids": rejected,
+        "prompt_id": [f"p{i}" for i in range(n)], "prompt_ids": prompts, "chosen_ids": chosen, "rejected_ids": rejected,
         "chosen_reward": [0.8] * n, "rejected_reward": [0.2] * n,
         "chosen_quantile": [1.0] * n, "rejected_quantile": [0.25] * n, "num_ref": [4] * n,
-        "chosen_ref_logp": batched_sequence_logps(model, prompts, chosen, pad_id).tolist(),
-        "rejected_ref_logp": batched_sequence_logps(model, prompts, rejected, pad_id).tolist(),
+        "chosen_ref_logp": batched_sequence_logps(model, prompts, chosen, pad_id, batch_size=3).tolist(),
+        "rejected_ref_logp": batched_sequence_logps(model, prompts, rejected, pad_id, batch_size=3).tolist(),
     }
     return pa.table(table)
+
+
+def _pointwise(model, pad_id, n=8):
+    prompts, completions = _token_lists(n, 3, 0), _token_lists(n, 4, 3)
+    return pa.table({
+        "prompt_id": [f"p{i // 2}" for i in range(n)], "prompt_ids": prompts, "completion_ids": completions,
+        "reward": [float(i % 4) for i in range(n)], "quantile": [(i % 4) / 4 for i in range(n)], "num_ref": [4] * n,
+        "ref_logp": batched_sequence_logps(model, prompts, completions, pad_id, batch_size=3).tolist(),
+    })
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"learning_rate": 3e-3, "epochs": 2, "batch_size": 4, "micro_batch_size": 2, "warmup_ratio": 0.0, **kw})
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
@@ -35,8 +54,7 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
 def test_every_algorithm_trains_through_the_same_loop_and_lowers_its_loss(tiny_policy, algorithm):
     model, tokenizer = tiny_policy
     pairs = _pairs(model, tokenizer.pad_token_id)
-    cfg = TrainConfig(learning_rate=3e-3, epochs=6, batch_size=4, micro_batch_size=2, warmup_ratio=0.0)
-    history = train_policy(model, pairs, algorithm, cfg, tokenizer.pad_token_id)
+    history = train_policy(model, pairs, algorithm, _cfg(epochs=6), tokenizer.pad_token_id)
     assert len(history) == 12
     losses = [h["loss"] for h in history]
     assert all(torch.isfinite(torch.tensor(losses)))
@@ -45,32 +63,200 @@ def test_every_algorithm_trains_through_the_same_loop_and_lowers_its_loss(tiny_p
 
 def test_qrpo_pushes_the_log_ratios_towards_their_regression_targets(tiny_policy):
     model, tokenizer = tiny_policy
-    pairs = _pairs(model, tokenizer.pad_token_id)
-    algorithm = QRPO(beta=0.5)
-    cfg = TrainConfig(learning_rate=3e-3, epochs=10, batch_size=4, micro_batch_size=4, warmup_ratio=0.0)
-    history = train_policy(model, pairs, algorithm, cfg, tokenizer.pad_token_id)
+    history = train_policy(model, _pairs(model, tokenizer.pad_token_id), QRPO(beta=0.5), _cfg(epochs=10, micro_batch_size=4),
+                           tokenizer.pad_token_id)
     # targets f(q) - beta log Z: chosen 1.0 - b, rejected 0.25 - b; the residual must shrink
     assert history[-1]["residual_abs"] < 0.5 * history[0]["residual_abs"]
     assert history[-1]["chosen_implicit_reward"] > history[-1]["rejected_implicit_reward"]
 
 
-def test_qrpo_clamps_quantiles_only_for_transforms_that_need_it():
-    batch = PreferenceBatch(*(torch.zeros(2) for _ in range(4)), torch.ones(2), torch.ones(2), torch.zeros(2), torch.zeros(2),
-                            torch.tensor([1.0, 0.5]), torch.tensor([0.0, 0.5]), torch.tensor([4.0, 4.0]))
-    losses, metrics = QRPO(beta=1.0, transform="log")(batch)  # q = 1 and 0 would give log 0 = -inf unclamped
-    assert torch.isfinite(losses).all()
-    losses_id, _ = QRPO(beta=1.0)(batch)
-    assert torch.isfinite(losses_id).all()
-
-
-def test_reference_free_methods_say_so():
-    assert [a.needs_reference for a in (QRPO(0.1), DPO(0.1), SimPO(2.0), REBEL(0.1), SFT())] == [True, True, False, True, False]
-
-
-def test_an_empty_training_table_is_a_clear_input_error(tiny_policy):
-    from qrpo.errors import InputError
-
+def test_every_step_logs_loss_lr_grad_norm_implicit_rewards_and_qrpo_targets(tiny_policy):
     model, tokenizer = tiny_policy
-    empty = _pairs(model, tokenizer.pad_token_id).slice(0, 0)
+    history = train_policy(model, _pairs(model, tokenizer.pad_token_id), QRPO(beta=0.5), _cfg(epochs=1), tokenizer.pad_token_id)
+    record = history[0]
+    for key in ("loss", "learning_rate", "grad_norm", "chosen_implicit_reward", "rejected_implicit_reward", "implicit_margin",
+                "implicit_accuracy", "chosen_quantile", "rejected_quantile", "chosen_transformed_reward", "beta_log_partition",
+                "chosen_residual", "residual_abs", "tokens_per_s"):
+        assert key in record, key
+    # batch means of the table's values: every chosen quantile is 1.0, every rejected 0.25
+    assert record["chosen_quantile"] == pytest.approx(1.0) and record["rejected_quantile"] == pytest.approx(0.25)
+    assert record["beta_log_partition"] == pytest.approx(QRPO(0.5)._transform.log_partition(0.5) * 0.5)
+    assert record["grad_norm"] > 0
+
+
+def test_qrpo_trains_pointwise_on_single_completions(tiny_policy):
+    model, tokenizer = tiny_policy
+    history = train_policy(model, _pointwise(model, tokenizer.pad_token_id), QRPO(beta=0.5), _cfg(epochs=8), tokenizer.pad_token_id)
+    assert history[-1]["residual_abs"] < 0.5 * history[0]["residual_abs"]
+    assert "quantile" in history[0] and "chosen_quantile" not in history[0]
+
+
+def test_a_pair_method_on_a_pointwise_table_fails_at_once(tiny_policy):
+    model, tokenizer = tiny_policy
+    with pytest.raises(InputError, match="algorithm dpo needs preference pairs"):
+        train_policy(model, _pointwise(model, tokenizer.pad_token_id), DPO(beta=0.1), _cfg(), tokenizer.pad_token_id)
+
+
+def test_reference_free_methods_need_no_reference_column(tiny_policy):
+    model, tokenizer = tiny_policy
+    pairs = _pairs(model, tokenizer.pad_token_id).drop_columns(["chosen_ref_logp", "rejected_ref_logp"])
+    assert [a.needs_reference for a in (QRPO(0.1), DPO(0.1), SimPO(2.0), REBEL(0.1), SFT())] == [True, True, False, True, False]
+    train_policy(model, pairs, SimPO(beta=2.0), _cfg(epochs=1), tokenizer.pad_token_id)  # no KeyError
+    with pytest.raises(InputError, match="lacks column.*chosen_ref_logp"):
+        train_policy(model, pairs, DPO(beta=0.1), _cfg(epochs=1), tokenizer.pad_token_id)
+
+
+def test_precomputed_reference_logps_equal_the_trainers_live_logps(tiny_policy):
+    """Reference log-probs computed ahead (other batch sizes, sorted by length) equal what the trainer
+    computes live for the same weights, to 1e-5: one tokenisation and one padding rule for both."""
+    model, tokenizer = tiny_policy
+    pairs = _pairs(model, tokenizer.pad_token_id)
+    examples = make_examples(pairs, DPO(0.1))
+    with torch.no_grad():
+        for rows in ([0, 5, 2], [7], [1, 3, 4, 6]):
+            _, _, batch = micro_batch(model, examples, torch.tensor(rows).numpy(), DPO(0.1), tokenizer.pad_token_id)
+            torch.testing.assert_close(batch.policy_chosen_logps, batch.ref_chosen_logps, atol=1e-5, rtol=0)
+            torch.testing.assert_close(batch.policy_rejected_logps, batch.ref_rejected_logps, atol=1e-5, rtol=0)
+
+
+class _MetaCausalLM(torch.nn.Module):
+    """A causal LM with the transformers calling convention whose weights live on the `meta` device:
+    any tensor the trainer builds on the host instead of the model's device shows up as 'cpu'."""
+
+    def __init__(self, vocab=300, hidden=8):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, hidden, device="meta")
+        self.head = torch.nn.Linear(hidden, vocab, device="meta")
+
+    def forward(self, input_ids, attention_mask, logits_to_keep, use_cache):
+        assert input_ids.device.type == attention_mask.device.type == logits_to_keep.device.type == "meta"
+        hidden = self.embed(input_ids)  # [B, T, H]
+        kept = hidden[torch.arange(len(input_ids), device=input_ids.device)[:, None], logits_to_keep]  # [B, C, H]
+        return type("Out", (), {"logits": self.head(kept)})
+
+
+class _RecordingAlgorithm:
+    """Records the device of every tensor the trainer hands an algorithm."""
+
+    name, needs_reference = "recording", True
+
+    def __init__(self, needs_pairs):
+        self.needs_pairs, self.devices = needs_pairs, {}
+
+    def __call__(self, batch):
+        self.devices = {name: t.device.type for name, t in batch.tensors().items()}
+        logps = batch.policy_chosen_logps if isinstance(batch, PairBatch) else batch.policy_logps
+        return logps * 1.0, {"value": logps.detach()}
+
+
+@pytest.mark.parametrize("kind", ["pairs", "pointwise"])
+def test_every_tensor_handed_to_the_algorithm_is_on_the_policys_device(tiny_policy, kind):
+    model, tokenizer = tiny_policy
+    table = _pairs(model, tokenizer.pad_token_id) if kind == "pairs" else _pointwise(model, tokenizer.pad_token_id)
+    algorithm = _RecordingAlgorithm(needs_pairs=kind == "pairs")
+    examples = make_examples(table, algorithm)
+    assert isinstance(examples, PairExamples if kind == "pairs" else PointwiseExamples)
+    losses, diagnostics, batch = micro_batch(_MetaCausalLM(), examples, torch.arange(4).numpy(), algorithm, tokenizer.pad_token_id)
+    expected = 11 if kind == "pairs" else 6  # every field of the batch, the reference log-probs included
+    assert len(algorithm.devices) == expected and set(algorithm.devices.values()) == {"meta"}, algorithm.devices
+    assert losses.device.type == "meta" and all(v.device.type == "meta" for v in diagnostics.values())
+    losses.sum().backward()  # the backward pass is device-clean too
+
+
+def test_length_grouped_batches_cover_each_row_once_per_epoch_with_less_padding():
+    import numpy as np
+
+    tokens = np.random.default_rng(0).integers(10, 500, size=640)
+    grouped = epoch_order(640, 8, seed=1, epoch=0, tokens=tokens)
+    plain = epoch_order(640, 8, seed=1, epoch=0, tokens=None)
+    assert sorted(np.concatenate(grouped).tolist()) == list(range(640)) == sorted(np.concatenate(plain).tolist())
+    padding = lambda batches: sum(int(tokens[b].max() * len(b) - tokens[b].sum()) for b in batches)  # noqa: E731
+    assert padding(grouped) < 0.2 * padding(plain)
+    assert [b.tolist() for b in grouped] == [b.tolist() for b in epoch_order(640, 8, 1, 0, tokens)]  # a pure function
+    assert [b.tolist() for b in grouped] != [b.tolist() for b in epoch_order(640, 8, 1, 1, tokens)]  # a new order each epoch
+
+
+def test_resume_from_a_mid_run_checkpoint_ends_with_the_parameters_of_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    from qrpo.models import load_policy
+
+    def fresh():
+        torch.manual_seed(0)
+        return load_policy(tiny_model_dir, torch.device("cpu"))
+
+    model, tokenizer = fresh()
+    pairs = _pairs(model, tokenizer.pad_token_id)
+    cfg = _cfg(epochs=3, checkpoint_every=2, weight_decay=0.01)  # 6 steps; AdamW state and the schedule matter
+    uninterrupted = train_policy(model, pairs, QRPO(beta=0.5), cfg, tokenizer.pad_token_id)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_step_2(step, record):
+        if step == 2:
+            raise Crash
+
+    crashed, _ = fresh()
+    with pytest.raises(Crash):
+        train_policy(crashed, pairs, QRPO(beta=0.5), cfg, tokenizer.pad_token_id, on_step=crash_after_step_2, checkpoint_dir=tmp_path)
+    assert latest_checkpoint(tmp_path).name == "step-0000002"
+    resumed, _ = fresh()
+    steps = []
+    history = train_policy(resumed, pairs, QRPO(beta=0.5), cfg, tokenizer.pad_token_id, on_step=lambda s, r: steps.append(s),
+                           checkpoint_dir=tmp_path)
+    assert steps == [2, 3, 4, 5]  # the two checkpointed steps are not redone
+    assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in uninterrupted], abs=1e-7)
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=0, msg=name)
+    moved = max((a - b).abs().max().item() for a, b in zip(model.state_dict().values(), fresh()[0].state_dict().values()))
+    assert moved > 1e-3  # training did move the weights, so equality above means something
+
+
+def test_gradient_checkpointing_is_switched_on_and_changes_no_number(tiny_model_dir):
+    from qrpo.models import load_policy
+
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model, tokenizer = load_policy(tiny_model_dir, torch.device("cpu"))
+        pairs = _pairs(model, tokenizer.pad_token_id)
+        train_policy(model, pairs, DPO(beta=0.5), _cfg(epochs=1, gradient_checkpointing=checkpointing), tokenizer.pad_token_id)
+        assert getattr(model, "is_activation_checkpointing", None) == checkpointing
+        results.append(model.state_dict())
+    for a, b in zip(*(r.values() for r in results)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_lora_trains_adapters_and_merges_them_into_a_plain_model(tiny_model_dir):
+    from qrpo.models import load_policy
+
+    torch.manual_seed(0)
+    model, tokenizer = load_policy(tiny_model_dir, torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    history = train_policy(model, _pairs(model, tokenizer.pad_token_id), DPO(beta=0.5), _cfg(epochs=3, lora_r=4, learning_rate=3e-2),
+                           tokenizer.pad_token_id)
+    assert not any("lora" in name for name in model.state_dict())  # merged: a plain model again
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all("proj" in k for k in changed)  # only the adapted linear layers moved
+    assert not any("embed" in k or "norm" in k for k in changed)
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_an_empty_or_too_small_training_table_is_a_clear_input_error(tiny_policy):
+    model, tokenizer = tiny_policy
+    pairs = _pairs(model, tokenizer.pad_token_id)
     with pytest.raises(InputError, match="num_train_samples"):
-        train_policy(model, empty, QRPO(beta=0.1), TrainConfig(), tokenizer.pad_token_id)
+        train_policy(model, pairs.slice(0, 0), QRPO(beta=0.1), TrainConfig(), tokenizer.pad_token_id)
+    with pytest.raises(InputError, match="fewer than train.batch_size=8"):
+        train_policy(model, pairs.slice(0, 3), QRPO(beta=0.1), TrainConfig(batch_size=8), tokenizer.pad_token_id)
+
+
+def test_qrpo_clamps_quantiles_only_where_the_transform_is_infinite():
+    zeros, ones = torch.zeros(2), torch.ones(2)
+    batch = PointwiseBatch(zeros, zeros, ones, ones, torch.tensor([1.0, 0.0]), torch.tensor([4.0, 4.0]))
+    _, log_diag = QRPO(beta=1.0, transform="log")(batch)
+    assert log_diag["quantile"].tolist() == [1.0, 0.125]  # log 1 = 0 is finite: q = 1 stays
+    assert log_diag["transformed_reward"][0].item() == 0.0
+    _, normal_diag = QRPO(beta=1.0, transform="normal_icdf")(batch)
+    assert normal_diag["quantile"].tolist() == [0.875, 0.125]
+    _, identity_diag = QRPO(beta=1.0)(batch)
+    assert identity_diag["quantile"].tolist() == [1.0, 0.0]
