@@ -61,6 +61,60 @@ def sequence_logps(model, prompt_ids: list[list[int]], completion_ids: list[list
     return (token_logps * valid).sum(1), lengths
 
 
+def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int):
+    """`sequence_logps` with each distinct prompt run through the model once.
+
+    A pair's two completions (or a pointwise batch's several completions of one prompt) share their
+    prompt: the prompts go through the model once (left-padded, `use_cache=True`), their key/value
+    cache is repeated for each completion (`batch_select_indices`), and the completions run on top of
+    it. The first completion token is scored from the prompt pass's last logits, the others from the
+    completion pass. Gradients flow through the cache into the prompt pass, so this is the same
+    function of the weights as the flat pass (equal to float rounding, checked by a test), with
+    prompt tokens computed once instead of once per completion. Falls back to the flat pass when no
+    prompt repeats.
+    """
+    index_of: dict[tuple[int, ...], int] = {}
+    for p in prompt_ids:
+        index_of.setdefault(tuple(p), len(index_of))
+    if len(index_of) == len(prompt_ids):
+        return sequence_logps(model, prompt_ids, completion_ids, pad_id)
+    device = model_device(model)
+    unique = [list(p) for p in index_of]
+    group = torch.tensor([index_of[tuple(p)] for p in prompt_ids])  # [N] prompt of each completion
+    prompt_lens = torch.tensor([len(p) for p in unique])  # [P]
+    completion_lens = [len(c) for c in completion_ids]
+    width, span = int(prompt_lens.max()), max(1, max(completion_lens))
+
+    prompt_input = torch.full((len(unique), width), pad_id, dtype=torch.long)  # [P, Lp] left-padded
+    prompt_mask = torch.zeros((len(unique), width), dtype=torch.long)
+    for i, p in enumerate(unique):
+        prompt_input[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        prompt_mask[i, width - len(p) :] = 1
+    prompt_positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)  # real tokens at 0..len-1, as in the flat pass
+    completion_input = torch.full((len(completion_ids), span), pad_id, dtype=torch.long)  # [N, C] right-padded
+    completion_mask = torch.zeros((len(completion_ids), span), dtype=torch.long)
+    for i, c in enumerate(completion_ids):
+        completion_input[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        completion_mask[i, : len(c)] = 1
+    valid = completion_mask.bool()  # [N, C]
+    completion_positions = prompt_lens[group][:, None] + torch.arange(span)[None, :]  # [N, C]
+    full_mask = torch.cat([prompt_mask[group], completion_mask], dim=1)  # [N, Lp + C]
+
+    to = lambda t: t.to(device)  # noqa: E731
+    out = model(input_ids=to(prompt_input), attention_mask=to(prompt_mask), position_ids=to(prompt_positions),
+                use_cache=True, logits_to_keep=1)
+    group = to(group)
+    logits = out.logits[:, -1][group][:, None]  # [N, 1, V] scores completion token 0
+    if span > 1:
+        cache = out.past_key_values
+        cache.batch_select_indices(group)  # each prompt's keys/values, once per completion
+        rest = model(input_ids=to(completion_input), attention_mask=to(full_mask), position_ids=to(completion_positions),
+                     past_key_values=cache, use_cache=True, logits_to_keep=to(torch.arange(span - 1))).logits  # [N, C-1, V]
+        logits = torch.cat([logits, rest], dim=1)  # [N, C, V]
+    token_logps = -F.cross_entropy(logits.float().transpose(1, 2), to(completion_input), reduction="none")  # [N, C]
+    return (token_logps * to(valid)).sum(1), to(torch.tensor(completion_lens, dtype=torch.long))
+
+
 def inference_context(device: torch.device, mixed_precision: str = "no"):
     """The autocast the trainer uses on this device (bf16 on GPU when asked), for log-prob passes without gradient."""
     if mixed_precision == "bf16" and device.type == "cuda":

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from qrpo.algorithms import Algorithm, PairBatch, PointwiseBatch
 from qrpo.config import TrainConfig
 from qrpo.errors import InputError
-from qrpo.logprobs import sequence_logps
+from qrpo.logprobs import sequence_logps, shared_prompt_logps
 
 
 def cosine_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -149,12 +149,14 @@ def make_examples(table: pa.Table, algorithm: Algorithm) -> _Examples:
     return PointwiseExamples(table, algorithm.needs_reference)
 
 
-def micro_batch(model, examples: _Examples, rows: np.ndarray, algorithm: Algorithm, pad_id: int):
+def micro_batch(model, examples: _Examples, rows: np.ndarray, algorithm: Algorithm, pad_id: int, share_prompts: bool = False):
     """Per-example losses [b] (with gradient) and detached diagnostics {name: [b]} of some rows.
 
-    Every tensor handed to the algorithm is on the policy's device (checked by a test on `meta`)."""
+    Every tensor handed to the algorithm is on the policy's device (checked by a test on `meta`).
+    With `share_prompts` a prompt shared by several completions (a pair's two sides) runs once."""
     prompts, completions = examples.sequences(rows)
-    logps, lengths = sequence_logps(model, prompts, completions, pad_id)  # [n], [n]
+    logps_of = shared_prompt_logps if share_prompts else sequence_logps
+    logps, lengths = logps_of(model, prompts, completions, pad_id)  # [n], [n]
     batch = examples.batch(rows, logps, lengths)
     losses, diagnostics = algorithm(batch)
     return losses, {k: v.detach().float() for k, v in diagnostics.items()}, batch
@@ -282,6 +284,8 @@ def train_policy(
         start_step, history = state["step"], state["history"]
     model.train()
 
+    # a prompt's completions share one prompt pass, except under activation checkpointing (no cache there)
+    share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing
     bar = tqdm(total=total_steps, initial=start_step, desc=f"train {algorithm.name}", unit="step",
                dynamic_ncols=True, disable=not accelerator.is_main_process)
     batches, batches_epoch = None, -1
@@ -298,7 +302,7 @@ def train_policy(
         for i, rows in enumerate(micro):
             sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
             with sync:
-                losses, diagnostics, _ = micro_batch(model, examples, rows, algorithm, pad_id)
+                losses, diagnostics, _ = micro_batch(model, examples, rows, algorithm, pad_id, share_prompts)
                 # mean over the global batch: DDP averages over processes, hence the factor `world`
                 accelerator.backward(losses.sum() * world / len(step_rows))
             for name, values in {"loss": losses.detach().float(), **diagnostics}.items():
