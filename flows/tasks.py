@@ -200,6 +200,8 @@ def train(config: dict, model_key: str, table_step: str, table_key: str, run_id:
     artifact, cached = store.get_or_build("train", 2, subset, {"model": model_key, table_step: table_key}, build)
     if cached or topology.launches:  # live runs logged every step as it happened
         logger.history(artifact.table("history").to_pylist(), prefix="train/")
+    if hasattr(algorithm, "optimum"):  # QRPO: the beta used (maybe from a KL budget) and its optimum pi*
+        logger.metrics(algorithm.optimum(), prefix="algorithm/")
     return _finish(artifact, cached, run_id, "train/")
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from qrpo.losses import LOSS_TYPES, dpo_loss, qrpo_loss_from_quantiles, rebel_loss, simpo_loss
+from qrpo.optimum import beta_for_kl, beta_for_quantile, optimum_stats
 from qrpo.transforms import check_beta, get_transform
 
 
@@ -93,12 +94,31 @@ class QRPO(Algorithm):
     name = "qrpo"
     needs_pairs = False
 
-    def __init__(self, beta: float, transform: str = "identity", loss_type: str = "mse", **transform_params):
-        self.beta = check_beta(beta)
+    def __init__(self, beta: float | None = None, transform: str = "identity", loss_type: str = "mse",
+                 kl_budget: float | None = None, target_quantile: float | None = None, **transform_params):
+        """beta directly, or from a budget: `kl_budget` (nats: KL(pi* || pi_ref) of the optimum) or
+        `target_quantile` (E_{pi*}[q] of the optimum), solved for the transform (qrpo.optimum); either
+        one, when given, replaces `beta`."""
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"algorithm.loss_type={loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
         self.transform_name, self.loss_type = transform, loss_type
         self._transform = get_transform(transform, **transform_params)
+        if kl_budget is not None and target_quantile is not None:
+            raise ValueError("give algorithm.kl_budget or algorithm.target_quantile, not both")
+        if kl_budget is not None:
+            beta = beta_for_kl(self._transform, kl_budget)
+        elif target_quantile is not None:
+            beta = beta_for_quantile(self._transform, target_quantile)
+        elif beta is None:
+            raise ValueError("QRPO needs algorithm.beta, algorithm.kl_budget or algorithm.target_quantile")
+        self.beta = check_beta(beta)
+        self.kl_budget, self.target_quantile = kl_budget, target_quantile
+
+    def optimum(self) -> dict[str, float]:
+        """The optimum pi*'s KL to pi_ref and expected quantile at this beta: the same for every prompt,
+        to report beside the measured KL and quantile (how far training got towards pi*)."""
+        stats = optimum_stats(self._transform, self.beta)
+        return {"beta": self.beta, "optimum_kl": stats.kl, "optimum_expected_quantile": stats.expected_quantile}
 
     def _pointwise(self, policy_logps, ref_logps, quantiles, num_ref, prefix=""):
         out = qrpo_loss_from_quantiles(

@@ -260,3 +260,18 @@ def test_qrpo_clamps_quantiles_only_where_the_transform_is_infinite():
     assert normal_diag["quantile"].tolist() == [0.875, 0.125]
     _, identity_diag = QRPO(beta=1.0)(batch)
     assert identity_diag["quantile"].tolist() == [1.0, 0.0]
+
+
+def test_qrpo_beta_from_a_kl_budget_or_a_target_quantile_and_the_optimum_it_implies():
+    from qrpo.optimum import optimum_stats
+
+    by_budget = QRPO(beta=0.1, kl_budget=1.303085)  # identity at beta = 0.1 spends 1.3031 nats
+    assert by_budget.beta == pytest.approx(0.1, rel=1e-5)
+    assert by_budget.optimum()["optimum_expected_quantile"] == pytest.approx(0.900045, abs=1e-5)
+    by_quantile = QRPO(transform="log", target_quantile=0.9)  # log: E[q] = (1 + b)/(1 + 2b) = 0.9 at b = 1/8
+    assert by_quantile.beta == pytest.approx(0.125, rel=1e-6)
+    assert by_quantile.optimum()["optimum_kl"] == pytest.approx(optimum_stats("log", 0.125).kl)
+    with pytest.raises(ValueError, match="not both"):
+        QRPO(kl_budget=1.0, target_quantile=0.9)
+    with pytest.raises(ValueError, match="needs algorithm.beta"):
+        QRPO()
