@@ -61,7 +61,11 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
         eval_samples = tasks.sample(config, model, dataset, "eval", run_id)
         train_scored = tasks.score(config, train_samples, dataset, "train", run_id)
         eval_scored = tasks.score(config, eval_samples, dataset, "eval", run_id)
-        training = tasks.training_data(config, train_scored, run_id)
+        offline_scored = None
+        if config["regime"]["name"] == "offline":  # the dataset's own pairs, scored by the same reward
+            offline = tasks.offline_samples(config, model, dataset, train_samples, run_id)
+            offline_scored = tasks.score(config, offline, dataset, "offline", run_id)
+        training = tasks.training_data(config, train_scored, run_id, offline_scored)
         if tasks.build_algorithm(config["algorithm"]).needs_reference:
             ref_logps = tasks.ref_logps(config, model, training, run_id)
             trained = tasks.train(config, model, "ref_logps", ref_logps, run_id)

@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.states import Completed
+from transformers import AutoTokenizer
 
 from qrpo import data, evaluation, logprobs, models, report, sampling, trainer
 from qrpo import training_data as training_data_lib
@@ -121,7 +122,30 @@ def score(config: dict, samples_key: str, dataset_key: str, split: str, run_id: 
 
 
 @task(cache_policy=NONE)
-def training_data(config: dict, scored_key: str, run_id: str):
+def offline_samples(config: dict, model_key: str, dataset_key: str, train_samples_key: str, run_id: str):
+    """regime=offline: the dataset's own chosen/rejected completions, tokenised by the policy, as samples to score."""
+    regime = build_section(RegimeConfig, config["regime"])
+    store = _store(config)
+
+    def build(out, _):
+        tokenizer = AutoTokenizer.from_pretrained(store.require("model", model_key).path)
+        samples = store.require("samples", train_samples_key).table()
+        prompt_ids = dict(zip(samples.column("prompt_id").to_pylist(), samples.column("prompt_ids").to_pylist()))
+        prompts = data.split(store.require("dataset", dataset_key).table(), "train")
+        table = training_data_lib.offline_completions(
+            prompts, prompt_ids, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+            regime.chosen_column, regime.rejected_column, tokenizer.eos_token_id)
+        write_table(table, out / "data.parquet")
+        return {"completions": table.num_rows, "length_mean": float(np.mean(table.column("num_tokens").to_numpy()))}
+
+    subset = {"offline": [regime.chosen_column, regime.rejected_column]}
+    inputs = {"model": model_key, "dataset": dataset_key, "samples": train_samples_key}
+    artifact, cached = store.get_or_build("samples", 1, subset, inputs, build)
+    return _finish(artifact, cached, run_id, "offline_samples/")
+
+
+@task(cache_policy=NONE)
+def training_data(config: dict, scored_key: str, run_id: str, offline_scored_key: str | None = None):
     """The training table of the configured regime (pairs, or single completions) from scored samples."""
     sampler = build_section(SamplerConfig, config["sampler"])
     regime = build_section(RegimeConfig, config["regime"])
@@ -129,14 +153,16 @@ def training_data(config: dict, scored_key: str, run_id: str):
     store = _store(config)
 
     def build(out, _):
+        offline = training_data_lib.offline_pairs(store.require("rewards", offline_scored_key).table()) if offline_scored_key else None
         table, stats = training_data_lib.build_training_data(
-            store.require("rewards", scored_key).table(), regime, sampler.num_train_samples, sampler.num_ref_samples, ties)
+            store.require("rewards", scored_key).table(), regime, sampler.num_train_samples, sampler.num_ref_samples, ties, offline)
         write_table(table, out / "data.parquet")
         return stats
 
     subset = {"regime": config["regime"], "num_train_samples": sampler.num_train_samples,
               "num_ref_samples": sampler.num_ref_samples, "ties": ties}
-    artifact, cached = store.get_or_build("training_data", 2, subset, {"rewards": scored_key}, build)
+    inputs = {"rewards": scored_key, **({"offline_rewards": offline_scored_key} if offline_scored_key else {})}
+    artifact, cached = store.get_or_build("training_data", 2, subset, inputs, build)
     with tempfile.TemporaryDirectory() as tmp:
         report.plot_quantile_histogram(artifact.manifest["metrics"], Path(tmp) / "training_quantiles.png", regime.name)
         RunLogger(run_id).artifacts(Path(tmp), "training_data")

@@ -95,6 +95,8 @@ class RegimeConfig:
     name: str = "best_worst"  # best_worst | random_pairs | offline | pointwise
     leave_one_out: bool = False  # pointwise: all K + M samples train, each quantile among the others
     seed: int = 0  # random_pairs: which candidates are paired
+    chosen_column: str = "chosen"  # offline: the prompt table's columns holding the dataset's two completions
+    rejected_column: str = "rejected"
 
     def validate(self):
         if self.name not in REGIMES:

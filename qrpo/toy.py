@@ -53,7 +53,7 @@ beta log(pi/pi_ref) = E[f(q_hat) | y] - beta log Z_f, so:
 Typical figures (defaults, seed 0, ~55 s on one core): KL(pi_theta || pi*) <= 2e-4 nats for every
 transform with exact quantiles (the residual for normal_icdf is the log_partition_gap ~ 0.018 at work:
 an unnormalised target shifts the least-squares fit by O(gap^2)); identity 7e-3 / 3e-3 / 1e-3 / 5e-4 at
-M = 1 / 3 / 10 / 50 (gradient noise only); log 1.4 / 0.25 / 6e-3 / 6e-4; normal_icdf 3.4 / 1.3 / 0.23 /
+M = 1 / 3 / 10 / 50 (gradient noise only); log 0.51 / 0.034 / 5e-3 / 6e-4; normal_icdf 3.4 / 1.3 / 0.23 /
 0.03; DPO 2e-3 from a start 1.9 away.
 
 DPO baseline: pairs (y1, y2) ~ D x D, y1 preferred with the Bradley-Terry probability

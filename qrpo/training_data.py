@@ -27,6 +27,7 @@ prompt_id, prompt_ids, completion_ids, reward, ref_rewards, quantile, num_ref.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -166,7 +167,7 @@ def build_training_data(
         rows = {name: [] for name in _PAIR_SCHEMA.names}
         if regime.name == "offline":
             if offline is None:
-                raise InputError("regime=offline needs the dataset's chosen/rejected completions (dataset.chosen_column / rejected_column)")
+                raise InputError("regime=offline needs the dataset's scored chosen/rejected completions (see offline_completions)")
             dropped = _offline_rows(offline, groups, rows)
         else:
             pick = _best_worst if regime.name == "best_worst" else _random_pairs(regime.seed)
@@ -207,6 +208,58 @@ def _offline_rows(offline: pa.Table, groups: dict, out: dict) -> int:
         out["rejected_reward"].append(row[f"{rejected}_reward"])
         out["ref_rewards"].append(g["reward"])
     return dropped
+
+
+def _completion_text(value) -> str:
+    """A completion given as text, or as chat messages (UltraFeedback-binarized: the conversation, whose
+    last assistant turn is the completion), or as a JSON string of such messages."""
+    if isinstance(value, str):
+        stripped = value.lstrip()
+        if stripped.startswith("[") and stripped.rstrip().endswith("]"):
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError:
+                return value
+        else:
+            return value
+    if isinstance(value, list):
+        turns = [m for m in value if isinstance(m, dict) and m.get("role") == "assistant"]
+        if turns:
+            return str(turns[-1].get("content", ""))
+    raise InputError(f"cannot read a completion from {str(value)[:80]!r}: give text or a list of chat messages with an assistant turn")
+
+
+def offline_completions(prompts: pa.Table, prompt_ids: dict[str, list[int]], tokenize, chosen_column: str,
+                        rejected_column: str, eos_id: int | None) -> pa.Table:
+    """The dataset's own chosen/rejected completions of the train prompts as a samples table (sample_index
+    0 = chosen, 1 = rejected) that the `score` step can score like any other samples. `tokenize(text)`
+    gives the policy tokenizer's ids (no special tokens); EOS is appended, as a sampled completion that
+    finished would end with it."""
+    for column in (chosen_column, rejected_column):
+        if column not in prompts.column_names:
+            raise InputError(
+                f"regime=offline needs the dataset's column {column!r} in the prompt table (columns: "
+                f"{', '.join(prompts.column_names)}); add it to dataset.keep_columns or set regime.chosen_column/rejected_column"
+            )
+    rows = []
+    for row in prompts.to_pylist():
+        for index, column in enumerate((chosen_column, rejected_column)):
+            text = _completion_text(row[column])
+            ids = list(tokenize(text)) + ([eos_id] if eos_id is not None else [])
+            rows.append({"prompt_id": row["prompt_id"], "sample_index": index, "prompt_ids": prompt_ids[row["prompt_id"]],
+                         "completion_ids": ids, "completion": text, "num_tokens": len(ids), "finish_reason": "stop",
+                         "finished": True})
+    return pa.Table.from_pylist(rows)
+
+
+def offline_pairs(scored: pa.Table) -> pa.Table:
+    """Scored offline completions (sample_index 0 = chosen, 1 = rejected) as one row per prompt."""
+    by_prompt: dict[str, dict] = {}
+    for row in scored.to_pylist():
+        side = "chosen" if row["sample_index"] == 0 else "rejected"
+        entry = by_prompt.setdefault(row["prompt_id"], {"prompt_id": row["prompt_id"], "prompt_ids": row["prompt_ids"]})
+        entry[f"{side}_ids"], entry[f"{side}_reward"] = row["completion_ids"], row["reward"]
+    return pa.Table.from_pylist(list(by_prompt.values()))
 
 
 def build_training_pairs(samples: pa.Table, num_train_samples: int, ties: str = "le") -> tuple[pa.Table, dict]:

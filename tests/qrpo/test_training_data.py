@@ -129,3 +129,27 @@ def test_pair_methods_refuse_the_pointwise_regime_with_one_clear_line(algorithm)
 def test_former_api_builds_best_worst_pairs():
     pairs, stats = build_training_pairs(_samples({"a": [0.5, 0.9, 0.1, 0.0, 0.2, 0.6, 1.0]}), num_train_samples=3)
     assert pairs.column("num_ref").to_pylist() == [4] and stats["examples"] == 1
+
+
+def test_offline_completions_read_text_or_chat_messages_and_pair_up_after_scoring():
+    from qrpo.training_data import offline_completions, offline_pairs
+
+    prompts = pa.Table.from_pylist([
+        {"prompt_id": "a", "prompt": "hi", "chosen": "good answer", "rejected": "bad"},
+        {"prompt_id": "b", "prompt": "yo", "chosen": '[{"role": "user", "content": "yo"}, {"role": "assistant", "content": "fine"}]',
+         "rejected": '[{"role": "user", "content": "yo"}, {"role": "assistant", "content": "meh"}]'},
+    ])
+    as_lists = pa.Table.from_pylist([{"prompt_id": "c", "chosen": [{"role": "assistant", "content": "ok"}],
+                                      "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "no"}]}])
+    tokenize = lambda text: [ord(ch) for ch in text]  # noqa: E731
+    samples = offline_completions(prompts, {"a": [1], "b": [2]}, tokenize, "chosen", "rejected", eos_id=0)
+    assert samples.column("completion").to_pylist() == ["good answer", "bad", "fine", "meh"]
+    assert samples.column("completion_ids").to_pylist()[1] == [98, 97, 100, 0]  # "bad" + EOS
+    listed = offline_completions(as_lists, {"c": [3]}, tokenize, "chosen", "rejected", eos_id=None)
+    assert listed.column("completion").to_pylist() == ["ok", "no"]  # messages as Arrow lists of structs
+    scored = samples.append_column("reward", pa.array([0.9, 0.1, 0.3, 0.6]))
+    pairs = offline_pairs(scored).to_pylist()
+    assert pairs[1] == {"prompt_id": "b", "prompt_ids": [2], "chosen_ids": [102, 105, 110, 101, 0], "chosen_reward": 0.3,
+                        "rejected_ids": [109, 101, 104, 0], "rejected_reward": 0.6}
+    with pytest.raises(InputError, match="needs the dataset's column 'answer_a'.*dataset.keep_columns"):
+        offline_completions(prompts, {}, tokenize, "answer_a", "rejected", 0)
