@@ -176,23 +176,25 @@ def sample_table(
     bar = tqdm(total=sum(len(plan[s]) for s in chosen) * len(indices), desc=desc, unit="seq", dynamic_ncols=True)
     tokens, start = 0, time.perf_counter()
     made = None
-    for s in chosen:
-        shard = plan[s]
-        path = shard_file(checkpoint_dir, shard, indices) if checkpoint_dir is not None else None
-        if path is not None and path.exists():
-            table = pq.read_table(path, schema=SAMPLES_SCHEMA)
-        else:
-            if not isinstance(sampler, Sampler):
-                sampler = made = sampler()
-            batch = [prompts[i] for i in shard]
-            table = _table(sampler.tokenizer, batch, indices, sampler.complete(batch, indices))
-            tokens += sum(table.column("num_tokens").to_pylist())
-            if path is not None:
-                write_table(table, path)
-        tables.append(table)
-        bar.update(len(shard) * len(indices))
-        bar.set_postfix(tok_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
-    bar.close()
-    if made is not None:
-        made.close()
+    try:
+        for s in chosen:
+            shard = plan[s]
+            path = shard_file(checkpoint_dir, shard, indices) if checkpoint_dir is not None else None
+            if path is not None and path.exists():
+                table = pq.read_table(path, schema=SAMPLES_SCHEMA)
+            else:
+                if not isinstance(sampler, Sampler):
+                    sampler = made = sampler()
+                batch = [prompts[i] for i in shard]
+                table = _table(sampler.tokenizer, batch, indices, sampler.complete(batch, indices))
+                tokens += sum(table.column("num_tokens").to_pylist())
+                if path is not None:
+                    write_table(table, path)
+            tables.append(table)
+            bar.update(len(shard) * len(indices))
+            bar.set_postfix(tok_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
+    finally:
+        bar.close()
+        if made is not None:
+            made.close()
     return pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()

@@ -138,7 +138,8 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_uninterrupted_rows(tiny_mo
     script.write_text(SCRIPT)
     killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
     log = tmp_path / "killed.log"
-    proc = _run(script, tiny_model_dir, killed_root, log, 1.0)
+    proc = _run(script, tiny_model_dir, killed_root, log, 0.5)
+    clean = _run(script, tiny_model_dir, clean_root, tmp_path / "clean.log", 0.0)  # meanwhile, the uninterrupted run
     deadline = time.time() + 120
     while not list(killed_root.glob(".partial/*/shard-*.parquet")):
         assert proc.poll() is None and time.time() < deadline, "the sampling run ended before its first shard landed"
@@ -155,7 +156,6 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_uninterrupted_rows(tiny_mo
     finished_prompts = {f"p{i}" for name in landed for i in range(int(name[7:14]), int(name[15:22]))}
     assert redone and not finished_prompts & {p for line in redone for p in line.split(",")}, "a finished shard was redone"
 
-    clean = _run(script, tiny_model_dir, clean_root, tmp_path / "clean.log", 0.0)
     assert clean.wait(timeout=300) == 0
     got = pq.read_table(Path(resumed.stdout.read().strip()) / "data.parquet").to_pylist()
     want = pq.read_table(Path(clean.stdout.read().strip()) / "data.parquet").to_pylist()
