@@ -14,8 +14,8 @@ logit-altering option to its neutral value and `generate` runs with it installed
 generation config for the call (tests/qrpo/test_sampling_hf.py proves it on a hostile model).
 
 A prompt's samples share one tokenisation, expanded n times into the batch (what `num_return_sequences`
-does inside `generate`, which allows it only with do_sample=True); prompts of equal token length are
-batched together (no padding waste), and the KV cache is on.
+does inside `generate`, which allows it only with do_sample=True); prompts of similar token length are
+batched together (sorted by length: little padding), and the KV cache is on.
 """
 
 from __future__ import annotations
@@ -98,16 +98,10 @@ class HFSampler(Sampler):
         self.model, self.batch_size = model.eval(), batch_size
 
     def _batches(self, prompts: Sequence[Prompt], n: int) -> list[list[int]]:
-        """Prompt positions grouped by token length, at most max(1, batch_size // n) prompts a batch."""
+        """Prompt positions sorted by token length, max(1, batch_size // n) prompts a batch (little padding)."""
         per_batch = max(1, self.batch_size // n)
         order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i].prompt_ids), i))
-        batches, current = [], []
-        for i in order:
-            if current and (len(current) == per_batch or len(prompts[i].prompt_ids) != len(prompts[current[0]].prompt_ids)):
-                batches.append(current)
-                current = []
-            current.append(i)
-        return batches + ([current] if current else [])
+        return [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
 
     @torch.no_grad()
     def complete(self, prompts: Sequence[Prompt], indices: range) -> list[list[Completion]]:
