@@ -57,8 +57,11 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     try:
         model = tasks.prepare_model(config, run_id)
         dataset = tasks.load_dataset(config, run_id)
-        train_samples = tasks.sample(config, model, dataset, "train", run_id)
-        eval_samples = tasks.sample(config, model, dataset, "eval", run_id)
+        sampler, evals, pi_ref = config["sampler"], config["eval"], {"step": "model", "key": model.result(), "subdir": ""}
+        train_samples = tasks.sample(config, pi_ref, dataset, "train", sampler["num_train_samples"] + sampler["num_ref_samples"],
+                                     sampler["seed"], sampler["max_new_tokens"], run_id, "samples_train")
+        eval_samples = tasks.sample(config, pi_ref, dataset, "eval", evals["samples_per_prompt"], evals["seed"],
+                                    evals["max_new_tokens"], run_id, "samples_eval_ref")
         train_scored = tasks.score(config, train_samples, dataset, "train", run_id)
         eval_scored = tasks.score(config, eval_samples, dataset, "eval", run_id)
         offline_scored = None

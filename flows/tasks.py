@@ -7,7 +7,7 @@ the pipeline's MLflow run, cached or not, so each run records the full set.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from prefect import task
+from prefect import task, unmapped
 from prefect.cache_policies import NONE
 from prefect.states import Completed
 from transformers import AutoTokenizer
@@ -64,7 +64,7 @@ def prepare_model(config: dict, run_id: str):
 @task(cache_policy=NONE)
 def load_dataset(config: dict, run_id: str):
     cfg = build_section(DatasetConfig, config["dataset"])
-    digest = hashlib.sha256(Path(cfg.path).expanduser().read_bytes()).hexdigest()  # the data, not its path, is the key
+    digest = data.fingerprint(cfg)  # the data, not its path, is the key
 
     def build(out, _):
         table = data.load_prompts(cfg)
@@ -72,38 +72,47 @@ def load_dataset(config: dict, run_id: str):
         splits = table.column("split").to_pylist()
         return {"train_prompts": splits.count("train"), "eval_prompts": splits.count("eval")}
 
-    subset = {**config["dataset"], "path": None, "sha256": digest}
-    artifact, cached = _store(config).get_or_build("dataset", 1, subset, {}, build)
+    subset = {**config["dataset"], "path": None, "data_files": None, "sha256": digest}
+    artifact, cached = _store(config).get_or_build("dataset", 2, subset, {}, build)
     return _finish(artifact, cached, run_id, "dataset/")
 
 
 @task(cache_policy=NONE)
-def sample(config: dict, model_key: str, dataset_key: str, split: str, run_id: str):
-    """Reference completions: K + M per train prompt, or eval.samples_per_prompt per eval prompt."""
-    sampler = build_section(SamplerConfig, config["sampler"])
-    evals = build_section(EvalConfig, config["eval"])
-    if split == "train":
-        n, max_new, seed = sampler.num_train_samples + sampler.num_ref_samples, sampler.max_new_tokens, sampler.seed
-    else:
-        n, max_new, seed = evals.samples_per_prompt, evals.max_new_tokens, evals.seed
-    subset = {"split": split, "n": n, "max_new_tokens": max_new, "seed": seed, "temperature": sampler.temperature,
-              "top_p": sampler.top_p, "shard_prompts": sampler.shard_prompts}
+def sample(config: dict, source: dict, dataset_key: str, split: str, num_samples: int, seed: int, max_new_tokens: int,
+           run_id: str, name: str):
+    """`num_samples` completions per prompt of `split` from `source` (the model artifact, or a trained
+    policy), reusing any sampled pool that covers them (qrpo/sampling/pool.py): "Cached" when nothing
+    was sampled. The train step draws at least `sampler.min_samples_per_prompt`."""
+    cfg = build_section(SamplerConfig, config["sampler"])
     store = _store(config)
+    params = sampling.SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=cfg.temperature, top_p=cfg.top_p)
+    model_path = store.require(source["step"], source["key"]).path / source.get("subdir", "")
+    prompts = data.split(store.require("dataset", dataset_key).table(), split)
 
-    def build(out, partial):
-        model, tokenizer = models.load_policy(store.require("model", model_key).path)
-        prompts = data.split(store.require("dataset", dataset_key).table(), split)
-        table = sampling.sample_completions(
-            model, tokenizer, prompts, n, max_new_tokens=max_new, temperature=sampler.temperature, top_p=sampler.top_p,
-            batch_size=sampler.batch_size, shard_prompts=sampler.shard_prompts, seed=seed, checkpoint_dir=partial,
-            desc=f"sample {split}",
-        )
-        write_table(table, out / "data.parquet")
-        return {"completions": table.num_rows, "length_mean": float(np.mean(table.column("num_tokens").to_numpy())),
-                "finished_fraction": float(np.mean(table.column("finished").to_numpy(zero_copy_only=False)))}
+    def sample_range(indices, partial):
+        if cfg.map_shards:
+            shards = range(len(sampling.shard_ranges(prompts.num_rows, cfg.shard_prompts)))
+            sample_shard.map(unmapped(config), unmapped(str(model_path)), unmapped(dataset_key), unmapped(split),
+                             unmapped(dataclasses.asdict(params)), unmapped([indices.start, indices.stop]),
+                             unmapped(str(partial)), list(shards)).result()
+        return sampling.sample_split(cfg, model_path, params, prompts, indices, partial, desc=name)
 
-    artifact, cached = store.get_or_build("samples", 1, subset, {"model": model_key, "dataset": dataset_key}, build)
-    return _finish(artifact, cached, run_id, f"samples_{split}/")
+    pool = sampling.pool.pool_key(source, dataset_key, split, params, cfg.drop_truncated)
+    artifact, sampled = sampling.pool.sample_with_reuse(
+        store, pool, num_samples, prompts.column("prompt_id").to_pylist(), sample_range,
+        at_least=cfg.min_samples_per_prompt if split == "train" else 0, drop_truncated=cfg.drop_truncated,
+    )
+    return _finish(artifact, not sampled, run_id, f"{name}/")
+
+
+@task(cache_policy=NONE)
+def sample_shard(config: dict, model_path: str, dataset_key: str, split: str, params: dict, indices: list[int],
+                 partial: str, shard: int):
+    """One shard of a `sample` step (sampler.map_shards): loads the model once, writes the shard's checkpoint."""
+    cfg = build_section(SamplerConfig, config["sampler"])
+    prompts = data.split(_store(config).require("dataset", dataset_key).table(), split)
+    sampling.sample_split(cfg, Path(model_path), sampling.SamplingParams(**params), prompts, range(*indices), Path(partial),
+                          shards=[shard], desc=f"shard {shard}")
 
 
 @task(cache_policy=NONE)

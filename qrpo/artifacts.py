@@ -116,6 +116,13 @@ class ArtifactStore:
             metadata["metrics"] = build(tmp, self.partial_dir(step, key)) or {}
         return self.require(step, key), False
 
+    def keys(self, step: str, prefix: str = "") -> list[str]:
+        """Keys of the finished artifacts of `step` whose key starts with `prefix`, sorted."""
+        folder = self.root / step
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.name.startswith(prefix) and (p / MANIFEST).is_file())
+
     def partial_dir(self, step: str, key: str) -> Path:
         """Where a long step keeps finished shards between attempts (removed once the artifact lands)."""
         return self.root / ".partial" / f"{step}-{key}"

@@ -38,31 +38,79 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
+    """Where prompts come from (read with Hugging Face `datasets`, see qrpo/data/prompts.py)."""
+
     name: str
-    path: str  # JSONL file, one object per line
-    prompt_column: str = "prompt"
-    split_column: str = "split"
+    path: str  # local file (jsonl/json/parquet/csv), local folder, or a hub name already in the HF cache
+    data_files: Any = None  # passed to datasets.load_dataset
+    subset: str | None = None  # dataset config name
+    train_split: str = "train"  # split holding training prompts
+    eval_split: str | None = None  # split holding eval prompts; null: split_column, else a seeded split of train_split
+    split_column: str | None = None  # column whose values are "train"/"eval" inside one split
+    eval_fraction: float = 0.1  # seeded split only
+    split_seed: int = 0
+    id_column: str | None = None  # stable prompt id; null: "<name>-<row index>"
+    prompt_column: str = "prompt"  # text prompts ...
+    messages_column: str | None = None  # ... or chat messages [{role, content}]; the last user turn is the prompt
+    keep_columns: list[str] = field(default_factory=list)  # extra columns copied into the prompt table
     max_train_prompts: int = 0  # 0: all
     max_eval_prompts: int = 0
+
+    def validate(self):
+        if not 0 < self.eval_fraction < 1:
+            raise InputError(f"dataset.eval_fraction must be in (0, 1); got {self.eval_fraction}")
+        if self.max_train_prompts < 0 or self.max_eval_prompts < 0:
+            raise InputError("dataset.max_train_prompts / dataset.max_eval_prompts must be >= 0 (0: all)")
+
+
+SAMPLER_BACKENDS = ("hf", "vllm", "openai")
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
+    """How completions are drawn (qrpo/sampling/). Only `seed`, `max_new_tokens`, `temperature` and `top_p`
+    (with the model and the prompts) determine a completion; the other keys say how fast it is drawn."""
+
+    backend: str = "hf"  # one of SAMPLER_BACKENDS
     num_ref_samples: int = 4  # M: reference completions per prompt, for the quantiles
     num_train_samples: int = 2  # K: completions per prompt from which the training pair is picked
+    min_samples_per_prompt: int = 0  # the train sample step draws max(K + M, this): a sweep over M samples once
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
-    batch_size: int = 16
+    drop_truncated: bool = False  # drop samples that hit max_new_tokens (counted either way)
+    batch_size: int = 16  # hf: sequences per generate call
     shard_prompts: int = 16  # prompts per checkpointed shard
+    map_shards: bool = False  # run shards as mapped Prefect tasks (each loads the model once)
     seed: int = 0
+    # vllm: a worker process in vLLM's own environment
+    vllm_python: str = "python"  # the Python that has vLLM: a venv's bin/python, or a `docker run ... python` prefix
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1  # worker processes, each on its own tensor_parallel_size GPUs
+    vllm_engine_args: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) arguments
+    # openai: any OpenAI-compatible server
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_model: str = ""  # the served model name ("": the first one the server lists)
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (never the key itself)
+    prompt_format: str = "text"  # "text" (the decoded chat-templated prompt) or "token_ids" (vLLM, SGLang)
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request (server extensions)
 
     def validate(self):
-        _positive(self, "num_ref_samples", "num_train_samples", "max_new_tokens", "batch_size", "shard_prompts")
+        _positive(self, "num_ref_samples", "num_train_samples", "max_new_tokens", "batch_size", "shard_prompts",
+                  "tensor_parallel_size", "data_parallel_size", "concurrency", "timeout_s")
+        if self.backend not in SAMPLER_BACKENDS:
+            raise InputError(f"sampler.backend={self.backend!r} is not one of {', '.join(SAMPLER_BACKENDS)}")
         if self.num_train_samples < 2:
             raise InputError("sampler.num_train_samples must be >= 2: the training pair is the best and worst of them")
         if not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise InputError("sampler.temperature must be > 0 and sampler.top_p in (0, 1]")
+        if self.min_samples_per_prompt < 0 or self.max_retries < 0:
+            raise InputError("sampler.min_samples_per_prompt and sampler.max_retries must be >= 0")
+        if self.prompt_format not in ("text", "token_ids"):
+            raise InputError(f"sampler.prompt_format={self.prompt_format!r} is not one of text, token_ids")
 
 
 @dataclass(frozen=True)

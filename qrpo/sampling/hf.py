@@ -1,0 +1,150 @@
+"""The `hf` backend: transformers `generate`, batch-invariant exact sampling by the Gumbel-max trick.
+
+Sampling a token from softmax(l) is the same as taking argmax(l + g) with g i.i.d. Gumbel(0, 1)
+(Gumbel 1954; e.g. Maddison et al. 2014, "A* Sampling", §2). So we decode greedily over perturbed
+logits: `GumbelNoise`, a LogitsProcessor, adds to each row the noise drawn from that row's own
+torch.Generator, seeded with the row's `row_seed` (one draw of V uniforms per row per step). Each
+completion is then an exact sample of the model at temperature 1 that depends only on (model,
+prompt, seed, sample index), whatever the batch it was generated in.
+
+Exactness also needs nothing else to touch the logits. `generate` merges the model's own
+`generation_config` into unset fields, so a model shipped with top_k=50, repetition_penalty=1.2 or
+suppress_tokens would silently change the distribution: `exact_generation_config` sets every
+logit-altering option to its neutral value and `generate` runs with it installed as the model's
+generation config for the call (tests/qrpo/test_sampling_hf.py proves it on a hostile model).
+
+A prompt's samples share one tokenisation, expanded n times into the batch (what `num_return_sequences`
+does inside `generate`, which allows it only with do_sample=True); prompts of similar token length are
+batched together (sorted by length: little padding), and the KV cache is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import pyarrow as pa
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from qrpo.sampling.base import (
+    Completion, Prompt, Sampler, SamplingParams, encode_prompts, eos_ids, finish, row_seed, sample_table,
+)
+
+
+def exact_generation_config(tokenizer, max_new_tokens: int) -> GenerationConfig:
+    """Greedy decoding with every option that alters logits neutral (the noise does the sampling)."""
+    eos = sorted(eos_ids(tokenizer))
+    return GenerationConfig(
+        do_sample=False, num_beams=1, num_return_sequences=1, use_cache=True,
+        max_new_tokens=max_new_tokens, min_new_tokens=0,
+        temperature=1.0, top_k=None, top_p=1.0, min_p=None, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
+        repetition_penalty=1.0, encoder_repetition_penalty=1.0, length_penalty=1.0, no_repeat_ngram_size=0,
+        encoder_no_repeat_ngram_size=0, bad_words_ids=None, suppress_tokens=None, begin_suppress_tokens=None,
+        forced_bos_token_id=None, forced_eos_token_id=None, sequence_bias=None, guidance_scale=None,
+        renormalize_logits=False, remove_invalid_values=False, exponential_decay_length_penalty=None,
+        watermarking_config=None, stop_strings=None,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos[0] if len(eos) == 1 else eos,
+    )
+
+
+@contextlib.contextmanager
+def _installed(model, config: GenerationConfig):
+    """Make `config` the model's generation config for the call, so that no default leaks in."""
+    saved = model.generation_config
+    model.generation_config = config
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+def gumbel(generator: torch.Generator, vocab: int, device) -> torch.Tensor:
+    """One step of a row's noise: V standard Gumbel draws [V]."""
+    u = torch.rand(vocab, generator=generator, device=device, dtype=torch.float32)
+    return -torch.log(-torch.log(u.clamp_(min=1e-20)))
+
+
+def row_generators(seeds: Sequence[int], device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+
+class GumbelNoise(LogitsProcessor):
+    """Temperature, top-p, then per-row Gumbel noise: argmax of the result is a sample of the
+    (tempered, nucleus-restricted) distribution."""
+
+    def __init__(self, seeds: Sequence[int], device, temperature: float = 1.0, top_p: float = 1.0):
+        self.generators = row_generators(seeds, device)
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float()  # [rows, V]
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
+        if self.top_p < 1.0:
+            sorted_scores, order = scores.sort(dim=-1, descending=True)
+            # drop a token when the tokens ranked above it already reach top_p
+            drop = sorted_scores.softmax(-1).cumsum(-1) - sorted_scores.softmax(-1) >= self.top_p
+            scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        noise = torch.stack([gumbel(g, scores.shape[-1], scores.device) for g in self.generators])  # [rows, V]
+        return scores + noise
+
+
+class HFSampler(Sampler):
+    """`generate` on a loaded model; `batch_size` bounds the sequences per call."""
+
+    def __init__(self, model, tokenizer, params: SamplingParams, batch_size: int = 16):
+        super().__init__(tokenizer, params)
+        self.model, self.batch_size = model.eval(), batch_size
+
+    def _batches(self, prompts: Sequence[Prompt], n: int) -> list[list[int]]:
+        """Prompt positions sorted by token length, max(1, batch_size // n) prompts a batch (little padding)."""
+        per_batch = max(1, self.batch_size // n)
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i].prompt_ids), i))
+        return [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
+
+    @torch.no_grad()
+    def complete(self, prompts: Sequence[Prompt], indices: range) -> list[list[Completion]]:
+        n, device, pad = len(indices), self.model.device, self.tokenizer.pad_token_id
+        gen = exact_generation_config(self.tokenizer, self.params.max_new_tokens)
+        eos = eos_ids(self.tokenizer)
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for batch in self._batches(prompts, n):
+            width = max(len(prompts[i].prompt_ids) for i in batch)
+            input_ids = torch.tensor([[pad] * (width - len(prompts[i].prompt_ids)) + list(prompts[i].prompt_ids)
+                                      for i in batch], device=device)  # [b, T]
+            attention = (torch.arange(width, device=device)[None, :]
+                         >= torch.tensor([width - len(prompts[i].prompt_ids) for i in batch], device=device)[:, None]).long()
+            input_ids, attention = input_ids.repeat_interleave(n, 0), attention.repeat_interleave(n, 0)  # [b * n, T]
+            # rows are (prompt, sample index), index fastest
+            seeds = [row_seed(self.params.seed, prompts[i].prompt_id, k) for i in batch for k in indices]
+            noise = GumbelNoise(seeds, device, self.params.temperature, self.params.top_p)
+            with _installed(self.model, gen):
+                generated = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen,
+                                                logits_processor=LogitsProcessorList([noise]))  # [b * n, T + new]
+            new = generated[:, width:].tolist()
+            for row, tokens in enumerate(new):
+                out[batch[row // n]].append(finish(tokens, eos, self.params.max_new_tokens))
+        return out
+
+
+def sample_completions(
+    model,
+    tokenizer,
+    prompts: pa.Table,  # prompt_id, prompt (and messages, when present)
+    num_samples: int,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+    shard_prompts: int = 16,
+    seed: int = 0,
+    checkpoint_dir=None,
+    desc: str = "sampling",
+) -> pa.Table:
+    """`num_samples` completions per prompt from a loaded model (the samples table of qrpo.sampling.base)."""
+    params = SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p)
+    sampler = HFSampler(model, tokenizer, params, batch_size)
+    return sample_table(sampler, encode_prompts(tokenizer, prompts), range(num_samples), shard_prompts=shard_prompts,
+                        checkpoint_dir=checkpoint_dir, desc=desc)
