@@ -9,5 +9,7 @@
 """
 
 from qrpo.evaluation.metrics import (  # noqa: F401
-    evaluate_halves, evaluation_metrics, gain_in_words, kl_estimates, length_controlled_rewards, split_halves, summarize,
+    evaluate_halves, evaluation_metrics, gain_in_words, kl_estimates, length_controlled_rewards, sample_quantiles, split_halves,
+    summarize,
 )
+from qrpo.evaluation.leetcode import pass_rates, pass_rates_by_half as leetcode_metrics  # noqa: F401

@@ -208,6 +208,16 @@ def evaluation_metrics(policy: pa.Table, reference: pa.Table, lc_fit_on: str = "
     return out
 
 
+def sample_quantiles(policy: pa.Table, reference: pa.Table) -> np.ndarray:
+    """Each policy sample's quantile [N] among its prompt's reference rewards (as in `reference_quantiles`)."""
+    ids = sorted(set(policy.column("prompt_id").to_pylist()) | set(reference.column("prompt_id").to_pylist()))
+    index = {p: i for i, p in enumerate(ids)}
+    groups = np.array([index[p] for p in policy.column("prompt_id").to_pylist()])
+    ref_groups = np.array([index[p] for p in reference.column("prompt_id").to_pylist()])
+    col = lambda t: np.asarray(t.column("reward").to_numpy(zero_copy_only=False), dtype=np.float64)  # noqa: E731
+    return reference_quantiles(col(policy), groups, col(reference), ref_groups)[0]
+
+
 def _paired(out: dict, name: str, per_prompt_differences: np.ndarray) -> None:
     mean, se = float(per_prompt_differences.mean()), _se(per_prompt_differences)
     low, high = t_interval(mean, se, len(per_prompt_differences))
