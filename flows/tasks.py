@@ -7,7 +7,9 @@ the pipeline's MLflow run, cached or not, so each run records the full set.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from qrpo.config import (
     DatasetConfig, EvalConfig, ModelConfig, QuantileConfig, RewardConfig, SamplerConfig, TrainConfig, build_section,
 )
 from qrpo.errors import InputError
+from qrpo.evaluation import alpaca_eval as alpaca_eval_lib
 from qrpo.evaluation.logratios import policy_and_ref_logps
 from qrpo.rewards import build_reward, score_samples
 from qrpo.tracking import RunLogger
@@ -218,6 +221,39 @@ def evaluate(config: dict, logps_key: str, eval_ref_key: str, dataset_key: str, 
     subset = {k: config["eval"].get(k) for k in ("split_seed", "lc_fit_on")} | {"reward_kind": config["reward"].get("kind")}
     inputs = {"eval_logps": logps_key, "eval_reference": eval_ref_key, "dataset": dataset_key}
     artifact, cached = store.get_or_build("eval", 2, subset, inputs, build)
+    return _finish(artifact, cached, run_id, "")
+
+
+@task(cache_policy=NONE)
+def load_alpaca_eval(config: dict, run_id: str):
+    """AlpacaEval's instructions and baseline outputs as a prompt table (a `dataset` artifact the `sample` step reads)."""
+    cfg = build_section(EvalConfig, config["eval"]).alpaca
+    digest = hashlib.sha256(Path(cfg.instructions).expanduser().read_bytes()).hexdigest() if cfg.instructions != "hub" else "hub"
+
+    def build(out, _):
+        table = alpaca_eval_lib.load_instructions(cfg.instructions, cfg.max_instances)
+        write_table(table, out / "data.parquet")
+        return {"instructions": table.num_rows}
+
+    subset = {"alpaca_eval": cfg.instructions if cfg.instructions == "hub" else digest, "max_instances": cfg.max_instances}
+    artifact, cached = _store(config).get_or_build("dataset", 1, subset, {}, build)
+    return _finish(artifact, cached, run_id, "alpaca_eval_prompts/")
+
+
+@task(cache_policy=NONE)
+def alpaca_eval(config: dict, samples_key: str, prompts_key: str, run_id: str):
+    """The judge's verdicts on the policy's AlpacaEval outputs: eval/alpaca_eval_lc_win_rate, eval/alpaca_eval_win_rate."""
+    cfg = build_section(EvalConfig, config["eval"]).alpaca
+    store = _store(config)
+
+    def build(out, _):
+        metrics, annotations = alpaca_eval_lib.run_alpaca_eval(
+            store.require("dataset", prompts_key).table(), store.require("samples", samples_key).table(), cfg)
+        (out / "annotations.json").write_text(json.dumps(annotations, indent=1, default=str))
+        return {f"eval/{k}": v for k, v in metrics.items()}
+
+    subset = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("enabled", "max_new_tokens", "seed")}
+    artifact, cached = store.get_or_build("alpaca_eval", 1, subset, {"samples": samples_key, "prompts": prompts_key}, build)
     return _finish(artifact, cached, run_id, "")
 
 

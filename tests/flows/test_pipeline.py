@@ -9,8 +9,14 @@ from qrpo.artifacts import ArtifactStore
 STEPS = {
     "model": "model", "dataset": "dataset", "train_samples": "samples", "eval_samples": "samples",
     "train_rewards": "rewards", "eval_rewards": "rewards", "pairs": "pairs", "ref_logps": "ref_logps",
-    "train": "train", "eval": "eval",
+    "train": "train", "eval_policy_samples_seed1": "samples", "eval_policy_rewards_seed1": "rewards",
+    "eval_policy_samples_seed2": "samples", "eval_policy_rewards_seed2": "rewards", "eval_logps": "eval_logps",
+    "eval": "eval",
 }
+# every eval/... metric that applies to the smoke run (no AlpacaEval, no code task)
+EVAL_METRICS = ("reward_mean", "reward_gain", "reward_gain_ci_low", "reward_gain_ci_high", "win_rate_vs_ref", "length_mean",
+                "kl_k1", "kl_k3", "reward_lc_mean", "quantile_mean", "reward_mean_se", "reward_gain_se", "kl_k1_se",
+                "kl_k3_se", "ref_reward_mean", "ref_length_mean")
 SECRET = "hf_supersecret_value_123"
 
 
@@ -23,7 +29,8 @@ def runs(prefect_server, tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("QRPO_HOME", "HF_TOKEN")}
     os.environ["QRPO_HOME"], os.environ["HF_TOKEN"] = str(home), SECRET
     try:
-        base = ["experiment=smoke", "+secrets.hf_token=${oc.env:HF_TOKEN}"]  # secrets come from the environment
+        # secrets come from the environment; two evaluation seeds (a Hydra list override)
+        base = ["experiment=smoke", "+secrets.hf_token=${oc.env:HF_TOKEN}", "eval.seeds=[1,2]"]
         first = qrpo_pipeline(base)
         again = qrpo_pipeline(base)
         new_beta = qrpo_pipeline(base + ["algorithm.beta=0.2"])
@@ -51,10 +58,14 @@ def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
     run = client.get_run(first["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    for name in ("eval/reward_mean", "eval/ref_reward_mean", "eval/kl_k1", "eval/kl_k3", "eval/length_mean",
-                 "eval/win_rate_vs_ref", "train/loss", "train/final_loss", "pairs/pairs", "samples_train/completions",
+    for name in tuple(f"{prefix}{m}" for m in EVAL_METRICS for prefix in ("eval/", "eval_selection/")) + (
+                 "eval/num_seeds", "samples_eval_policy_seed1/completions", "rewards_eval_policy_seed2/reward_mean",
+                 "samples_eval_ref/completions", "eval_logps/policy_logp_mean", "train/loss", "train/final_loss", "pairs/pairs", "samples_train/completions",
                  "rewards_train/reward_mean", "ref_logps/chosen_ref_logp_mean", "model/parameters"):
         assert name in metrics, f"metric {name} not logged"
+    assert metrics["eval/num_seeds"] == 2 and metrics["eval/num_prompts"] + metrics["eval_selection/num_prompts"] == 8
+    assert metrics["eval/reward_gain_ci_low"] < metrics["eval/reward_gain"] < metrics["eval/reward_gain_ci_high"]
+    assert metrics["samples_eval_policy_seed1/completions"] == 8 * 2  # eval prompts x samples_per_prompt
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(history) == int(metrics["train/steps"]) and len(history) > 1
     assert run.data.tags["algorithm"] == "qrpo"
@@ -62,7 +73,22 @@ def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
     assert run.data.tags["model"] == "tiny-llama"
     assert run.data.params["algorithm.beta"] == "0.1"
     files = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
-    assert {"report/training_curves.png", "report/eval_rewards.png", "report/summary.md"} <= files
+    assert {"report/training_curves.png", "report/eval_rewards.png", "report/summary.md", "report/reward_vs_kl.png",
+            "report/reward_vs_length.png", "report/quantile_histogram.png"} <= files
+
+
+def test_summary_names_the_method_and_prints_the_gain_with_its_interval(runs):
+    from flows.cli import format_summary
+
+    _, first, _, new_beta = runs
+    text = format_summary(first)
+    m = first["metrics"]
+    assert "QRPO (β=0.1, identity) finished" in text and "QRPO (β=0.2, identity) finished" in format_summary(new_beta)
+    assert f"95% interval [{m['reward_gain_ci_low']:+.4f}, {m['reward_gain_ci_high']:+.4f}]" in text
+    within = m["reward_gain_ci_low"] <= 0 <= m["reward_gain_ci_high"]
+    assert ("within noise" in text) == within
+    assert "k1" in text and "k3" in text and "2 seed(s)" in text
+    assert set(first["selection_metrics"]) == set(m) and first["selection_metrics"] != m
 
 
 def test_secrets_never_reach_mlflow(runs):
@@ -99,7 +125,8 @@ def test_identical_rerun_is_fully_cached(runs):
 
 def test_changing_only_beta_reruns_train_and_evaluate_only(runs):
     _, first, _, new_beta = runs
-    assert sorted(set(STEPS) - set(new_beta["cached_steps"])) == ["eval", "train"]
+    evaluation = {name for name in STEPS if name.startswith("eval_policy") or name in ("eval_logps", "eval")}
+    assert set(STEPS) - set(new_beta["cached_steps"]) == {"train"} | evaluation
     assert new_beta["artifacts"]["train"] != first["artifacts"]["train"]
     assert new_beta["artifacts"]["pairs"] == first["artifacts"]["pairs"]
 
@@ -116,7 +143,8 @@ def test_prefect_records_every_step_and_marks_cached_ones(runs):
         return [(r.name.rsplit("-", 1)[0], r.state.name) for r in runs]
 
     first_states, again_states = task_states(first["flow_run_id"]), task_states(again["flow_run_id"])
-    step_tasks = {"prepare_model", "load_dataset", "sample", "score", "build_quantile_table", "reference_logps", "train", "evaluate"}
+    step_tasks = {"prepare_model", "load_dataset", "sample", "score", "build_quantile_table", "reference_logps", "train",
+                  "eval_logps", "evaluate"}
     assert {name for name, _ in first_states} >= step_tasks | {"make_report"}
     assert all(state == "Completed" for name, state in first_states)
     assert all(state == "Cached" for name, state in again_states if name in step_tasks)
