@@ -47,9 +47,32 @@ from qrpo.config import AlpacaEvalConfig
 from qrpo.errors import InputError
 
 TEXT_JUDGE = "qrpo_text_judge"
+
 HUB_REPO, HUB_FILE = "tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline.json"
 FULL_SET_SIZE = 805
 GENERATOR = "policy"
+
+
+def _library():
+    """Import `alpaca_eval`. Its utils import `pkg_resources` for two version helpers, and setuptools >= 81
+    no longer ships that module; when it is missing, a two-function stand-in built on `packaging` and
+    `importlib.metadata` (what pkg_resources itself defers to) is registered first."""
+    import importlib.util
+    import sys
+
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
+        import importlib.metadata
+        import types
+
+        from packaging.version import parse
+
+        shim = types.ModuleType("pkg_resources")
+        shim.parse_version = parse
+        shim.get_distribution = lambda name: types.SimpleNamespace(version=importlib.metadata.version(name))
+        sys.modules["pkg_resources"] = shim
+    import alpaca_eval
+
+    return alpaca_eval
 
 
 def load_instructions(source: str, max_instances: int = 0) -> pa.Table:
@@ -97,10 +120,9 @@ def _read_rows(source: str) -> list:
 def annotator_config(cfg: AlpacaEvalConfig, folder: Path) -> Path:
     """Write the judge's alpaca_eval config into `folder/<annotator>/configs.yaml` (a private temporary
     folder: the judge's key is read from the environment and lives only there) and return its path."""
-    import alpaca_eval
     import yaml
 
-    library = Path(alpaca_eval.__file__).parent / "evaluators_configs"
+    library = Path(_library().__file__).parent / "evaluators_configs"
     api_key = os.environ.get(cfg.judge_api_key_env, "")
     if not api_key:
         if not cfg.judge_base_url:
@@ -139,15 +161,42 @@ def annotator_config(cfg: AlpacaEvalConfig, folder: Path) -> Path:
     return out
 
 
-def length_controlled_win_rate(annotations, full_set: bool) -> dict[str, float]:
-    """The library's win rate and length-controlled win rate (see the module docstring for the GLM)."""
+def length_controlled_win_rate(annotations, full_set: bool, bootstrap: int = 50) -> dict[str, float]:
+    """The library's win rate and length-controlled win rate (see the module docstring for the GLM).
+
+    With the minimal GLM every instruction gets the same prediction, so the library's standard error
+    over instructions would be 0; the length-controlled win rate's standard error is then the standard
+    deviation of the estimate over `bootstrap` resamples of the instructions (refitting the GLM each time).
+    """
+    import warnings
+
+    import pandas as pd
+
+    _library()
     from alpaca_eval.metrics import glm_winrate
     from alpaca_eval.metrics.winrate import get_winrate
 
-    if full_set:
-        return {**glm_winrate.get_length_controlled_winrate(annotations, save_weights_dir=None), "lc_glm_full": 1.0}
-    metrics = get_winrate(annotations)
-    df = annotations.reset_index(drop=True) if hasattr(annotations, "reset_index") else __import__("pandas").DataFrame(annotations)
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():  # scikit-learn's deprecation and small-sample convergence notes on the library's fit
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if full_set:
+            return {**glm_winrate.get_length_controlled_winrate(annotations, save_weights_dir=None), "lc_glm_full": 1.0}
+        metrics = get_winrate(annotations)
+        df = pd.DataFrame(annotations).reset_index(drop=True)
+        df = df[df["preference"].notna()].reset_index(drop=True)
+        metrics["length_controlled_winrate"] = _minimal_glm_win_rate(df, glm_winrate)
+        rng = np.random.default_rng(0)
+        draws = [_minimal_glm_win_rate(df.iloc[rng.integers(0, len(df), len(df))].reset_index(drop=True), glm_winrate)
+                 for _ in range(bootstrap if len(df) > 1 else 0)]
+        metrics["lc_standard_error"] = float(np.std(draws, ddof=1)) if len(draws) > 1 else float("nan")
+    return {**metrics, "lc_glm_full": 0.0}
+
+
+def _minimal_glm_win_rate(df, glm_winrate) -> float:
+    """The library's `length_controlled_minimal` GLM fitted on these annotations: the predicted win rate
+    (percent) with the length difference set to 0."""
     delta = df["output_1"].str.len() - df["output_2"].str.len()
     train = df[["preference"]].astype(float).copy()
     train["preference"] = train["preference"].replace({0.0: 1.5}) - 1  # in [0, 1]: 1 = the policy (output_2) wins
@@ -157,13 +206,8 @@ def length_controlled_win_rate(annotations, full_set: bool) -> dict[str, float]:
     test["std_delta_len"] = 0.0
     formula = glm_winrate.GLM_INFO["length_controlled_minimal"]["formula"]
     xy_train, x_test = glm_winrate.make_dmatrix_for_model(train, test, formula=formula)
-    xy_train = xy_train[train["preference"].notna().to_numpy()]
-    n_splits = min(5, len(xy_train))
-    model = glm_winrate.fit_LogisticRegressionCV(xy_train, "preference", is_ytrue_proba=True, n_splits=n_splits)
-    predicted = model.predict_proba(x_test)[:, 1]
-    metrics["length_controlled_winrate"] = float(np.mean(predicted) * 100)
-    metrics["lc_standard_error"] = float(np.std(predicted, ddof=1) / np.sqrt(len(predicted)) * 100) if len(predicted) > 1 else float("nan")
-    return {**metrics, "lc_glm_full": 0.0}
+    model = glm_winrate.fit_LogisticRegressionCV(xy_train, "preference", is_ytrue_proba=True, n_splits=min(5, len(xy_train)))
+    return float(np.mean(model.predict_proba(x_test)[:, 1]) * 100)
 
 
 def run_alpaca_eval(instructions: pa.Table, policy_outputs: pa.Table, cfg: AlpacaEvalConfig) -> tuple[dict[str, float], list[dict]]:
@@ -173,6 +217,8 @@ def run_alpaca_eval(instructions: pa.Table, policy_outputs: pa.Table, cfg: Alpac
     alpaca_eval_avg_length (characters), alpaca_eval_lc_glm_full.
     """
     import pandas as pd
+
+    _library()
     from alpaca_eval.main import evaluate
 
     answer = dict(zip(policy_outputs.column("prompt_id").to_pylist(), policy_outputs.column("completion").to_pylist()))
