@@ -228,14 +228,15 @@ def evaluate(config: dict, logps_key: str, eval_ref_key: str, dataset_key: str, 
 def load_alpaca_eval(config: dict, run_id: str):
     """AlpacaEval's instructions and baseline outputs as a prompt table (a `dataset` artifact the `sample` step reads)."""
     cfg = build_section(EvalConfig, config["eval"]).alpaca
-    digest = hashlib.sha256(Path(cfg.instructions).expanduser().read_bytes()).hexdigest() if cfg.instructions != "hub" else "hub"
+    path = Path(cfg.instructions).expanduser()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else cfg.instructions  # a missing file: InputError below
 
     def build(out, _):
         table = alpaca_eval_lib.load_instructions(cfg.instructions, cfg.max_instances)
         write_table(table, out / "data.parquet")
         return {"instructions": table.num_rows}
 
-    subset = {"alpaca_eval": cfg.instructions if cfg.instructions == "hub" else digest, "max_instances": cfg.max_instances}
+    subset = {"alpaca_eval": digest, "max_instances": cfg.max_instances}
     artifact, cached = _store(config).get_or_build("dataset", 1, subset, {}, build)
     return _finish(artifact, cached, run_id, "alpaca_eval_prompts/")
 
