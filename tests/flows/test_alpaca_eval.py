@@ -1,79 +1,20 @@
-"""AlpacaEval 2 end to end against a real local judge: `transformers serve` on 127.0.0.1 with a tiny model.
-
-The judge model is a tiny random Llama whose output layer can only say "m" or "M" (every other row of
-lm_head is zero, the two rows are +v and -v, so greedy decoding picks one of them): its preferences
-are meaningless but valid, and they depend on the instruction and both outputs (order randomised).
-"""
+"""AlpacaEval 2 end to end against a real local judge: `transformers serve` on 127.0.0.1 with a tiny
+model (the `judge` fixture in conftest.py). The pipeline with AlpacaEval enabled runs in test_pipeline.py."""
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
 from qrpo.config import AlpacaEvalConfig
 from qrpo.errors import InputError
 from qrpo.evaluation.alpaca_eval import annotator_config, load_instructions, run_alpaca_eval
-from qrpo.models import TINY_CHAT_TEMPLATE
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "data" / "alpaca_eval" / "instructions.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def judge(tmp_path_factory):
-    """(base_url, model name) of a `transformers serve` judge started for this module."""
-    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("judge")
-    tokenizer = ByT5Tokenizer()
-    tokenizer.chat_template = TINY_CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        direction = torch.randn(config.hidden_size) * 50
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[tokenizer.convert_tokens_to_ids("m")] = direction
-        model.lm_head.weight[tokenizer.convert_tokens_to_ids("M")] = -direction
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    port = _free_port()
-    cli = Path(sys.executable).with_name("transformers")
-    log = open(folder / "serve.log", "w")
-    server = subprocess.Popen([str(cli), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"transformers serve did not start: {(folder / 'serve.log').read_text()[-2000:]}")
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1", str(folder)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -180,22 +121,3 @@ def test_annotator_configs(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(InputError, match="needs a key"):
         annotator_config(AlpacaEvalConfig(), tmp_path)
-
-
-@pytest.mark.slow
-def test_pipeline_with_alpaca_eval_logs_both_win_rates(judge, prefect_server, qrpo_home):
-    from mlflow.tracking import MlflowClient
-
-    from flows.cli import format_summary
-    from flows.pipeline import qrpo_pipeline
-
-    base_url, judge_model = judge
-    summary = qrpo_pipeline(["experiment=smoke", "eval.alpaca_eval.enabled=true", f"eval.alpaca_eval.judge_base_url={base_url}",
-                             f"eval.alpaca_eval.judge_model={judge_model}", "eval.alpaca_eval.max_instances=8",
-                             "eval.alpaca_eval.max_new_tokens=16"])
-    metrics = MlflowClient(summary["tracking_uri"]).get_run(summary["mlflow_run_id"]).data.metrics
-    for name in ("eval/alpaca_eval_lc_win_rate", "eval/alpaca_eval_win_rate", "eval/alpaca_eval_lc_win_rate_se",
-                 "eval/alpaca_eval_win_rate_se", "samples_alpaca_eval/completions", "eval/reward_gain_ci_low"):
-        assert name in metrics, name
-    assert metrics["samples_alpaca_eval/completions"] == 8 and metrics["eval/alpaca_eval_num_judged"] == 8
-    assert "AlpacaEval 2      LC win rate" in format_summary(summary)

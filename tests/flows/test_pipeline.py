@@ -21,8 +21,8 @@ SECRET = "hf_supersecret_value_123"
 
 
 @pytest.fixture(scope="module")
-def runs(prefect_server, tmp_path_factory):
-    """First run, identical re-run, and a run that changes only beta, in one QRPO_HOME."""
+def runs(prefect_server, judge, tmp_path_factory):
+    """First run, identical re-run, and a run that changes beta and adds AlpacaEval 2 (a local judge), in one QRPO_HOME."""
     import os
 
     home = tmp_path_factory.mktemp("home")
@@ -33,7 +33,10 @@ def runs(prefect_server, tmp_path_factory):
         base = ["experiment=smoke", "+secrets.hf_token=${oc.env:HF_TOKEN}", "eval.seeds=[1,2]"]
         first = qrpo_pipeline(base)
         again = qrpo_pipeline(base)
-        new_beta = qrpo_pipeline(base + ["algorithm.beta=0.2"])
+        base_url, judge_model = judge
+        alpaca = ["eval.alpaca_eval.enabled=true", f"eval.alpaca_eval.judge_base_url={base_url}",
+                  f"eval.alpaca_eval.judge_model={judge_model}", "eval.alpaca_eval.max_instances=8", "eval.alpaca_eval.max_new_tokens=16"]
+        new_beta = qrpo_pipeline(base + ["algorithm.beta=0.2"] + alpaca)
         yield home, first, again, new_beta
     finally:
         for k, v in saved.items():
@@ -91,6 +94,19 @@ def test_summary_names_the_method_and_prints_the_gain_with_its_interval(runs):
     assert set(first["selection_metrics"]) == set(m) and first["selection_metrics"] != m
 
 
+def test_alpaca_eval_through_the_pipeline_logs_both_win_rates(runs):
+    from flows.cli import format_summary
+
+    _, first, _, with_alpaca = runs
+    metrics = MlflowClient(with_alpaca["tracking_uri"]).get_run(with_alpaca["mlflow_run_id"]).data.metrics
+    for name in ("eval/alpaca_eval_lc_win_rate", "eval/alpaca_eval_win_rate", "eval/alpaca_eval_lc_win_rate_se",
+                 "eval/alpaca_eval_win_rate_se"):
+        assert name in metrics and 0 <= metrics[name] <= 100, name
+    assert metrics["samples_alpaca_eval/completions"] == 8 and metrics["eval/alpaca_eval_num_judged"] == 8
+    assert "AlpacaEval 2      LC win rate" in format_summary(with_alpaca)
+    assert not any("alpaca" in k for k in first["metrics"])  # off by default
+
+
 def test_secrets_never_reach_mlflow(runs):
     _, first, _, _ = runs
     client = MlflowClient(first["tracking_uri"])
@@ -127,6 +143,7 @@ def test_changing_only_beta_reruns_train_and_evaluate_only(runs):
     _, first, _, new_beta = runs
     evaluation = {name for name in STEPS if name.startswith("eval_policy") or name in ("eval_logps", "eval")}
     assert set(STEPS) - set(new_beta["cached_steps"]) == {"train"} | evaluation
+    assert {"alpaca_prompts", "alpaca_samples", "alpaca_eval"} <= set(new_beta["artifacts"]) - set(new_beta["cached_steps"])
     assert new_beta["artifacts"]["train"] != first["artifacts"]["train"]
     assert new_beta["artifacts"]["pairs"] == first["artifacts"]["pairs"]
 
