@@ -53,7 +53,7 @@ def format_summary(summary: dict) -> str:
         + (f"   (held-out reporting half: {int(m['num_prompts'])} prompts{seeds}; ± = standard error over prompts)" if "num_prompts" in m else ""),
         f"  held-out reward   before {m['ref_reward_mean']:+.4f}  ->  after {m['reward_mean']:+.4f}{se('reward_mean')}",
     ]
-    if "reward_gain_ci_low" in m:
+    if all(isinstance(m.get(k), float) and m[k] == m[k] for k in ("reward_gain_ci_low", "reward_gain_ci_high")):
         lines.append(f"  reward gain       {m['reward_gain']:+.4f}   95% interval [{m['reward_gain_ci_low']:+.4f}, {m['reward_gain_ci_high']:+.4f}]"
                      f"   {gain_in_words(m)}")
     else:
