@@ -39,14 +39,38 @@ def run(overrides: list[str]) -> dict:
 
 
 def format_summary(summary: dict) -> str:
+    """The run in a few lines: the method trained, the held-out gain with its 95% interval (in words when
+    it is within noise), KL and length; all on the reporting half of the eval prompts."""
+    from qrpo.evaluation import gain_in_words
+
     m = summary["metrics"]
     uri = summary["tracking_uri"]
+    se = lambda name: f" ± {m[name + '_se']:.4f}" if isinstance(m.get(name + "_se"), float) and m[name + "_se"] == m[name + "_se"] else ""  # noqa: E731
+    seeds = f", {int(m['num_seeds'])} seed(s)" if "num_seeds" in m else ""
     lines = [
         "",
-        "QRPO pipeline finished",
-        f"  held-out reward   before {m['ref_reward_mean']:+.4f}  ->  after {m['reward_mean']:+.4f}   (gain {m['reward_gain']:+.4f}, win rate vs reference {m['win_rate_vs_ref']:.0%})",
-        f"  KL(pi || pi_ref)  k1 {m['kl_k1']:.4f}   k3 {m['kl_k3']:.4f}   (nats per completion)",
+        f"{summary.get('method', 'QRPO pipeline')} finished"
+        + (f"   (held-out reporting half: {int(m['num_prompts'])} prompts{seeds}; ± = standard error over prompts)" if "num_prompts" in m else ""),
+        f"  held-out reward   before {m['ref_reward_mean']:+.4f}  ->  after {m['reward_mean']:+.4f}{se('reward_mean')}",
+    ]
+    if all(isinstance(m.get(k), float) and m[k] == m[k] for k in ("reward_gain_ci_low", "reward_gain_ci_high")):
+        lines.append(f"  reward gain       {m['reward_gain']:+.4f}   95% interval [{m['reward_gain_ci_low']:+.4f}, {m['reward_gain_ci_high']:+.4f}]"
+                     f"   {gain_in_words(m)}")
+    else:
+        lines.append(f"  reward gain       {m['reward_gain']:+.4f}   (no interval: {gain_in_words(m)})")
+    if "reward_lc_mean" in m:
+        lines.append(f"  length-controlled after {m['reward_lc_mean']:+.4f}{se('reward_lc_mean')}   (gain {m.get('reward_lc_gain', float('nan')):+.4f})")
+    lines += [
+        f"  win rate vs ref   {m['win_rate_vs_ref']:.1%}   reference quantile {m.get('quantile_mean', float('nan')):.3f} (0.5 = no change)",
+        f"  KL(pi || pi_ref)  k1 {m['kl_k1']:.4f}{se('kl_k1')}   k3 {m['kl_k3']:.4f}{se('kl_k3')}   (nats per completion)",
         f"  mean length       before {m['ref_length_mean']:.1f}  ->  after {m['length_mean']:.1f} tokens",
+    ]
+    if "alpaca_eval_lc_win_rate" in m:
+        lines.append(f"  AlpacaEval 2      LC win rate {m['alpaca_eval_lc_win_rate']:.1f}%{se('alpaca_eval_lc_win_rate')}   "
+                     f"win rate {m['alpaca_eval_win_rate']:.1f}%{se('alpaca_eval_win_rate')}")
+    if "leetcode_pass_rate" in m:
+        lines.append(f"  LeetCode          pass rate {m['leetcode_pass_rate']:.1%}   full pass {m['leetcode_full_pass_rate']:.1%}")
+    lines += [
         f"  cached steps      {', '.join(summary['cached_steps']) or 'none'}",
         "",
         f"  MLflow:  mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000 (run {summary['mlflow_run_id']})"

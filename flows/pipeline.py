@@ -3,8 +3,10 @@
     prepare model ─┐
     load dataset ──┴─> sample (train: K + M per prompt) ─> score ─> training data (regime) ─> reference log-probs ─┐
                     └─> sample (eval reference) ──────────> score ──────────────────────────────────────┐   │
-                                                                                       evaluate <─ train <┘
-                                                                                          └─> report
+                        sample (policy, one per eval seed) <──────────────────────────────────── train <┼───┘
+                          └─> score ─> log-probs under policy and pi_ref ─> evaluate <──────────────────┘
+                                                                               └─> report
+    (AlpacaEval 2, when enabled: its instructions ─> sample (policy) ─> judge)
 The flow takes Hydra overrides and composes the config itself, so the CLI, a `--multirun` job and
 a Prefect deployment run are the same call. One MLflow run records it all.
 """
@@ -21,6 +23,7 @@ from prefect.runtime import flow_run
 from flows import tasks
 from flows.config import compose_config
 from flows.validate import validate
+from qrpo.config import EvalConfig, SamplerConfig, build_section
 from qrpo.tracking import RunLogger, artifact_location, flatten, redact, tracking_uri
 
 
@@ -55,13 +58,14 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     run_id = _start_mlflow_run(config, config["mlflow_experiment"])
     logger = RunLogger(run_id)
     try:
+        sampler, evals = build_section(SamplerConfig, config["sampler"]), build_section(EvalConfig, config["eval"])
         model = tasks.prepare_model(config, run_id)
         dataset = tasks.load_dataset(config, run_id)
-        sampler, evals, pi_ref = config["sampler"], config["eval"], {"step": "model", "key": model.result(), "subdir": ""}
-        train_samples = tasks.sample(config, pi_ref, dataset, "train", sampler["num_train_samples"] + sampler["num_ref_samples"],
-                                     sampler["seed"], sampler["max_new_tokens"], run_id, "samples_train")
-        eval_samples = tasks.sample(config, pi_ref, dataset, "eval", evals["samples_per_prompt"], evals["seed"],
-                                    evals["max_new_tokens"], run_id, "samples_eval_ref")
+        reference = {"step": "model", "key": model.result(), "subdir": ""}
+        train_samples = tasks.sample(config, reference, dataset, "train", sampler.num_train_samples + sampler.num_ref_samples,
+                                     sampler.seed, sampler.max_new_tokens, run_id, "samples_train")
+        eval_samples = tasks.sample(config, reference, dataset, "eval", evals.ref_samples_per_prompt, evals.seed,
+                                    evals.max_new_tokens, run_id, "samples_eval_ref")
         train_scored = tasks.score(config, train_samples, dataset, "train", run_id)
         eval_scored = tasks.score(config, eval_samples, dataset, "eval", run_id)
         offline_scored = None
@@ -75,22 +79,42 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
         else:  # SimPO, SFT: no reference model pass at all
             ref_logps = None
             trained = tasks.train(config, model, "training_data", training, run_id)
-        evaluated = tasks.evaluate(config, model, trained, dataset, eval_scored, run_id)
-        metrics = tasks.make_report(config, trained, evaluated, eval_scored, run_id)
+        policy = {"step": "train", "key": trained.result(), "subdir": "policy"}
+        policy_states = {}
+        for seed in evals.seed_list:  # the same sample and score steps as the reference's, one per seed
+            samples = tasks.sample(config, policy, dataset, "eval", evals.samples_per_prompt, seed, evals.max_new_tokens,
+                                   run_id, f"samples_eval_policy_seed{seed}")
+            policy_states[f"eval_policy_samples_seed{seed}"] = samples
+            policy_states[f"eval_policy_rewards_seed{seed}"] = tasks.score(
+                config, samples, dataset, "eval", run_id, name=f"rewards_eval_policy_seed{seed}")
+        scored_by_seed = {str(seed): policy_states[f"eval_policy_rewards_seed{seed}"].result() for seed in evals.seed_list}
+        logps = tasks.eval_logps(config, model, trained, scored_by_seed, run_id)
+        evaluated = tasks.evaluate(config, logps, eval_scored, dataset, run_id)
+        alpaca_states = {}
+        if evals.alpaca.enabled:
+            alpaca_states["alpaca_prompts"] = tasks.load_alpaca_eval(config, run_id)
+            alpaca_states["alpaca_samples"] = tasks.sample(
+                config, policy, alpaca_states["alpaca_prompts"], "eval", 1, evals.alpaca.seed, evals.alpaca.max_new_tokens,
+                run_id, "samples_alpaca_eval")
+            alpaca_states["alpaca_eval"] = tasks.alpaca_eval(config, alpaca_states["alpaca_samples"], alpaca_states["alpaca_prompts"], run_id)
+        metrics = tasks.make_report(config, trained, evaluated, eval_scored, run_id,
+                                    alpaca_states["alpaca_eval"].result() if alpaca_states else None)
     except BaseException:
         logger.client.set_terminated(run_id, "FAILED")
         raise
     logger.client.set_terminated(run_id, "FINISHED")
     states = {"model": model, "dataset": dataset, "train_samples": train_samples, "eval_samples": eval_samples,
               "train_rewards": train_scored, "eval_rewards": eval_scored, "training_data": training, "ref_logps": ref_logps,
-              "train": trained, "eval": evaluated}
+              "train": trained, **policy_states, "eval_logps": logps, "eval": evaluated, **alpaca_states}
     summary = {
         "mlflow_run_id": run_id,
         "tracking_uri": tracking_uri(),
         "flow_run_id": str(flow_run.get_id()),
         "artifacts": {name: state.result() for name, state in states.items() if state is not None},
         "cached_steps": sorted(name for name, state in states.items() if state is not None and state.name == "Cached"),
-        "metrics": metrics,
+        "method": tasks.method_label(config),
+        "metrics": {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")},  # the reporting half
+        "selection_metrics": {k.removeprefix("eval_selection/"): v for k, v in metrics.items() if k.startswith("eval_selection/")},
     }
     get_run_logger().info("cached steps: %s", ", ".join(summary["cached_steps"]) or "none")
     logger.tags({"cached_steps": ",".join(summary["cached_steps"]), "prefect.api": os.environ.get("PREFECT_API_URL", "ephemeral")})

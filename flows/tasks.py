@@ -8,12 +8,15 @@ the pipeline's MLflow run, cached or not, so each run records the full set.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
+import pyarrow.compute as pc
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from prefect import task, unmapped
@@ -31,6 +34,8 @@ from qrpo.config import (
 )
 from qrpo.distributed import launch_training
 from qrpo.errors import InputError
+from qrpo.evaluation import alpaca_eval as alpaca_eval_lib
+from qrpo.evaluation.logratios import policy_and_ref_logps
 from qrpo.rewards import build_reward, score_samples
 from qrpo.tracking import RunLogger
 
@@ -116,7 +121,7 @@ def sample_shard(config: dict, model_path: str, dataset_key: str, split: str, pa
 
 
 @task(cache_policy=NONE)
-def score(config: dict, samples_key: str, dataset_key: str, split: str, run_id: str):
+def score(config: dict, samples_key: str, dataset_key: str, split: str, run_id: str, name: str | None = None):
     cfg = build_section(RewardConfig, config["reward"])
     store = _store(config)
 
@@ -127,7 +132,7 @@ def score(config: dict, samples_key: str, dataset_key: str, split: str, run_id: 
         return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
 
     artifact, cached = store.get_or_build("rewards", 1, config["reward"], {"samples": samples_key, "dataset": dataset_key}, build)
-    return _finish(artifact, cached, run_id, f"rewards_{split}/")
+    return _finish(artifact, cached, run_id, f"{name or 'rewards_' + split}/")
 
 
 @task(cache_policy=NONE)
@@ -241,53 +246,122 @@ def train(config: dict, model_key: str, table_step: str, table_key: str, run_id:
 
 
 @task(cache_policy=NONE)
-def evaluate(config: dict, model_key: str, train_key: str, dataset_key: str, eval_ref_key: str, run_id: str):
-    """Sample the trained policy on held-out prompts; reward, length, KL vs the reference."""
+def eval_logps(config: dict, model_key: str, train_key: str, scored_by_seed: dict, run_id: str):
+    """The policy's scored eval samples (all seeds, one table with a `seed` column) with log pi and log pi_ref."""
     evals = build_section(EvalConfig, config["eval"])
-    sampler = build_section(SamplerConfig, config["sampler"])
-    reward_cfg = build_section(RewardConfig, config["reward"])
     store = _store(config)
 
-    def build(out, partial):
-        policy, tokenizer = models.load_policy(store.require("train", train_key).path / "policy")
-        prompts = data.split(store.require("dataset", dataset_key).table(), "eval")
-        samples = sampling.sample_completions(
-            policy, tokenizer, prompts, evals.samples_per_prompt, max_new_tokens=evals.max_new_tokens,
-            temperature=sampler.temperature, top_p=sampler.top_p, batch_size=evals.batch_size,
-            shard_prompts=sampler.shard_prompts, seed=evals.seed, checkpoint_dir=partial, desc="sample policy (eval)",
-        )
-        rewards = score_samples(build_reward(reward_cfg), samples, prompts)
-        p_ids, c_ids = samples.column("prompt_ids").to_pylist(), samples.column("completion_ids").to_pylist()
-        policy_logp = logprobs.batched_sequence_logps(policy, p_ids, c_ids, tokenizer.pad_token_id, evals.batch_size, "policy log-probs")
-        del policy
-        reference, _ = models.load_policy(store.require("model", model_key).path)
-        ref_logp = logprobs.batched_sequence_logps(reference, p_ids, c_ids, tokenizer.pad_token_id, evals.batch_size, "ref log-probs")
-        samples = (samples.append_column("reward", pa.array(rewards)).append_column("policy_logp", pa.array(policy_logp))
-                   .append_column("ref_logp", pa.array(ref_logp)))
-        write_table(samples, out / "data.parquet")
-        return evaluation.summarize(samples, store.require("rewards", eval_ref_key).table())
+    def build(out, _):
+        tables = [store.require("rewards", key).table() for key in scored_by_seed.values()]
+        samples = pa.concat_tables([t.append_column("seed", pa.array([int(seed)] * t.num_rows, pa.int64()))
+                                    for seed, t in zip(scored_by_seed, tables)])
+        table = policy_and_ref_logps(store.require("train", train_key).path / "policy", store.require("model", model_key).path,
+                                     samples, evals.batch_size)
+        write_table(table, out / "data.parquet")
+        return {"policy_logp_mean": float(np.mean(table.column("policy_logp").to_numpy())),
+                "ref_logp_mean": float(np.mean(table.column("ref_logp").to_numpy()))}
 
-    subset = {"eval": config["eval"], "reward": config["reward"], "temperature": sampler.temperature, "top_p": sampler.top_p}
-    inputs = {"model": model_key, "train": train_key, "dataset": dataset_key, "eval_reference": eval_ref_key}
-    artifact, cached = store.get_or_build("eval", 1, subset, inputs, build)
-    return _finish(artifact, cached, run_id, "eval/")
+    inputs = {"model": model_key, "train": train_key, **{f"rewards_seed{seed}": key for seed, key in scored_by_seed.items()}}
+    artifact, cached = store.get_or_build("eval_logps", 1, {}, inputs, build)
+    return _finish(artifact, cached, run_id, "eval_logps/")
 
 
 @task(cache_policy=NONE)
-def make_report(config: dict, train_key: str, eval_key: str, eval_ref_key: str, run_id: str) -> dict:
-    """Plots and a summary table, logged to the MLflow run; returns the evaluation metrics."""
+def evaluate(config: dict, logps_key: str, eval_ref_key: str, dataset_key: str, run_id: str):
+    """Metrics of the policy's samples against the reference's on the same eval prompts: reporting half
+    under eval/..., selection half under eval_selection/... (and LeetCode pass rates on the code task)."""
+    evals = build_section(EvalConfig, config["eval"])
+    store = _store(config)
+
+    def build(out, _):
+        policy, reference = store.require("eval_logps", logps_key).table(), store.require("rewards", eval_ref_key).table()
+        metrics = evaluation.evaluate_halves(policy, reference, evals.split_seed, evals.lc_fit_on)
+        if config["reward"].get("kind") == "code_tests":
+            metrics.update(evaluation.leetcode_metrics(policy, store.require("dataset", dataset_key).table(), evals.split_seed))
+        halves = evaluation.split_halves(policy.column("prompt_id").to_pylist(), evals.split_seed)
+        table = (policy.drop_columns(["prompt_ids", "completion_ids"])
+                 .append_column("half", pa.array([halves[p] for p in policy.column("prompt_id").to_pylist()]))
+                 .append_column("ref_quantile", pa.array(evaluation.sample_quantiles(policy, reference))))
+        write_table(table, out / "data.parquet")
+        return metrics
+
+    subset = {k: config["eval"].get(k) for k in ("split_seed", "lc_fit_on")} | {"reward_kind": config["reward"].get("kind")}
+    inputs = {"eval_logps": logps_key, "eval_reference": eval_ref_key, "dataset": dataset_key}
+    artifact, cached = store.get_or_build("eval", 2, subset, inputs, build)
+    return _finish(artifact, cached, run_id, "")
+
+
+@task(cache_policy=NONE)
+def load_alpaca_eval(config: dict, run_id: str):
+    """AlpacaEval's instructions and baseline outputs as a prompt table (a `dataset` artifact the `sample` step reads)."""
+    cfg = build_section(EvalConfig, config["eval"]).alpaca
+    path = Path(cfg.instructions).expanduser()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else cfg.instructions  # a missing file: InputError below
+
+    def build(out, _):
+        table = alpaca_eval_lib.load_instructions(cfg.instructions, cfg.max_instances)
+        write_table(table, out / "data.parquet")
+        return {"instructions": table.num_rows}
+
+    subset = {"alpaca_eval": digest, "max_instances": cfg.max_instances}
+    artifact, cached = _store(config).get_or_build("dataset", 1, subset, {}, build)
+    return _finish(artifact, cached, run_id, "alpaca_eval_prompts/")
+
+
+@task(cache_policy=NONE)
+def alpaca_eval(config: dict, samples_key: str, prompts_key: str, run_id: str):
+    """The judge's verdicts on the policy's AlpacaEval outputs: eval/alpaca_eval_lc_win_rate, eval/alpaca_eval_win_rate."""
+    cfg = build_section(EvalConfig, config["eval"]).alpaca
+    store = _store(config)
+
+    def build(out, _):
+        metrics, annotations = alpaca_eval_lib.run_alpaca_eval(
+            store.require("dataset", prompts_key).table(), store.require("samples", samples_key).table(), cfg)
+        (out / "annotations.json").write_text(json.dumps(annotations, indent=1, default=str))
+        return {f"eval/{k}": v for k, v in metrics.items()}
+
+    subset = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("enabled", "max_new_tokens", "seed")}
+    artifact, cached = store.get_or_build("alpaca_eval", 1, subset, {"samples": samples_key, "prompts": prompts_key}, build)
+    return _finish(artifact, cached, run_id, "")
+
+
+@task(cache_policy=NONE)
+def make_report(config: dict, train_key: str, eval_key: str, eval_ref_key: str, run_id: str, alpaca_key: str | None = None) -> dict:
+    """Plots and a summary table, logged to the MLflow run; returns every evaluation metric (eval/..., eval_selection/...)."""
     store = _store(config)
     evaluated, trained = store.require("eval", eval_key), store.require("train", train_key)
-    metrics = evaluated.manifest["metrics"]
-    title = f"{config['algorithm']['_target_'].rsplit('.', 1)[-1]} beta={config['algorithm'].get('beta')} on {config['model']['name']}"
+    metrics = dict(evaluated.manifest["metrics"])
+    if alpaca_key:
+        metrics.update(store.require("alpaca_eval", alpaca_key).manifest["metrics"])
+    reporting = {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")}
+    title = method_label(config) + f" on {config['model']['name']}"
+    policy, reference = evaluated.table(), store.require("rewards", eval_ref_key).table()
+    reporting_ids = set(policy.filter(pc.equal(policy.column("half"), "reporting")).column("prompt_id").to_pylist())
+    on_reporting = lambda t: t.filter(pa.array([p in reporting_ids for p in t.column("prompt_id").to_pylist()]))  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        report.plot_training(trained.table("history"), folder / "training_curves.png", title)
-        report.plot_rewards(evaluated.table().column("reward").to_numpy(),
-                            store.require("rewards", eval_ref_key).table().column("reward").to_numpy(),
+        report.plot_training(trained.table("history"), folder / "training_curves.png", title, eval_points=reporting)
+        report.plot_rewards(policy.column("reward").to_numpy(), reference.column("reward").to_numpy(),
                             folder / "eval_rewards.png", f"held-out reward: {title}")
+        report.plot_reward_vs_kl([{**reporting, "label": method_label(config)}], folder / "reward_vs_kl.png",
+                                 f"reward vs KL (reporting half): {title}")
+        report.plot_reward_vs_length(on_reporting(policy), on_reporting(reference), folder / "reward_vs_length.png",
+                                     f"reward vs length (reporting half): {title}")
+        report.plot_quantile_histogram(policy.column("ref_quantile").to_numpy(), folder / "quantile_histogram.png",
+                                       f"policy samples' reference quantiles: {title}")
         facts = {"model": config["model"]["name"], "dataset": config["dataset"]["name"], "reward": config["reward"]["name"],
-                 "algorithm": title, "train artifact": str(trained.path), "eval artifact": str(evaluated.path)}
+                 "algorithm": title, "train artifact": str(trained.path), "eval artifact": str(evaluated.path),
+                 "reward gain (reporting half)": evaluation.gain_in_words(reporting)}
         (folder / "summary.md").write_text(report.summary_markdown(facts, metrics))
         RunLogger(run_id).artifacts(folder, "report")
     return metrics
+
+
+def method_label(config: dict) -> str:
+    """"DPO (β=0.1)", "QRPO (β=0.1, identity)", "SFT": the method a run trained, for titles and the summary."""
+    section = config["algorithm"]
+    name = section["_target_"].rsplit(".", 1)[-1]
+    details = [f"β={section['beta']:g}"] if isinstance(section.get("beta"), (int, float)) else []
+    if section.get("transform"):
+        details.append(str(section["transform"]))
+    return f"{name} ({', '.join(details)})" if details else name

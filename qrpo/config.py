@@ -223,14 +223,70 @@ class DistributedConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    samples_per_prompt: int = 1
-    max_new_tokens: int = 48
-    batch_size: int = 16
+class AlpacaEvalConfig:
+    """AlpacaEval 2 on the trained policy (see qrpo/evaluation/alpaca_eval.py)."""
+
+    enabled: bool = False
+    # JSON/JSONL list of {instruction, output, generator}: the instructions and the baseline's outputs.
+    # The shipped offline set, a local copy of the 805 (alpaca_eval_gpt4_baseline.json), or "hub": the
+    # 805 from the Hugging Face cache (tatsu-lab/alpaca_eval), never downloaded at run time.
+    instructions: str = ""
+    annotator: str = "qrpo_text_judge"  # our text-answer judge, or any alpaca_eval config (weighted_alpaca_eval_gpt4_turbo)
+    judge_model: str = "gpt-4-1106-preview"  # model name sent to the judge endpoint
+    judge_base_url: str = ""  # OpenAI-compatible endpoint; "" = OpenAI's
+    judge_api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the judge's key (never the key itself)
+    max_instances: int = 0  # 0 = all instructions
+    max_new_tokens: int = 256
     seed: int = 1234
 
     def validate(self):
-        _positive(self, "samples_per_prompt", "max_new_tokens", "batch_size")
+        if self.enabled and not self.instructions:
+            raise InputError("eval.alpaca_eval.instructions is empty; give a JSON/JSONL file of {instruction, output} "
+                             "(e.g. data/alpaca_eval/instructions.json) or 'hub'")
+        if self.max_instances < 0 or self.max_new_tokens <= 0:
+            raise InputError("eval.alpaca_eval.max_instances must be >= 0 and eval.alpaca_eval.max_new_tokens > 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    seeds: Any = (1235,)  # the policy's sampling seeds (a list), or a count n: seeds seed+1 .. seed+n
+    samples_per_prompt: int = 1  # policy samples per eval prompt and seed
+    ref_samples_per_prompt: int = 4  # reference samples per eval prompt (one draw), for gains, quantiles, lc reward
+    max_new_tokens: int = 48
+    batch_size: int = 16
+    seed: int = 1234  # seed of the reference samples on the eval prompts
+    split_seed: int = 0  # cuts the eval prompts into a selection half and a reporting half
+    lc_fit_on: str = "reference"  # length-controlled reward: fit the length slope on "reference" or "all" samples
+    alpaca_eval: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self):
+        _positive(self, "samples_per_prompt", "ref_samples_per_prompt", "max_new_tokens", "batch_size")
+        seeds = self.seed_list
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise InputError(f"eval.seeds must be a non-empty list of distinct integers or a positive count; got {self.seeds!r}")
+        if self.lc_fit_on not in ("reference", "all"):
+            raise InputError(f"eval.lc_fit_on={self.lc_fit_on!r} is not one of reference, all")
+        self.alpaca.validate()
+
+    @property
+    def seed_list(self) -> list[int]:
+        if isinstance(self.seeds, bool):
+            return []
+        if isinstance(self.seeds, int):
+            return [self.seed + i for i in range(1, self.seeds + 1)]
+        try:
+            seeds = list(self.seeds)
+        except TypeError:
+            return []
+        return seeds if all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) else []
+
+    @property
+    def alpaca(self) -> AlpacaEvalConfig:
+        names = {f.name for f in dataclasses.fields(AlpacaEvalConfig)}
+        unknown = sorted(set(self.alpaca_eval) - names)
+        if unknown:
+            raise InputError(f"unknown key(s) {', '.join('eval.alpaca_eval.' + k for k in unknown)}; known: {', '.join(sorted(names))}")
+        return AlpacaEvalConfig(**self.alpaca_eval)
 
 
 def _positive(section, *names):

@@ -1,4 +1,13 @@
-"""Plots and a summary table of one pipeline run, written as files (logged to MLflow by the flow)."""
+"""Plots and a summary table of one pipeline run, written as files (logged to MLflow by the flow).
+
+- training curves (loss, learning rate, implicit rewards), with the held-out reward before (step 0,
+  the reference) and after training (last step), mean ± standard error;
+- reward vs KL(pi || pi_ref) (k3), one point with error bars per run (a list of points across a sweep
+  shows the frontier), the reference at KL 0;
+- reward vs length, policy vs reference samples, with each side's mean ± standard error;
+- the histogram of the policy samples' quantiles among their prompt's reference rewards (flat = no
+  change; mass near 1 = the policy beats most reference samples).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +21,28 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 
-def plot_training(history: pa.Table, path: Path, title: str) -> None:
-    """Loss, learning rate and the implicit rewards of chosen vs rejected over optimiser steps."""
+def plot_training(history: pa.Table, path: Path, title: str, eval_points: dict[str, float] | None = None) -> None:
+    """Loss, learning rate and the implicit rewards of chosen vs rejected over optimiser steps; with
+    `eval_points` (reward_mean, reward_mean_se, ref_reward_mean, ref_reward_mean_se) a panel of the
+    held-out reward at step 0 (the reference) and at the last step (the trained policy)."""
     h = history.to_pydict()
     panels = [("loss", ["loss"]), ("learning rate", ["learning_rate"])]
     implicit = [k for k in ("chosen_implicit_reward", "rejected_implicit_reward", "chosen_target", "rejected_target") if k in h]
     if implicit:
         panels.append(("implicit reward  beta log(pi/pi_ref)", implicit))
+    if eval_points:
+        panels.append(("held-out reward (eval points)", []))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, (name, keys) in zip(np.atleast_1d(axes), panels):
+        if not keys:
+            steps = [0, h["step"][-1]]
+            means = [eval_points["ref_reward_mean"], eval_points["reward_mean"]]
+            errors = [eval_points.get("ref_reward_mean_se", 0.0), eval_points.get("reward_mean_se", 0.0)]
+            ax.errorbar(steps, means, yerr=np.nan_to_num(errors), fmt="o-", capsize=4)
+            ax.set_title(name)
+            ax.set_xlabel("optimiser step")
+            ax.set_xticks(steps, ["reference", f"step {steps[1]}"])
+            continue
         for key in keys:
             ax.plot(h["step"], h[key], label=key, linestyle="--" if key.endswith("target") else "-")
         ax.set_title(name)
@@ -46,6 +68,69 @@ def plot_rewards(policy_rewards: np.ndarray, ref_rewards: np.ndarray, path: Path
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_reward_vs_kl(points: list[dict[str, float]], path: Path, title: str) -> None:
+    """Held-out reward against KL(pi || pi_ref) (k3), mean ± standard error, one point per run (each a
+    metrics dict with a "label"); the reference sits at KL 0. Several points draw the sweep's frontier."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ref = points[0]
+    ax.errorbar([0.0], [ref["ref_reward_mean"]], yerr=[_finite(ref.get("ref_reward_mean_se"))], fmt="s", color="gray",
+                capsize=4, label="reference")
+    for p in points:
+        ax.errorbar([p["kl_k3"]], [p["reward_mean"]], xerr=[_finite(p.get("kl_k3_se"))], yerr=[_finite(p.get("reward_mean_se"))],
+                    fmt="o", capsize=4, label=p.get("label", "policy"))
+    if len(points) > 1:
+        frontier = sorted(points, key=lambda p: p["kl_k3"])
+        best, xs, ys = -np.inf, [], []
+        for p in frontier:
+            if p["reward_mean"] > best:
+                best = p["reward_mean"]
+                xs.append(p["kl_k3"]), ys.append(p["reward_mean"])
+        ax.plot(xs, ys, "--", color="black", linewidth=1, label="frontier")
+    ax.set_xlabel("KL(pi || pi_ref)  k3  (nats per completion)")
+    ax.set_ylabel("held-out reward")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reward_vs_length(policy: pa.Table, reference: pa.Table, path: Path, title: str) -> None:
+    """Each sample's (length, reward), policy vs reference, with each side's mean ± standard error of the mean."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for table, label, color in ((reference, "reference", "tab:gray"), (policy, "trained", "tab:blue")):
+        length = np.asarray(table.column("num_tokens").to_numpy(), dtype=float)
+        reward = np.asarray(table.column("reward").to_numpy(), dtype=float)
+        ax.scatter(length, reward, s=8, alpha=0.35, color=color, label=f"{label} samples")
+        sem = lambda v: v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0  # noqa: E731
+        ax.errorbar([length.mean()], [reward.mean()], xerr=[sem(length)], yerr=[sem(reward)], fmt="D", color=color,
+                    markeredgecolor="black", capsize=4, label=f"{label} mean")
+    ax.set_xlabel("completion length (tokens)")
+    ax.set_ylabel("reward")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_quantile_histogram(quantiles: np.ndarray, path: Path, title: str) -> None:
+    """Histogram of the policy samples' quantiles among their prompt's reference rewards (0.5 = no change)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.hist(quantiles, bins=np.linspace(0, 1, 11), color="tab:blue", alpha=0.8, edgecolor="white")
+    ax.axvline(0.5, color="gray", linestyle="--", linewidth=1)
+    ax.set_xlabel(f"reference quantile of the policy's samples (mean {np.mean(quantiles):.3f}; 0.5 = no change)")
+    ax.set_ylabel("completions")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _finite(value) -> float:
+    return float(value) if value is not None and np.isfinite(value) else 0.0
 
 
 def summary_markdown(facts: dict[str, str], metrics: dict[str, float]) -> str:

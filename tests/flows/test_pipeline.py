@@ -9,24 +9,34 @@ from qrpo.artifacts import ArtifactStore
 STEPS = {
     "model": "model", "dataset": "dataset", "train_samples": "samples", "eval_samples": "samples",
     "train_rewards": "rewards", "eval_rewards": "rewards", "training_data": "training_data", "ref_logps": "ref_logps",
-    "train": "train", "eval": "eval",
+    "train": "train", "eval_policy_samples_seed1": "samples", "eval_policy_rewards_seed1": "rewards",
+    "eval_policy_samples_seed2": "samples", "eval_policy_rewards_seed2": "rewards", "eval_logps": "eval_logps",
+    "eval": "eval",
 }
+# every eval/... metric that applies to the smoke run (no AlpacaEval, no code task)
+EVAL_METRICS = ("reward_mean", "reward_gain", "reward_gain_ci_low", "reward_gain_ci_high", "win_rate_vs_ref", "length_mean",
+                "kl_k1", "kl_k3", "reward_lc_mean", "quantile_mean", "reward_mean_se", "reward_gain_se", "kl_k1_se",
+                "kl_k3_se", "ref_reward_mean", "ref_length_mean")
 SECRET = "hf_supersecret_value_123"
 
 
 @pytest.fixture(scope="module")
-def runs(prefect_server, tmp_path_factory):
-    """First run, identical re-run, and a run that changes only beta, in one QRPO_HOME."""
+def runs(prefect_server, judge, tmp_path_factory):
+    """First run, identical re-run, and a run that changes beta and adds AlpacaEval 2 (a local judge), in one QRPO_HOME."""
     import os
 
     home = tmp_path_factory.mktemp("home")
     saved = {k: os.environ.get(k) for k in ("QRPO_HOME", "HF_TOKEN")}
     os.environ["QRPO_HOME"], os.environ["HF_TOKEN"] = str(home), SECRET
     try:
-        base = ["experiment=smoke", "+secrets.hf_token=${oc.env:HF_TOKEN}"]  # secrets come from the environment
+        # secrets come from the environment; two evaluation seeds (a Hydra list override)
+        base = ["experiment=smoke", "+secrets.hf_token=${oc.env:HF_TOKEN}", "eval.seeds=[1,2]"]
         first = qrpo_pipeline(base)
         again = qrpo_pipeline(base)
-        new_beta = qrpo_pipeline(base + ["algorithm.beta=0.2"])
+        base_url, judge_model = judge
+        alpaca = ["eval.alpaca_eval.enabled=true", f"eval.alpaca_eval.judge_base_url={base_url}",
+                  f"eval.alpaca_eval.judge_model={judge_model}", "eval.alpaca_eval.max_instances=8", "eval.alpaca_eval.max_new_tokens=16"]
+        new_beta = qrpo_pipeline(base + ["algorithm.beta=0.2"] + alpaca)
         yield home, first, again, new_beta
     finally:
         for k, v in saved.items():
@@ -51,10 +61,14 @@ def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
     run = client.get_run(first["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    for name in ("eval/reward_mean", "eval/ref_reward_mean", "eval/kl_k1", "eval/kl_k3", "eval/length_mean",
-                 "eval/win_rate_vs_ref", "train/loss", "train/final_loss", "training_data/examples", "samples_train/completions",
+    for name in tuple(f"{prefix}{m}" for m in EVAL_METRICS for prefix in ("eval/", "eval_selection/")) + (
+                 "eval/num_seeds", "samples_eval_policy_seed1/completions", "rewards_eval_policy_seed2/reward_mean",
+                 "samples_eval_ref/completions", "eval_logps/policy_logp_mean", "train/loss", "train/final_loss", "training_data/examples", "samples_train/completions",
                  "rewards_train/reward_mean", "ref_logps/chosen_ref_logp_mean", "model/parameters"):
         assert name in metrics, f"metric {name} not logged"
+    assert metrics["eval/num_seeds"] == 2 and metrics["eval/num_prompts"] + metrics["eval_selection/num_prompts"] == 8
+    assert metrics["eval/reward_gain_ci_low"] < metrics["eval/reward_gain"] < metrics["eval/reward_gain_ci_high"]
+    assert metrics["samples_eval_policy_seed1/completions"] == 8 * 2  # eval prompts x samples_per_prompt
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(history) == int(metrics["train/steps"]) and len(history) > 1
     assert run.data.tags["algorithm"] == "qrpo"
@@ -62,7 +76,35 @@ def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
     assert run.data.tags["model"] == "tiny-llama"
     assert run.data.params["algorithm.beta"] == "0.1"
     files = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
-    assert {"report/training_curves.png", "report/eval_rewards.png", "report/summary.md"} <= files
+    assert {"report/training_curves.png", "report/eval_rewards.png", "report/summary.md", "report/reward_vs_kl.png",
+            "report/reward_vs_length.png", "report/quantile_histogram.png"} <= files
+
+
+def test_summary_names_the_method_and_prints_the_gain_with_its_interval(runs):
+    from flows.cli import format_summary
+
+    _, first, _, new_beta = runs
+    text = format_summary(first)
+    m = first["metrics"]
+    assert "QRPO (β=0.1, identity) finished" in text and "QRPO (β=0.2, identity) finished" in format_summary(new_beta)
+    assert f"95% interval [{m['reward_gain_ci_low']:+.4f}, {m['reward_gain_ci_high']:+.4f}]" in text
+    within = m["reward_gain_ci_low"] <= 0 <= m["reward_gain_ci_high"]
+    assert ("within noise" in text) == within
+    assert "k1" in text and "k3" in text and "2 seed(s)" in text
+    assert set(first["selection_metrics"]) == set(m) and first["selection_metrics"] != m
+
+
+def test_alpaca_eval_through_the_pipeline_logs_both_win_rates(runs):
+    from flows.cli import format_summary
+
+    _, first, _, with_alpaca = runs
+    metrics = MlflowClient(with_alpaca["tracking_uri"]).get_run(with_alpaca["mlflow_run_id"]).data.metrics
+    for name in ("eval/alpaca_eval_lc_win_rate", "eval/alpaca_eval_win_rate", "eval/alpaca_eval_lc_win_rate_se",
+                 "eval/alpaca_eval_win_rate_se"):
+        assert name in metrics and 0 <= metrics[name] <= 100, name
+    assert metrics["samples_alpaca_eval/completions"] == 8 and metrics["eval/alpaca_eval_num_judged"] == 8
+    assert "AlpacaEval 2      LC win rate" in format_summary(with_alpaca)
+    assert not any("alpaca" in k for k in first["metrics"])  # off by default
 
 
 def test_secrets_never_reach_mlflow(runs):
@@ -99,7 +141,9 @@ def test_identical_rerun_is_fully_cached(runs):
 
 def test_changing_only_beta_reruns_train_and_evaluate_only(runs):
     _, first, _, new_beta = runs
-    assert sorted(set(STEPS) - set(new_beta["cached_steps"])) == ["eval", "train"]
+    evaluation = {name for name in STEPS if name.startswith("eval_policy") or name in ("eval_logps", "eval")}
+    assert set(STEPS) - set(new_beta["cached_steps"]) == {"train"} | evaluation
+    assert {"alpaca_prompts", "alpaca_samples", "alpaca_eval"} <= set(new_beta["artifacts"]) - set(new_beta["cached_steps"])
     assert new_beta["artifacts"]["train"] != first["artifacts"]["train"]
     assert new_beta["artifacts"]["training_data"] == first["artifacts"]["training_data"]
 
@@ -116,7 +160,8 @@ def test_prefect_records_every_step_and_marks_cached_ones(runs):
         return [(r.name.rsplit("-", 1)[0], r.state.name) for r in runs]
 
     first_states, again_states = task_states(first["flow_run_id"]), task_states(again["flow_run_id"])
-    step_tasks = {"prepare_model", "load_dataset", "sample", "score", "training_data", "ref_logps", "train", "evaluate"}
+    step_tasks = {"prepare_model", "load_dataset", "sample", "score", "training_data", "ref_logps", "train",
+                  "eval_logps", "evaluate"}
     assert {name for name, _ in first_states} >= step_tasks | {"make_report"}
     assert all(state == "Completed" for name, state in first_states)
     assert all(state == "Cached" for name, state in again_states if name in step_tasks)

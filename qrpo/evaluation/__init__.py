@@ -1,0 +1,15 @@
+"""Evaluation of a trained policy, as the paper does it.
+
+- `metrics`: reward, gain over the reference with its 95% interval, win rate and reference quantile,
+  length, KL (k1, k3), length-controlled reward; mean and standard error over seeds and prompts, on a
+  selection half and a reporting half of the eval prompts.
+- `alpaca_eval`: AlpacaEval 2 (length-controlled and raw win rates) through the `alpaca_eval` library,
+  with any OpenAI-compatible judge.
+- `leetcode`: pass rate and full-pass rate of code solutions, overall and per difficulty.
+"""
+
+from qrpo.evaluation.metrics import (  # noqa: F401
+    evaluate_halves, evaluation_metrics, gain_in_words, kl_estimates, length_controlled_rewards, sample_quantiles, split_halves,
+    summarize,
+)
+from qrpo.evaluation.leetcode import pass_rates, pass_rates_by_half as leetcode_metrics  # noqa: F401

@@ -1,0 +1,24 @@
+"""log pi(y|x) and log pi_ref(y|x) of the policy's own samples, for the KL estimators.
+
+Both are computed on the exact sampled token ids (prompt_ids, completion_ids), one model in memory
+at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from qrpo import logprobs, models
+
+
+def policy_and_ref_logps(policy_dir: Path, ref_dir: Path, samples: pa.Table, batch_size: int = 16) -> pa.Table:
+    """`samples` with two more columns: policy_logp and ref_logp (float64, summed over completion tokens)."""
+    prompt_ids, completion_ids = samples.column("prompt_ids").to_pylist(), samples.column("completion_ids").to_pylist()
+    for column, path in (("policy_logp", policy_dir), ("ref_logp", ref_dir)):
+        model, tokenizer = models.load_policy(path)
+        values = logprobs.batched_sequence_logps(model, prompt_ids, completion_ids, tokenizer.pad_token_id, batch_size, column)
+        samples = samples.append_column(column, pa.array(values))
+        del model
+    return samples

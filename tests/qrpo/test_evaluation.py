@@ -1,0 +1,190 @@
+"""Evaluation metrics: length control, KL estimators, standard errors and intervals, halves."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from qrpo.errors import InputError
+from qrpo.evaluation import evaluate_halves, evaluation_metrics, gain_in_words, kl_estimates, length_controlled_rewards, split_halves
+from qrpo.evaluation.metrics import cluster_mean_se, reference_quantiles, t_interval
+
+
+def _tables(rng, P=200, M=8, N=4, planted=0.0, length_shift=0.0, gain=0.0):
+    """Reference and policy samples whose reward = prompt effect + planted * length + noise."""
+    prompt_effect = rng.normal(0, 1, P)  # [P]
+    base_length = rng.uniform(20, 60, P)  # [P]
+
+    def draw(n, shift, extra):
+        g = np.repeat(np.arange(P), n)
+        length = np.round(base_length[g] + shift + rng.normal(0, 8, len(g)))
+        reward = prompt_effect[g] + planted * (length - base_length[g]) / 8 + extra + rng.normal(0, 1, len(g))
+        return g, length, reward
+
+    ref_g, ref_l, ref_r = draw(M, 0.0, 0.0)
+    g, l, r = draw(N, length_shift, gain)
+    return g, l, r, ref_g, ref_l, ref_r
+
+
+def _slope(z_r, z_l):
+    return float(z_r @ z_l / (z_l @ z_l))
+
+
+def _standardise(values, g, ref_values, ref_g):
+    P = g.max() + 1
+    mu = np.array([ref_values[ref_g == p].mean() for p in range(P)])
+    sd = np.array([ref_values[ref_g == p].std(ddof=1) for p in range(P)])
+    return (values - mu[g]) / sd[g]
+
+
+def test_length_controlled_reward_removes_a_planted_length_effect():
+    rng = np.random.default_rng(0)
+    g, l, r, ref_g, ref_l, ref_r = _tables(rng, M=32, planted=0.8, length_shift=12.0)
+    raw_gain = r.mean() - ref_r.mean()
+    assert raw_gain > 0.8  # longer answers alone bought about 0.8 * 12 / 8 = 1.2 of reward
+    lc, ref_lc, slope = length_controlled_rewards(r, l, g, ref_r, ref_l, ref_g)
+    assert slope == pytest.approx(0.8 / np.sqrt(1.64), abs=0.03)  # the correlation of reward and length
+    assert abs(lc.mean() - ref_lc.mean()) < 0.1  # no gain once length is controlled
+    assert ref_lc.mean() == pytest.approx(ref_r.mean(), abs=1e-9)  # the reference's own mean is unchanged
+    zl = np.concatenate([_standardise(l, g, ref_l, ref_g), _standardise(ref_l, ref_g, ref_l, ref_g)])
+    before = np.concatenate([_standardise(r, g, ref_r, ref_g), _standardise(ref_r, ref_g, ref_r, ref_g)])
+    after = np.concatenate([_standardise(lc, g, ref_r, ref_g), _standardise(ref_lc, ref_g, ref_r, ref_g)])
+    assert _slope(before, zl) > 0.5 and abs(_slope(after, zl)) < 0.02  # the fit saw the reference half only
+    # pooled over policy and reference samples, the remaining slope is zero by construction
+    lc_all, ref_lc_all, _ = length_controlled_rewards(r, l, g, ref_r, ref_l, ref_g, fit_on="all")
+    after = np.concatenate([_standardise(lc_all, g, ref_r, ref_g), _standardise(ref_lc_all, ref_g, ref_r, ref_g)])
+    assert abs(_slope(after, zl)) < 1e-9 and abs(lc_all.mean() - ref_lc_all.mean()) < 0.1
+
+
+def test_length_controlled_reward_leaves_a_length_free_reward_unchanged():
+    rng = np.random.default_rng(1)
+    g, l, r, ref_g, ref_l, ref_r = _tables(rng, planted=0.0, length_shift=12.0, gain=0.5)
+    lc, _, slope = length_controlled_rewards(r, l, g, ref_r, ref_l, ref_g)
+    assert abs(slope) < 0.05
+    assert lc.mean() - ref_r.mean() == pytest.approx(r.mean() - ref_r.mean(), abs=0.1)  # the real gain of 0.5 stays
+    # why the default fits on the reference: pooled with a longer and better policy, the slope takes up the gain
+    lc_all, _, slope_all = length_controlled_rewards(r, l, g, ref_r, ref_l, ref_g, fit_on="all")
+    assert slope_all > 0.1 and lc_all.mean() < r.mean() - 0.2
+
+
+def test_length_controlled_reward_with_constant_lengths_changes_nothing():
+    g, ref_g = np.array([0, 0, 1]), np.array([0, 0, 1, 1])
+    lc, ref_lc, slope = length_controlled_rewards(np.array([1.0, 2.0, 3.0]), np.full(3, 16.0), g,
+                                                  np.array([0.0, 1.0, 2.0, 5.0]), np.full(4, 16.0), ref_g)
+    assert slope == 0.0 and lc.tolist() == [1.0, 2.0, 3.0] and ref_lc.tolist() == [0.0, 1.0, 2.0, 5.0]
+
+
+def test_k1_and_k3_match_the_exact_kl_of_an_enumerable_distribution():
+    rng = np.random.default_rng(2)
+    pi = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    pi_ref = np.array([0.2, 0.2, 0.2, 0.2, 0.2])
+    exact = float(np.sum(pi * np.log(pi / pi_ref)))  # 0.2626 nats
+    y = rng.choice(5, size=200_000, p=pi)
+    est = kl_estimates(np.log(pi[y]), np.log(pi_ref[y]))
+    log_ratio = np.log(pi[y] / pi_ref[y])
+    se1 = log_ratio.std() / np.sqrt(len(y))
+    se3 = (np.expm1(-log_ratio) + log_ratio).std() / np.sqrt(len(y))
+    assert abs(est["kl_k1"] - exact) < 4 * se1 and abs(est["kl_k3"] - exact) < 4 * se3
+    # on few samples k1 can go negative, k3 never
+    few = [kl_estimates(np.log(pi[s]), np.log(pi_ref[s])) for s in rng.choice(5, size=(300, 2), p=pi)]
+    assert min(e["kl_k1"] for e in few) < 0 <= min(e["kl_k3"] for e in few)
+
+
+def test_cluster_standard_error_matches_a_simulation_with_known_variance():
+    """Prompt effects ~ N(0, tau^2), samples ~ N(effect, sigma^2), n per prompt: Var(mean) = (tau^2 + sigma^2/n)/P."""
+    rng = np.random.default_rng(3)
+    P, n, tau, sigma, reps = 30, 4, 1.0, 1.5, 3000
+    groups = np.repeat(np.arange(P), n)
+    truth = np.sqrt((tau**2 + sigma**2 / n) / P)
+    means, ses, covered = [], [], 0
+    for _ in range(reps):
+        values = rng.normal(0, tau, P)[groups] + rng.normal(0, sigma, P * n)
+        mean, se, _ = cluster_mean_se(values, groups, P)
+        low, high = t_interval(mean, se, P)
+        means.append(mean), ses.append(se)
+        covered += low <= 0 <= high
+    assert np.std(means) == pytest.approx(truth, rel=0.05)
+    assert np.sqrt(np.mean(np.square(ses))) == pytest.approx(truth, rel=0.03)
+    assert 0.935 < covered / reps < 0.965
+    # the naive per-sample standard error ignores the prompt clusters and is far too small here
+    naive = values.std(ddof=1) / np.sqrt(P * n)
+    assert naive < 0.85 * truth
+
+
+def test_paired_gain_interval_covers_the_true_gain_and_is_narrower_than_unpaired():
+    rng = np.random.default_rng(4)
+    covered, reps, widths = 0, 300, []
+    for _ in range(reps):
+        g, l, r, ref_g, ref_l, ref_r = _tables(rng, P=24, M=4, N=2, gain=0.3)
+        m = evaluation_metrics(_policy_table(g, l, r), _ref_table(ref_g, ref_l, ref_r))
+        covered += m["reward_gain_ci_low"] <= 0.3 <= m["reward_gain_ci_high"]
+        widths.append(m["reward_gain_ci_high"] - m["reward_gain_ci_low"])
+        unpaired = 2 * 1.96 * np.hypot(m["reward_mean_se"], m["ref_reward_mean_se"])
+    assert 0.91 < covered / reps < 0.99
+    assert np.mean(widths) < unpaired  # prompt effects (sd 1) cancel in the paired difference
+
+
+def _policy_table(g, l, r, seed=None):
+    n = len(g)
+    columns = {"prompt_id": [f"p{i:03d}" for i in g], "reward": r, "num_tokens": l.astype(np.int64),
+               "policy_logp": np.zeros(n), "ref_logp": np.zeros(n)}
+    if seed is not None:
+        columns["seed"] = seed
+    return pa.table(columns)
+
+
+def _ref_table(g, l, r):
+    return pa.table({"prompt_id": [f"p{i:03d}" for i in g], "reward": r, "num_tokens": l.astype(np.int64)})
+
+
+def test_metrics_worked_by_hand():
+    """Two prompts. p0: reference rewards 0, 1; policy 1, 2 (gain 1). p1: reference 0, 0; policy 0, 1 (gain 0.5)."""
+    ref = pa.table({"prompt_id": ["p0", "p0", "p1", "p1"], "reward": [0.0, 1.0, 0.0, 0.0], "num_tokens": [4, 6, 5, 5]})
+    pol = pa.table({"prompt_id": ["p0", "p0", "p1", "p1"], "reward": [1.0, 2.0, 0.0, 1.0], "num_tokens": [5, 7, 3, 5],
+                    "policy_logp": [-1.0, -2.0, -1.0, -1.0], "ref_logp": [-2.0, -2.0, -1.0, -1.0], "seed": [7, 8, 7, 8]})
+    m = evaluation_metrics(pol, ref)
+    assert m["reward_mean"] == 1.0 and m["ref_reward_mean"] == 0.25
+    assert m["reward_gain"] == 0.75 and m["reward_gain_se"] == pytest.approx(0.25)  # sd(1, .5)/sqrt 2
+    assert m["reward_gain_ci_low"] == pytest.approx(0.75 - 12.706 * 0.25, abs=1e-3)  # t_{1, .975} = 12.706
+    # quantiles (<=): p0: 1 -> 2/2, 2 -> 2/2; p1: 0 -> 2/2, 1 -> 2/2.  wins (ties 1/2): p0: .75, 1; p1: .5, 1
+    assert m["quantile_mean"] == 1.0 and m["win_rate_vs_ref"] == pytest.approx((0.875 + 0.75) / 2)
+    assert m["kl_k1"] == pytest.approx(0.25)  # log-ratios p0: 1, 0 -> .5; p1: 0, 0 -> 0
+    assert m["length_mean"] == 5.0 and m["ref_length_mean"] == 5.0 and m["num_seeds"] == 2
+
+
+def test_reference_quantiles_with_ties():
+    q, win = reference_quantiles(np.array([1.0, 3.0]), np.array([0, 0]), np.array([1.0, 1.0, 2.0, 4.0]), np.zeros(4, dtype=int))
+    assert q.tolist() == [0.5, 0.75] and win.tolist() == [0.25, 0.75]
+
+
+def test_policy_prompt_without_reference_samples_is_an_input_error():
+    ref = pa.table({"prompt_id": ["a"], "reward": [0.0], "num_tokens": [3]})
+    pol = pa.table({"prompt_id": ["b"], "reward": [0.0], "num_tokens": [3], "policy_logp": [0.0], "ref_logp": [0.0]})
+    with pytest.raises(InputError, match="no reference samples"):
+        evaluation_metrics(pol, ref)
+
+
+def test_halves_are_disjoint_stable_and_seeded():
+    ids = [f"p{i}" for i in range(11)]
+    halves = split_halves(ids, seed=0)
+    assert set(halves) == set(ids) and list(halves.values()).count("selection") == 5
+    assert split_halves(list(reversed(ids)) + ids, seed=0) == halves  # order and repeats do not matter
+    assert split_halves(ids, seed=1) != halves
+
+
+def test_evaluate_halves_reports_both_halves_on_their_own_prompts():
+    rng = np.random.default_rng(5)
+    g, l, r, ref_g, ref_l, ref_r = _tables(rng, P=20, M=4, N=2)
+    m = evaluate_halves(_policy_table(g, l, r, seed=np.repeat([1, 2], len(g) // 2)), _ref_table(ref_g, ref_l, ref_r), split_seed=0)
+    for prefix in ("eval/", "eval_selection/"):
+        for name in ("reward_mean", "reward_gain", "reward_gain_ci_low", "reward_gain_ci_high", "win_rate_vs_ref",
+                     "length_mean", "kl_k1", "kl_k3", "reward_lc_mean", "quantile_mean", "reward_mean_se",
+                     "ref_reward_mean", "ref_length_mean"):
+            assert np.isfinite(m[prefix + name]), prefix + name
+    assert m["eval/num_prompts"] == m["eval_selection/num_prompts"] == 10
+    assert m["eval/reward_mean"] != m["eval_selection/reward_mean"]
+
+
+def test_gain_in_words():
+    assert "within noise" in gain_in_words({"reward_gain_ci_low": -0.1, "reward_gain_ci_high": 0.2})
+    assert "real gain" in gain_in_words({"reward_gain_ci_low": 0.1, "reward_gain_ci_high": 0.2})
+    assert "real loss" in gain_in_words({"reward_gain_ci_low": -0.3, "reward_gain_ci_high": -0.2})
