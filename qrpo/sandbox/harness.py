@@ -26,9 +26,9 @@ import sys
 _type, _len, _repr, _str, _isinstance, _getattr, _write, _dumps = type, len, repr, str, isinstance, getattr, os.write, json.dumps
 _MAX_NODES = 1_000_000
 
-# The usual LeetCode preamble (what LeetCodeDataset's prompts import and define for the solution).
-PREAMBLE = """
-import bisect, collections, functools, heapq, itertools, math, operator, random, re, string
+# The usual LeetCode preamble (what LeetCodeDataset's prompts import and define for the solution):
+# the imports, which code extraction also prepends to every program, then ListNode / TreeNode.
+IMPORTS = """import bisect, collections, functools, heapq, itertools, math, operator, random, re, string
 from bisect import *
 from collections import *
 from functools import *
@@ -39,7 +39,9 @@ from operator import *
 from string import *
 from typing import *
 inf = float("inf")
+"""
 
+PREAMBLE = IMPORTS + """
 
 class ListNode:
     def __init__(self, val=0, next=None):
