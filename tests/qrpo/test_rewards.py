@@ -231,3 +231,49 @@ def test_judge_against_a_real_transformers_serve(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def test_judge_retries_replies_without_a_score_and_bounds_its_concurrency():
+    """A small OpenAI-compatible endpoint on 127.0.0.1 that answers 'hmm' to each prompt's first request."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = {"active": 0, "peak": 0, "seen": set(), "requests": 0}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body["messages"][0]["content"]
+            with lock:
+                state["active"] += 1
+                state["peak"] = max(state["peak"], state["active"])
+                state["requests"] += 1
+                first = prompt not in state["seen"]
+                state["seen"].add(prompt)
+            time.sleep(0.05)
+            reply = "hmm" if first else f"Score: {len(prompt) % 10}/10"
+            data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                               "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}]}).encode()
+            with lock:
+                state["active"] -= 1
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reward = JudgeReward(f"http://127.0.0.1:{server.server_address[1]}/v1", "m", template="{prompt}|{completion}",
+                             max_concurrency=3, timeout=10, max_retries=1)
+        prompts = [f"question {i}" for i in range(12)]
+        scores = reward.score(prompts, ["answer"] * 12)
+        assert scores.tolist() == [len(f"{p}|answer") % 10 for p in prompts]
+        assert state["requests"] == 24 and 1 < state["peak"] <= 3
+    finally:
+        server.shutdown()
