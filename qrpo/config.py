@@ -123,6 +123,43 @@ class RewardConfig:
     trust_remote_code: bool = False
     batch_size: int = 16
     score_index: int = 0  # which logit is the reward
+    # sequence_classifier / tiny_classifier (see qrpo/rewards/classifier.py for the truncation policy)
+    max_length: int = 0  # tokens per (conversation, answer); 0: no limit
+    truncation: str = "right"  # which end of the ANSWER is cut beyond max_length: right keeps its start, left its end
+    length_grouped: bool = True  # batch samples of similar token length together
+    dtype: str = "auto"  # auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16 | float16
+    # code_tests: the sandbox (qrpo/sandbox) and code extraction (qrpo/rewards/code.py)
+    wall_seconds: float = 5.0  # per test case
+    cpu_seconds: int = 5
+    memory_mb: int = 512
+    max_workers: int = 0  # parallel test cases; 0: one per core
+    allow_unsandboxed: bool = False  # where namespaces are not permitted, run model code WITHOUT isolation
+    max_tests: int = 0  # first N test cases per problem; 0: all
+    code_block: str = "last"  # which ```python block of a completion is the program: last | first
+    # callable: "package.module:function", called as f(prompt, completion, **row) -> float
+    function: str = ""
+    # judge: an OpenAI-compatible chat endpoint (qrpo/rewards/judge.py)
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = ""  # name of the environment variable holding the API key ("" for none)
+    template: str = ""  # "" : the built-in rating prompt; fields {prompt} {completion} {min} {max}
+    score_min: float = 0.0
+    score_max: float = 10.0
+    max_concurrency: int = 8
+    timeout: float = 60.0
+    max_retries: int = 3
+    max_tokens: int = 16
+    temperature: float = 0.0
+
+    def validate(self):
+        _positive(self, "batch_size", "wall_seconds", "cpu_seconds", "memory_mb", "max_concurrency", "timeout", "max_tokens")
+        if self.truncation not in ("right", "left"):
+            raise InputError(f"reward.truncation={self.truncation!r} is not one of right, left")
+        if self.code_block not in ("last", "first"):
+            raise InputError(f"reward.code_block={self.code_block!r} is not one of last, first")
+        for name in ("max_length", "max_workers", "max_tests", "max_retries"):
+            if getattr(self, name) < 0:
+                raise InputError(f"reward.{name} must be >= 0; got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
