@@ -30,7 +30,11 @@ def tracking_uri() -> str:
 
 
 def artifact_location() -> str | None:
-    """Where a new experiment keeps run artifacts when the store is local SQLite (None: the server decides)."""
+    """Where a new experiment keeps run artifacts: $QRPO_MLFLOW_ARTIFACT_ROOT if set (e.g. s3://bucket/mlflow,
+    endpoint from MLFLOW_S3_ENDPOINT_URL), else $QRPO_HOME/mlartifacts for the local SQLite store, else
+    None (a tracking server decides, e.g. `mlflow server --artifacts-destination s3://...`)."""
+    if os.environ.get("QRPO_MLFLOW_ARTIFACT_ROOT"):
+        return os.environ["QRPO_MLFLOW_ARTIFACT_ROOT"]
     return None if os.environ.get("MLFLOW_TRACKING_URI") else (qrpo_home() / "mlartifacts").as_uri()
 
 
