@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from flows.config import CONFIG_DIR, CONFIG_NAME, compose_config
+from flows.sweep import job_overrides
 from flows.validate import validate
 from qrpo.errors import InputError
 
@@ -23,12 +24,14 @@ from qrpo.errors import InputError
 def run(overrides: list[str]) -> dict:
     """Validate, then run the flow; bad input exits with one line and status 2, before any work."""
     try:
-        validate(compose_config(overrides))
+        config = compose_config(overrides)
+        validate(config)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     from flows.pipeline import qrpo_pipeline
 
+    overrides = job_overrides(overrides, config)  # in a sweep: sample the sweep's largest K + M once
     try:
         summary = qrpo_pipeline(overrides)
     except InputError as err:  # found mid-run (e.g. every pair tied): same one line, finished artifacts kept
