@@ -9,6 +9,8 @@ for _name, _value in {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    # Prefect's own state (profiles, the temporary local API's database) beside ours, not in ~/.prefect
+    "PREFECT_HOME": os.path.join(os.path.expanduser(os.environ.get("QRPO_HOME", "~/.cache/qrpo")), "prefect"),
 }.items():
     os.environ.setdefault(_name, _value)
 logging.getLogger("httpx").setLevel(logging.WARNING)
