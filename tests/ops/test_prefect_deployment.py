@@ -103,7 +103,7 @@ def test_deployment_runs_on_a_real_server_with_postgres_and_a_process_worker(tmp
     home = tmp_path / "qrpo_home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "QRPO_"))}
     env.update(PREFECT_HOME=str(tmp_path / "prefect_home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               DO_NOT_TRACK="1", QRPO_HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+               DO_NOT_TRACK="1", PREFECT_WORKER_QUERY_SECONDS="2", QRPO_HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     try:
         database = pg.start()
         logs.append(open(tmp_path / "server.log", "w"))
