@@ -2,6 +2,7 @@
 
 import logging
 import os
+import warnings
 
 for _name, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -14,3 +15,6 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 logging.getLogger("httpx").setLevel(logging.WARNING)
+# Prefect tries to create PREFECT_HOME when it is imported; ours is created only once a run starts
+# (flows.cli.run), so that bad input writes nothing: the attempt before that is not worth a warning.
+warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import flows  # noqa: F401  (offline defaults before Prefect and MLflow load)
@@ -31,6 +32,7 @@ def run(overrides: list[str]) -> dict:
         raise SystemExit(2) from None
     from flows.pipeline import qrpo_pipeline
 
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)  # Prefect's own history, under QRPO_HOME by default
     overrides = job_overrides(overrides, config)  # in a sweep: sample the sweep's largest K + M once
     try:
         summary = qrpo_pipeline(overrides)

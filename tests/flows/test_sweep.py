@@ -119,3 +119,13 @@ def test_sweep_samples_and_scores_the_train_prompts_once(sweep):
     assert len(train) == 1, f"the train prompts were sampled {len(train)} times for one sweep"
     scored = [k for k in store.keys("rewards") if store.require("rewards", k).manifest["inputs"]["samples"] in train]
     assert len(scored) == 1
+
+
+def test_a_bad_value_in_any_sweep_job_stops_the_sweep_before_any_work(prefect_server, tmp_path):
+    home = tmp_path / "home"
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "--multirun", "experiment=smoke", "algorithm.beta=0.1,-1"],
+                          cwd=tmp_path, env=cli_env(home), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["error: algorithm (qrpo.algorithms.QRPO): beta must be a positive finite number; got -1.0"]
+    assert not home.exists(), "no job, no parent run, no artifact may be written"
