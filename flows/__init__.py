@@ -11,6 +11,8 @@ for _name, _value in {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     # Prefect's own state (profiles, the temporary local API's database) beside ours, not in ~/.prefect
+    # the temporary local API migrates a new database on the first run of a QRPO_HOME: slow on a busy machine
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_HOME": os.path.join(os.path.expanduser(os.environ.get("QRPO_HOME", "~/.cache/qrpo")), "prefect"),
 }.items():
     os.environ.setdefault(_name, _value)
