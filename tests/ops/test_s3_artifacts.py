@@ -124,3 +124,36 @@ def test_smoke_pipeline_on_s3_then_an_identical_rerun_on_a_fresh_machine_is_all_
     run = client.get_run(first["mlflow_run_id"])
     assert run.info.artifact_uri.startswith(f"s3://{bucket}/mlflow/")
     assert fs.exists(f"{run.info.artifact_uri}/report/summary.md"), "MLflow's report must be in the bucket"
+
+
+@pytest.mark.slow
+def test_mlflow_server_proxies_run_artifacts_to_s3(bucket, s3_env, tmp_path):
+    """The compose stack's MLflow mode: `mlflow server --artifacts-destination s3://...` (here over moto)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.ops.conftest import free_port, wait_http
+
+    port = free_port()
+    log = open(tmp_path / "mlflow.log", "w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", f"s3://{bucket}/mlflow"],
+        env={**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_env}, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 180, server)
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        run = client.create_run(client.create_experiment("qrpo"))
+        (tmp_path / "summary.md").write_text("| reward |\n")
+        client.log_artifact(run.info.run_id, str(tmp_path / "summary.md"), "report")
+        fs = remote_filesystem(f"s3://{bucket}")
+        stored = [p for p in fs.find(f"s3://{bucket}/mlflow") if p.endswith("report/summary.md")]
+        assert len(stored) == 1 and fs.cat_file(stored[0]) == b"| reward |\n"
+        assert not (tmp_path / "mlartifacts").exists() and not (tmp_path / "mlruns").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
