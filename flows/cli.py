@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import flows  # noqa: F401  (offline defaults before Prefect and MLflow load)
@@ -16,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from flows.config import CONFIG_DIR, CONFIG_NAME, compose_config
+from flows.sweep import job_overrides
 from flows.validate import validate
 from qrpo.errors import InputError
 
@@ -23,12 +25,15 @@ from qrpo.errors import InputError
 def run(overrides: list[str]) -> dict:
     """Validate, then run the flow; bad input exits with one line and status 2, before any work."""
     try:
-        validate(compose_config(overrides))
+        config = compose_config(overrides)
+        validate(config)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     from flows.pipeline import qrpo_pipeline
 
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)  # Prefect's own history, under QRPO_HOME by default
+    overrides = job_overrides(overrides, config)  # in a sweep: sample the sweep's largest K + M once
     try:
         summary = qrpo_pipeline(overrides)
     except InputError as err:  # found mid-run (e.g. every pair tied): same one line, finished artifacts kept

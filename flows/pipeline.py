@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 
 from flows import tasks
 from flows.config import compose_config
+from flows.sweep import PARENT_ENV
 from flows.validate import validate
 from qrpo.config import EvalConfig, SamplerConfig, build_section
 from qrpo.tracking import RunLogger, artifact_location, flatten, redact, tracking_uri
@@ -42,6 +43,8 @@ def _start_mlflow_run(config: dict, experiment: str) -> str:
         "prefect.flow_run_id": flow_run.get_id() or "",
         "prefect.flow_run_name": flow_run.get_name() or "",
     }
+    if os.environ.get(PARENT_ENV):  # a job of a --multirun sweep: a child of the sweep's parent run
+        tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
     run = client.create_run(experiment_id, run_name=flow_run.get_name() or None, tags={k: str(v) for k, v in tags.items()})
     safe = redact(config)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(safe).items()])

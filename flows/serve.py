@@ -1,5 +1,7 @@
 """Serve the pipeline as a Prefect deployment: `python -m flows.serve` (needs a Prefect server,
-e.g. `prefect server start` or docker compose, with PREFECT_API_URL set).
+e.g. `prefect server start` or docker compose, with PREFECT_API_URL set). This process runs the flow
+runs itself; for work pools and separate workers use the root prefect.yaml (`prefect deploy --all`,
+then `prefect worker start --pool cpu`).
 
 A run of the deployment takes the same `overrides` list as the CLI, e.g. ["algorithm=dpo",
 "algorithm.beta=0.1"], and composes the same Hydra config: the Prefect UI's "Run" button, the CLI

@@ -26,11 +26,51 @@ def tracking_uri() -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     home = qrpo_home()
     home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'mlflow.db'}"
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    if not (home / "mlflow.db").exists():
+        _hide_default_experiment(uri)
+    return uri
+
+
+def _hide_default_experiment(uri: str) -> None:
+    """A new store: soft-delete MLflow's built-in `Default` experiment (artifact location ./mlruns, relative
+    to wherever a process happens to run), so that nothing can land in a stray mlruns/ and the UI opens
+    on the real experiments."""
+    import contextlib
+
+    from mlflow.tracking import MlflowClient
+
+    with contextlib.suppress(Exception):
+        MlflowClient(uri).delete_experiment("0")
+
+
+def tool_command(name: str) -> str:
+    """How to call a console script of this environment (mlflow, prefect) as printed to a user: the
+    bare name when it is on PATH, else its full path in the virtual environment."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    on_path = shutil.which(name)
+    if on_path and (not beside.exists() or Path(on_path).resolve() == beside.resolve()):
+        return name
+    return str(beside) if beside.exists() else name
+
+
+def mlflow_ui_command(uri: str | None = None) -> str:
+    """`mlflow ui` on the store actually used (a server URI needs no UI: it is one)."""
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"{tool_command('mlflow')} ui --backend-store-uri {uri}"
 
 
 def artifact_location() -> str | None:
-    """Where a new experiment keeps run artifacts when the store is local SQLite (None: the server decides)."""
+    """Where a new experiment keeps run artifacts: $QRPO_MLFLOW_ARTIFACT_ROOT if set (e.g. s3://bucket/mlflow,
+    endpoint from MLFLOW_S3_ENDPOINT_URL), else $QRPO_HOME/mlartifacts for the local SQLite store, else
+    None (a tracking server decides, e.g. `mlflow server --artifacts-destination s3://...`)."""
+    if os.environ.get("QRPO_MLFLOW_ARTIFACT_ROOT"):
+        return os.environ["QRPO_MLFLOW_ARTIFACT_ROOT"]
     return None if os.environ.get("MLFLOW_TRACKING_URI") else (qrpo_home() / "mlartifacts").as_uri()
 
 

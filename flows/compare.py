@@ -1,0 +1,237 @@
+"""Compare MLflow runs: the per-sweep table logged to a sweep's parent run, and `qrpo-compare`, the
+paper-style results table (method x dataset) from any set of runs.
+
+    qrpo-compare                                   # every finished run of the `qrpo` experiment
+    qrpo-compare --parent-run <run id>             # the children of one sweep
+    qrpo-compare --experiment qrpo --filter "tags.model = 'smollm2-135m'" --out results/
+    qrpo-compare --tracking-uri sqlite:////data/qrpo/mlflow.db
+
+Runs are read by metric name, so a metric a run did not log is a blank cell, never an error:
+eval/reward_mean (reward), eval/reward_lc_mean (length-controlled reward), eval/kl_k3 (KL), eval/win_rate_vs_ref,
+eval/alpaca_eval_lc_win_rate and eval/alpaca_eval_win_rate (AlpacaEval LC / WR), eval/pass_rate (LeetCode).
+For each (method, dataset) the best configuration is the one with the highest selection-half reward
+eval_selection/reward_mean when logged (else eval/reward_mean); its test-half numbers fill the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import flows  # noqa: F401  (offline defaults before MLflow loads)
+from qrpo.errors import InputError
+
+# (column, where it comes from): "metric:<name>", "param:<name>", "tag:<name>"
+SWEEP_COLUMNS = [
+    ("run", "name"), ("method", "tag:algorithm"), ("beta", "param:algorithm.beta"), ("lr", "param:train.learning_rate"),
+    ("M", "param:sampler.num_ref_samples"), ("K", "param:sampler.num_train_samples"),
+    ("reward", "metric:eval/reward_mean"), ("lc_reward", "metric:eval/reward_lc_mean"), ("kl", "metric:eval/kl_k3"),
+    ("win_rate", "metric:eval/win_rate_vs_ref"), ("status", "status"), ("run_id", "run_id"),
+]
+RESULT_COLUMNS = [
+    ("reward", "metric:eval/reward_mean"), ("lc_reward", "metric:eval/reward_lc_mean"), ("kl", "metric:eval/kl_k3"),
+    ("alpaca_lc", "metric:eval/alpaca_eval_lc_win_rate"), ("alpaca_wr", "metric:eval/alpaca_eval_win_rate"),
+    ("pass_rate", "metric:eval/pass_rate"),
+]
+SELECTION_METRIC, FALLBACK_SELECTION = "eval_selection/reward_mean", "eval/reward_mean"
+
+
+def field(run, source: str) -> Any:
+    """One value of an MLflow run by source name; None when the run does not have it."""
+    if source == "name":
+        return run.info.run_name
+    if source == "status":
+        return run.info.status
+    if source == "run_id":
+        return run.info.run_id
+    kind, name = source.split(":", 1)
+    values = {"metric": run.data.metrics, "param": run.data.params, "tag": run.data.tags}[kind]
+    value = values.get(name)
+    if kind == "param" and value is not None:
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def rows_of(runs: Iterable, columns=SWEEP_COLUMNS) -> list[dict[str, Any]]:
+    return [{column: field(run, source) for column, source in columns} for run in runs]
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def to_markdown(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    columns = columns or (list(rows[0]) if rows else [])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    columns = columns or (list(rows[0]) if rows else [])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    return out.getvalue()
+
+
+def _sort_key(value: Any) -> tuple:
+    return (value is None, str(type(value)), value if value is not None else 0)
+
+
+def plot_sweep(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """reward_vs_kl.png (each method's points and its reward-KL frontier) and reward_vs_M.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r.get("reward") is not None]
+    methods = sorted({str(r.get("method")) for r in done})
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in methods:
+        points = sorted((r["kl"], r["reward"]) for r in done if str(r.get("method")) == method and r.get("kl") is not None)
+        if not points:
+            continue
+        ax.scatter(*zip(*points), label=method, alpha=0.7)
+        frontier, best = [], -math.inf  # the upper-left envelope: the best reward reached within each KL budget
+        for kl, reward in points:
+            if reward > best:
+                frontier.append((kl, reward))
+                best = reward
+        ax.plot(*zip(*frontier), linewidth=1)
+    ax.set_xlabel("KL(pi || pi_ref)  (k3, nats per completion)")
+    ax.set_ylabel("held-out reward")
+    ax.set_title("reward vs KL frontier per method")
+    ax.legend() if methods else None
+    fig.tight_layout()
+    paths.append(folder / "reward_vs_kl.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in methods:
+        by_m: dict[Any, list[float]] = {}
+        for r in done:
+            if str(r.get("method")) == method and r.get("M") is not None:
+                by_m.setdefault(r["M"], []).append(r["reward"])
+        if by_m:
+            ms = sorted(by_m)
+            ax.plot(ms, [max(by_m[m]) for m in ms], marker="o", label=f"{method} (best over the other knobs)")
+    ax.set_xlabel("M (reference samples per prompt)")
+    ax.set_ylabel("held-out reward")
+    ax.set_title("reward vs M")
+    ax.legend() if methods else None
+    fig.tight_layout()
+    paths.append(folder / "reward_vs_M.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def results_table(runs: Iterable) -> list[dict[str, Any]]:
+    """One row per (method, dataset): the best configuration by the selection-half reward, with its numbers."""
+    best: dict[tuple[str, str], tuple[float, Any, str]] = {}
+    for run in runs:
+        metrics = run.data.metrics
+        selector = SELECTION_METRIC if SELECTION_METRIC in metrics else FALLBACK_SELECTION
+        if selector not in metrics:
+            continue
+        group = (run.data.tags.get("algorithm", "?"), run.data.tags.get("dataset", "?"))
+        if group not in best or metrics[selector] > best[group][0]:
+            best[group] = (metrics[selector], run, selector)
+    rows = []
+    for (method, dataset), (score, run, selector) in sorted(best.items()):
+        row = {"method": method, "dataset": dataset}
+        row.update({column: field(run, source) for column, source in RESULT_COLUMNS})
+        row.update({"beta": field(run, "param:algorithm.beta"), "lr": field(run, "param:train.learning_rate"),
+                    "M": field(run, "param:sampler.num_ref_samples"), "selected_by": selector, "run_id": run.info.run_id})
+        rows.append(row)
+    return rows
+
+
+def find_runs(client, experiment: str | None, parent_run: str | None, filter_string: str | None) -> list:
+    """Finished runs of an experiment (or of a parent run's experiment), filtered by MLflow's search syntax."""
+    if parent_run:
+        try:
+            experiment_ids = [client.get_run(parent_run).info.experiment_id]
+        except Exception:
+            raise InputError(f"--parent-run {parent_run}: no such run in {client.tracking_uri}") from None
+    else:
+        found = client.get_experiment_by_name(experiment or "qrpo")
+        if found is None:
+            names = ", ".join(e.name for e in client.search_experiments()) or "none"
+            raise InputError(f"--experiment {experiment!r}: no such MLflow experiment in {client.tracking_uri} (have: {names})")
+        experiment_ids = [found.experiment_id]
+    clauses = ["attributes.status = 'FINISHED'"]
+    if parent_run:
+        clauses.append(f"tags.mlflow.parentRunId = '{parent_run}'")
+    if filter_string:
+        clauses.append(f"({filter_string})" if " or " in filter_string.lower() else filter_string)
+    runs, token = [], None
+    try:
+        while True:
+            page = client.search_runs(experiment_ids, " and ".join(clauses), max_results=1000, page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                break
+    except Exception as err:
+        raise InputError(f"--filter {filter_string!r}: {str(err).splitlines()[0]}") from None
+    return [r for r in runs if "qrpo.sweep" not in r.data.tags]  # a sweep's parent is not a result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qrpo-compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", default=None, help="MLflow experiment name (default: qrpo)")
+    parser.add_argument("--parent-run", default=None, help="only the children of this sweep parent run")
+    parser.add_argument("--filter", default=None, help="MLflow search filter, e.g. \"tags.dataset = 'chat_demo'\"")
+    parser.add_argument("--out", default=None, help="folder for results.md and results.csv (default: print only)")
+    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite under $QRPO_HOME")
+    args = parser.parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    from qrpo.tracking import tracking_uri
+
+    try:
+        client = MlflowClient(args.tracking_uri or tracking_uri())
+        rows = results_table(find_runs(client, args.experiment, args.parent_run, args.filter))
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("error: no finished run with eval/reward_mean matches; check --experiment / --parent-run / --filter", file=sys.stderr)
+        return 2
+    markdown = to_markdown(rows)
+    print(markdown, end="")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text(markdown)
+        (out / "results.csv").write_text(to_csv(rows))
+        print(f"written: {out / 'results.md'}, {out / 'results.csv'}")
+    return 0
+
+
+def cli() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,158 @@
+"""A `--multirun` sweep as one parent MLflow run with the jobs as its children.
+
+`SweepCallback` is a Hydra callback (configured under `hydra.callbacks` in conf/config.yaml):
+
+- on_multirun_start: expands the sweep (command-line overrides and `hydra.sweeper.params`, e.g. from a
+  `sweep=` preset), composes and validates every job before any work (one bad job: one line, exit 2),
+  creates the parent run, and exports its id (QRPO_PARENT_RUN_ID) and the sweep's largest K + M
+  (QRPO_SWEEP_MIN_SAMPLES) to the jobs. Each job then passes `sampler.min_samples_per_prompt` so the
+  train prompts are sampled and scored once, at the largest size, and the smaller jobs reuse prefixes.
+- on_multirun_end: reads the children's metrics by name and logs to the parent a comparison table
+  (comparison.md, comparison.csv, and an MLflow table comparison.json: method, beta, lr, M, reward,
+  LC reward, KL, win rate) and plots (reward_vs_kl.png: the frontier per method; reward_vs_M.png).
+  A sweep that stops early (a failed job) still closes its parent, as FAILED.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+PARENT_ENV = "QRPO_PARENT_RUN_ID"
+MIN_SAMPLES_ENV = "QRPO_SWEEP_MIN_SAMPLES"
+
+
+def sweep_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None) -> list[list[str]]:
+    """The override list of every job, in Hydra's BasicSweeper order (params from the config first)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{key}={value}" for key, value in (sweeper_params or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + list(task_overrides))
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def samples_per_prompt(config: dict) -> int:
+    """K + M: completions the train `sample` step draws per prompt for this config."""
+    return int(config["sampler"]["num_train_samples"]) + int(config["sampler"]["num_ref_samples"])
+
+
+class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self.parent_id: str | None = None
+        self.client = None
+        self.started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from flows.config import compose_config
+        from flows.validate import validate
+        from qrpo.errors import InputError
+
+        task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        params = OmegaConf.to_container(config.hydra.sweeper.params, resolve=False) if config.hydra.sweeper.get("params") else {}
+        jobs = sweep_jobs(task, params)
+        try:
+            configs = [compose_config(job) for job in jobs]
+            for job_config in {repr(c): c for c in configs}.values():  # each distinct job once
+                validate(job_config)
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        largest = max(samples_per_prompt(c) for c in configs)
+        os.environ[MIN_SAMPLES_ENV] = str(largest)
+        self.parent_id = self._start_parent(configs[0], task, params, jobs, largest)
+        os.environ[PARENT_ENV] = self.parent_id
+        self.started = time.time()
+        atexit.register(self._close_if_open)
+        print(f"sweep: {len(jobs)} jobs, parent MLflow run {self.parent_id}, sampling K+M = {largest} per train prompt once")
+
+    def _start_parent(self, config: dict, task: list[str], params: dict, jobs: list[list[str]], largest: int) -> str:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        from qrpo.tracking import artifact_location, tracking_uri
+
+        self.client = MlflowClient(tracking_uri())
+        name = config["mlflow_experiment"]
+        found = self.client.get_experiment_by_name(name)
+        experiment_id = found.experiment_id if found else self.client.create_experiment(name, artifact_location=artifact_location())
+        tags = {"qrpo.sweep": "true", "sweep.jobs": str(len(jobs)), "sweep.overrides": " ".join(task)[:5000],
+                "mlflow.note.content": "Sweep parent: the comparison of its children is under comparison/."}
+        run = self.client.create_run(experiment_id, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
+        sweep_params = {"sweep.size": len(jobs), "sweep.min_samples_per_prompt": largest,
+                        **{f"sweep.params.{k}": v for k, v in params.items()}}
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sweep_params.items()])
+        return run.info.run_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_id is None:
+            return
+        children = self.log_comparison(self.parent_id)
+        failed = [r for r in children if r.info.status != "FINISHED"]
+        self.client.log_metric(self.parent_id, "sweep/wall_time_s", time.time() - self.started)
+        self.client.set_terminated(self.parent_id, "FAILED" if failed or not children else "FINISHED")
+        from qrpo.tracking import mlflow_ui_command
+
+        print(f"sweep: {len(children)} children logged to parent run {self.parent_id} (comparison/comparison.md)\n"
+              f"  MLflow: {mlflow_ui_command()}   then open http://127.0.0.1:5000")
+        self._forget()
+
+    def log_comparison(self, parent_id: str) -> list:
+        """Read the parent's children, log the table and plots to the parent; return the children."""
+        from flows.compare import SWEEP_COLUMNS, plot_sweep, rows_of, to_csv, to_markdown
+
+        experiment_id = self.client.get_run(parent_id).info.experiment_id
+        children = list(self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000))
+        children.sort(key=lambda r: r.info.start_time)
+        rows = rows_of(children)
+        columns = [c for c, _ in SWEEP_COLUMNS]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "comparison.md").write_text(to_markdown(rows, columns))
+            (folder / "comparison.csv").write_text(to_csv(rows, columns))
+            plot_sweep(rows, folder)
+            self.client.log_artifacts(parent_id, str(folder), "comparison")
+        self.client.log_table(parent_id, {c: [("" if r[c] is None else r[c]) for r in rows] for c in columns}, "comparison.json")
+        done = [r["reward"] for r in rows if r["reward"] is not None]
+        if done:
+            self.client.log_metric(parent_id, "sweep/best_reward", max(done))
+        self.client.log_metric(parent_id, "sweep/children", len(children))
+        return children
+
+    def _close_if_open(self) -> None:
+        """atexit: a sweep that ended early (a job raised) still gets its comparison and a FAILED parent."""
+        if self.parent_id is None or self.client is None:
+            return
+        try:
+            self.log_comparison(self.parent_id)
+            self.client.set_terminated(self.parent_id, "FAILED")
+        except Exception:
+            pass
+        self._forget()
+
+    def _forget(self) -> None:
+        self.parent_id = None
+        for name in (PARENT_ENV, MIN_SAMPLES_ENV):
+            os.environ.pop(name, None)
+
+
+def job_overrides(overrides: list[str], config: dict) -> list[str]:
+    """A sweep job's overrides plus `sampler.min_samples_per_prompt` = the sweep's largest K + M, when
+    the config has that key and the job does not set it itself."""
+    largest = os.environ.get(MIN_SAMPLES_ENV)
+    if not largest or "min_samples_per_prompt" not in config.get("sampler", {}):
+        return overrides
+    if any(o.lstrip("+~").startswith("sampler.min_samples_per_prompt=") for o in overrides):
+        return overrides
+    return [*overrides, f"sampler.min_samples_per_prompt={largest}"]
+
+
+__all__ = ["SweepCallback", "job_overrides", "sweep_jobs", "samples_per_prompt", "PARENT_ENV", "MIN_SAMPLES_ENV"]
