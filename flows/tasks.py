@@ -227,9 +227,15 @@ def train(config: dict, model_key: str, table_step: str, table_key: str, run_id:
                                       config["train"], out, checkpoint_dir=partial / "checkpoints")
         else:
             model, tokenizer = models.load_policy(model_dir, dtype=torch.float32)
-            history = trainer.train_policy(
-                model, table.table(), algorithm, cfg, tokenizer.pad_token_id, checkpoint_dir=partial / "checkpoints",
-                on_step=lambda step, record: logger.history([record], prefix="train/"))
+            live = set()  # steps logged as they happened; a resumed run logs its restored steps at the end
+
+            def log_step(step, record):
+                logger.history([record], prefix="train/")
+                live.add(step)
+
+            history = trainer.train_policy(model, table.table(), algorithm, cfg, tokenizer.pad_token_id,
+                                           checkpoint_dir=partial / "checkpoints", on_step=log_step)
+            logger.history([r for r in history if r["step"] not in live], prefix="train/")
             model.save_pretrained(out / "policy")
             tokenizer.save_pretrained(out / "policy")
         write_table(pa.Table.from_pylist(history), out / "history.parquet")
