@@ -178,7 +178,7 @@ def training_data(config: dict, scored_key: str, run_id: str, offline_scored_key
     inputs = {"rewards": scored_key, **({"offline_rewards": offline_scored_key} if offline_scored_key else {})}
     artifact, cached = store.get_or_build("training_data", 2, subset, inputs, build)
     with tempfile.TemporaryDirectory() as tmp:
-        report.plot_quantile_histogram(artifact.manifest["metrics"], Path(tmp) / "training_quantiles.png", regime.name)
+        report.plot_training_quantiles(artifact.manifest["metrics"], Path(tmp) / "training_quantiles.png", regime.name)
         RunLogger(run_id).artifacts(Path(tmp), "training_data")
     return _finish(artifact, cached, run_id, "training_data/")
 

@@ -139,7 +139,7 @@ def summary_markdown(facts: dict[str, str], metrics: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_quantile_histogram(stats: dict, path: Path, regime: str) -> None:
+def plot_training_quantiles(stats: dict, path: Path, regime: str) -> None:
     """The training examples' quantiles among their references, from the training_data step's stats
     (quantile_hist_00 .. quantile_hist_09: counts in ten bins of [0, 1])."""
     counts = [stats.get(f"quantile_hist_{i:02d}", 0) for i in range(10)]
