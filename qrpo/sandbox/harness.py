@@ -143,10 +143,21 @@ def _call_target(namespace, entry_point):
     return namespace[name]
 
 
-def _kwargs(source, namespace):
-    """`a = 1, b = [2]` -> {"a": 1, "b": [2]}, each value evaluated in the program's namespace."""
+def _kwargs(source, namespace, target):
+    """`a = 1, b = [2]` -> {"a": 1, "b": [2]}, each value evaluated in the program's namespace.
+
+    A list given for a parameter annotated ListNode / TreeNode becomes that structure (LeetCode
+    writes linked lists and trees as lists in its examples)."""
     call = ast.parse(f"f({source})", mode="eval").body
-    return {kw.arg: eval(compile(ast.Expression(kw.value), "<input>", "eval"), namespace) for kw in call.keywords}
+    kwargs = {kw.arg: eval(compile(ast.Expression(kw.value), "<input>", "eval"), namespace) for kw in call.keywords}
+    annotations = _getattr(target, "__annotations__", None) or {}
+    for name, value in kwargs.items():
+        hint = _str(annotations.get(name, ""))
+        if _type(value) is list and "ListNode" in hint:
+            kwargs[name] = namespace["list_node"](value)
+        elif _type(value) is list and "TreeNode" in hint:
+            kwargs[name] = namespace["tree_node"](value)
+    return kwargs
 
 
 def main():
@@ -171,7 +182,7 @@ def main():
         exec(compile(PREAMBLE, "<preamble>", "exec"), namespace)
         exec(compile(source, "solution.py", "exec"), namespace)
         target = _call_target(namespace, request["entry_point"])
-        value = target(**_kwargs(request["input"], namespace))
+        value = target(**_kwargs(request["input"], namespace, target))
         encoded = encode(value)
     except BaseException as err:  # noqa: BLE001 -- anything the program raises is its failure
         try:

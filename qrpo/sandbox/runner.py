@@ -52,7 +52,7 @@ class SandboxLimits:
     wall_seconds: float = 5.0  # per test case, enforced by the parent (kills the process group)
     cpu_seconds: int = 5  # RLIMIT_CPU
     memory_mb: int = 512  # RLIMIT_AS (address space of the interpreter and the program)
-    max_processes: int = 64  # RLIMIT_NPROC (the kernel ignores it for root; the seccomp filter does not)
+    max_processes: int = 64  # RLIMIT_NPROC above the user's current tasks (ignored for root; the seccomp filter is not)
     file_size_mb: int = 8  # RLIMIT_FSIZE: any file the program writes, and its captured stdout/stderr
     tmpfs_mb: int = 16  # size of the throw-away working directory and /tmp
 
@@ -254,12 +254,33 @@ def _bwrap_command(task_dir: str, limits: SandboxLimits, seccomp_fd: int | None)
     return cmd + ["--", _python(), "-I", "-S", "/task/harness.py", "/task/solution.py"]
 
 
-def _set_limits(limits: SandboxLimits):
+def _user_tasks() -> int:
+    """Processes and threads of this user now: RLIMIT_NPROC counts them all, not just the sandbox's."""
+    uid, count = os.getuid(), 0
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+    return count
+
+
+def _nproc_limit(limits: SandboxLimits, workers: int) -> int:
+    """RLIMIT_NPROC for a case: the user's current tasks, the pool's own processes (bwrap, its init,
+    the interpreter: 3 per worker, with margin) plus the program's allowance. The kernel ignores the
+    limit for root, which is why the seccomp filter (no fork, no threads) is the primary defence."""
+    if os.getuid() == 0:
+        return limits.max_processes
+    return _user_tasks() + 4 * workers + limits.max_processes
+
+
+def _set_limits(limits: SandboxLimits, nproc: int):
     def preexec():  # runs in the forked child, before exec: nothing here may allocate much or take locks
         mb = 2**20
         for which, value in ((resource.RLIMIT_CPU, int(math.ceil(limits.cpu_seconds))),
                              (resource.RLIMIT_AS, limits.memory_mb * mb),
-                             (resource.RLIMIT_NPROC, limits.max_processes),
+                             (resource.RLIMIT_NPROC, nproc),
                              (resource.RLIMIT_FSIZE, limits.file_size_mb * mb),
                              (resource.RLIMIT_CORE, 0)):
             resource.setrlimit(which, (value, value))
@@ -300,6 +321,7 @@ class Sandbox:
                     "--allow-unsandboxed) to run the code WITHOUT isolation, only for code you trust")
             self.isolated = False
         self._seccomp = sandbox_filter() if self.isolated else None
+        self._nproc = _nproc_limit(limits, self.max_workers)
 
     def run(self, program: str, entry_point: str, cases: list[TestCase]) -> ProgramResult:
         return self.run_many([(program, entry_point, cases)])[0]
@@ -337,7 +359,7 @@ class Sandbox:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=cwd, env={"PATH": "/usr/bin:/bin"},
-                                        start_new_session=True, preexec_fn=_set_limits(self.limits),
+                                        start_new_session=True, preexec_fn=_set_limits(self.limits, self._nproc),
                                         pass_fds=() if seccomp_fd is None else (seccomp_fd,))
             finally:
                 if seccomp_fd is not None:

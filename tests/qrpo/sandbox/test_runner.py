@@ -52,7 +52,14 @@ def test_all_three_entry_point_forms_and_the_leetcode_preamble_work():
         assert sandbox.run(TWO_SUM, entry, cases).passed == 3
     program = "def rev(head: Optional[ListNode]) -> Optional[ListNode]:\n    return list_node(reversed(to_list(head)))\n" \
               "def to_list(h):\n    out = []\n    while h: out.append(h.val); h = h.next\n    return out\n"
-    result = sandbox.run(program, "rev", [TestCase("head = list_node([1, 2, 3])", "[3, 2, 1]")])
+    result = sandbox.run(program, "rev", [TestCase("head = list_node([1, 2, 3])", "[3, 2, 1]"), TestCase("head = [4, 5]", "[5, 4]")])
+    assert result.passed == 2, result.cases  # a list passed for an Optional[ListNode] parameter becomes a linked list
+    tree = "class Solution:\n    def depth(self, root: Optional[TreeNode]) -> int:\n" \
+           "        return 0 if root is None else 1 + max(self.depth(root.left), self.depth(root.right))\n" \
+           "    def mirror(self, root: Optional[TreeNode]) -> Optional[TreeNode]:\n" \
+           "        if root: root.left, root.right = self.mirror(root.right), self.mirror(root.left)\n        return root\n"
+    assert sandbox.run(tree, "Solution().depth", [TestCase("root = [3, 9, 20, None, None, 15, 7]", "3")]).passed == 1
+    result = sandbox.run(tree, "Solution().mirror", [TestCase("root = [1, 2, 3, None, 4]", "[1, 3, 2, None, None, 4]")])
     assert result.passed == 1, result.cases
 
 
