@@ -13,3 +13,4 @@ from qrpo.evaluation.metrics import (  # noqa: F401
     summarize,
 )
 from qrpo.evaluation.leetcode import pass_rates, pass_rates_by_half as leetcode_metrics  # noqa: F401
+from qrpo.evaluation.selection import select_run  # noqa: F401

@@ -112,6 +112,8 @@ def load_instructions(source: str, max_instances: int = 0) -> pa.Table:
             raise InputError(f"{source}: entry {i} has no 'instruction' and 'output' (the baseline's answer); "
                              "use AlpacaEval's format [{instruction, output, generator}, ...]")
     rows = rows[: max_instances or None]
+    if not rows:
+        raise InputError(f"{source}: no instructions")
     return pa.table({
         "prompt_id": [f"alpaca_eval-{i:04d}" for i in range(len(rows))],
         "prompt": [str(r["instruction"]) for r in rows],
@@ -210,7 +212,12 @@ def length_controlled_win_rate(annotations, full_set: bool, bootstrap: int = 50)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)
         if full_set:
-            return {**glm_winrate.get_length_controlled_winrate(annotations, save_weights_dir=None), "lc_glm_full": 1.0}
+            try:
+                return {**glm_winrate.get_length_controlled_winrate(annotations, save_weights_dir=None), "lc_glm_full": 1.0}
+            except OSError as err:  # huggingface_hub's "not in the cache, and offline" errors are OSErrors
+                raise InputError(f"AlpacaEval's length_controlled_v1 GLM needs df_gamed.csv from {HUB_REPO} in your Hugging Face "
+                                 f"cache ({str(err).splitlines()[0]}); on a machine with network: huggingface-cli download "
+                                 f"{HUB_REPO} df_gamed.csv --repo-type dataset") from None
         metrics = get_winrate(annotations)
         df = pd.DataFrame(annotations).reset_index(drop=True)
         df = df[df["preference"].notna()].reset_index(drop=True)

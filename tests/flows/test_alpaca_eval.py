@@ -121,3 +121,16 @@ def test_annotator_configs(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(InputError, match="needs a key"):
         annotator_config(AlpacaEvalConfig(), tmp_path)
+
+
+def test_full_set_glm_without_its_hub_files_is_an_input_error(no_network):
+    import pandas as pd
+
+    from qrpo.evaluation.alpaca_eval import length_controlled_win_rate
+
+    annotations = pd.DataFrame({"preference": [1.0, 2.0, 2.0], "output_1": ["a", "bb", "ccc"], "output_2": ["aa", "b", "c"],
+                                "generator_1": "baseline", "generator_2": "policy", "annotator": "judge", "index": [0, 1, 2]})
+    with pytest.raises(InputError, match="df_gamed.csv"):
+        length_controlled_win_rate(annotations, full_set=True)
+    minimal = length_controlled_win_rate(annotations, full_set=False, bootstrap=5)
+    assert minimal["win_rate"] == pytest.approx(200 / 3) and 0 <= minimal["length_controlled_winrate"] <= 100

@@ -188,3 +188,16 @@ def test_gain_in_words():
     assert "within noise" in gain_in_words({"reward_gain_ci_low": -0.1, "reward_gain_ci_high": 0.2})
     assert "real gain" in gain_in_words({"reward_gain_ci_low": 0.1, "reward_gain_ci_high": 0.2})
     assert "real loss" in gain_in_words({"reward_gain_ci_low": -0.3, "reward_gain_ci_high": -0.2})
+
+
+def test_sweep_selection_reads_the_selection_half_only():
+    from qrpo.evaluation import select_run
+
+    runs = [{"eval_selection/reward_mean": 0.1, "eval/reward_mean": 0.9},  # best on the reporting half: not chosen
+            {"eval_selection/reward_mean": 0.3, "eval/reward_mean": 0.2},
+            {"eval_selection/reward_mean": float("nan"), "eval/reward_mean": 1.0}]
+    index, reported = select_run(runs)
+    assert index == 1 and reported == {"reward_mean": 0.2}
+    assert select_run(runs, higher_is_better=False)[0] == 0
+    with pytest.raises(InputError, match="eval_selection/kl_k3"):
+        select_run(runs, "kl_k3")
