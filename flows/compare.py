@@ -183,7 +183,7 @@ def find_runs(client, experiment: str | None, parent_run: str | None, filter_str
     if parent_run:
         clauses.append(f"tags.mlflow.parentRunId = '{parent_run}'")
     if filter_string:
-        clauses.append(f"({filter_string})" if " or " in filter_string.lower() else filter_string)
+        clauses.append(filter_string)  # MLflow's search syntax: clauses joined with AND
     runs, token = [], None
     try:
         while True:

@@ -127,11 +127,10 @@ def test_deployment_runs_on_a_real_server_with_postgres_and_a_process_worker(tmp
         assert found, out
         flow_run_id = found.group(1)
 
-        os.environ["PREFECT_API_URL"] = api  # the client below talks to the same server
-        try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: api}):  # the client below talks to the same server
             run, tasks = asyncio.run(wait_flow_run(flow_run_id, 420))
-        finally:
-            os.environ.pop("PREFECT_API_URL")
         worker_log = (tmp_path / "worker.log").read_text()
         assert run.state.is_completed(), f"{run.state}\n{worker_log[-4000:]}"
         assert run.parameters == {"overrides": ["experiment=smoke"]}
