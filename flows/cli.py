@@ -47,6 +47,7 @@ def format_summary(summary: dict) -> str:
     """The run in a few lines: the method trained, the held-out gain with its 95% interval (in words when
     it is within noise), KL and length; all on the reporting half of the eval prompts."""
     from qrpo.evaluation import gain_in_words
+    from qrpo.tracking import mlflow_ui_command, tool_command
 
     m = summary["metrics"]
     uri = summary["tracking_uri"]
@@ -70,6 +71,10 @@ def format_summary(summary: dict) -> str:
         f"  KL(pi || pi_ref)  k1 {m['kl_k1']:.4f}{se('kl_k1')}   k3 {m['kl_k3']:.4f}{se('kl_k3')}   (nats per completion)",
         f"  mean length       before {m['ref_length_mean']:.1f}  ->  after {m['length_mean']:.1f} tokens",
     ]
+    if summary.get("optimum"):  # QRPO: where training was heading, the same for every prompt
+        o = summary["optimum"]
+        lines.append(f"  optimum pi*       KL {o['optimum_kl']:.4f}   expected quantile {o['optimum_expected_quantile']:.3f}"
+                     f"   (beta {o['beta']:.4g}; measured above: k3 and the reference quantile)")
     if "alpaca_eval_lc_win_rate" in m:
         lines.append(f"  AlpacaEval 2      LC win rate {m['alpaca_eval_lc_win_rate']:.1f}%{se('alpaca_eval_lc_win_rate')}   "
                      f"win rate {m['alpaca_eval_win_rate']:.1f}%{se('alpaca_eval_win_rate')}")
@@ -78,9 +83,9 @@ def format_summary(summary: dict) -> str:
     lines += [
         f"  cached steps      {', '.join(summary['cached_steps']) or 'none'}",
         "",
-        f"  MLflow:  mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000 (run {summary['mlflow_run_id']})"
-        if uri.startswith("sqlite") else f"  MLflow:  {uri} (run {summary['mlflow_run_id']})",
-        f"  Prefect: prefect server start   then open http://127.0.0.1:4200/runs/flow-run/{summary['flow_run_id']}",
+        f"  MLflow:  {mlflow_ui_command(uri)}   then open http://127.0.0.1:5000 (run {summary['mlflow_run_id']})"
+        if not uri.startswith(("http://", "https://")) else f"  MLflow:  {uri} (run {summary['mlflow_run_id']})",
+        f"  Prefect: {tool_command('prefect')} server start   then open http://127.0.0.1:4200/runs/flow-run/{summary['flow_run_id']}",
     ]
     return "\n".join(lines)
 

@@ -116,6 +116,7 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
         "artifacts": {name: state.result() for name, state in states.items() if state is not None},
         "cached_steps": sorted(name for name, state in states.items() if state is not None and state.name == "Cached"),
         "method": tasks.method_label(config),
+        "optimum": getattr(tasks.build_algorithm(config["algorithm"]), "optimum", dict)(),
         "metrics": {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")},  # the reporting half
         "selection_metrics": {k.removeprefix("eval_selection/"): v for k, v in metrics.items() if k.startswith("eval_selection/")},
     }
