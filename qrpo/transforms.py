@@ -209,10 +209,11 @@ class QuadratureTransform(Transform):
     `f` must map a float64 torch tensor of quantiles to a tensor of the same shape, increasing or not.
     """
 
-    def __init__(self, name: str, f: Callable[[torch.Tensor], torch.Tensor], infinite_at_zero: bool = False,
-                 infinite_at_one: bool = False):
+    def __init__(self, name: str, f: Callable[[torch.Tensor], torch.Tensor], open_interval: bool = False,
+                 infinite_at_zero: bool | None = None, infinite_at_one: bool | None = None):
         self.name, self._f = name, f
-        self.infinite_at_zero, self.infinite_at_one = infinite_at_zero, infinite_at_one
+        self.infinite_at_zero = open_interval if infinite_at_zero is None else infinite_at_zero
+        self.infinite_at_one = open_interval if infinite_at_one is None else infinite_at_one
         self._cache: dict[float, float] = {}
 
     def f(self, q):
@@ -261,9 +262,7 @@ def register_transform(
     for both), so that clamping moves only those ends."""
     if name in _REGISTRY:
         raise ValueError(f"transform {name!r} is already registered")
-    at_zero = open_interval if infinite_at_zero is None else infinite_at_zero
-    at_one = open_interval if infinite_at_one is None else infinite_at_one
-    transform = QuadratureTransform(name, f, at_zero, at_one)  # one instance, so its log Z cache is shared
+    transform = QuadratureTransform(name, f, open_interval, infinite_at_zero, infinite_at_one)  # one instance: a shared log Z cache
     _REGISTRY[name] = lambda: transform
 
 

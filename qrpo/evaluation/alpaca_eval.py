@@ -73,6 +73,7 @@ def _library():
         shim = types.ModuleType("pkg_resources")
         shim.parse_version = parse
         shim.get_distribution = lambda name: types.SimpleNamespace(version=importlib.metadata.version(name))
+        shim.fixup_namespace_packages = lambda path_item, parent=None: None  # what pytest's syspath_prepend calls
         sys.modules["pkg_resources"] = shim
     import alpaca_eval
 
