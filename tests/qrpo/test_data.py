@@ -113,3 +113,14 @@ def test_missing_file_and_missing_hub_dataset_are_clear_errors(tmp_path):
         load_prompts(_cfg(str(tmp_path / "nope.jsonl")))
     with pytest.raises(InputError, match=r"cannot load dataset.path='nobody/no-such-dataset'.*Hugging Face cache"):
         load_prompts(_cfg("nobody/no-such-dataset"))
+
+
+def test_the_default_chat_demo_config_reads_the_shipped_prompts_with_their_ids():
+    from flows.config import compose_config
+
+    cfg = DatasetConfig(**compose_config([])["dataset"])
+    table = load_prompts(cfg)
+    assert table.column("split").to_pylist() == ["train"] * 128 + ["eval"] * 48
+    shipped = [json.loads(line) for line in (REPO_ROOT / "data/chat/prompts.jsonl").read_text().splitlines()]
+    first_train = next(r for r in shipped if r["split"] == "train")
+    assert table.to_pylist()[0]["prompt_id"] == first_train["id"] and table.to_pylist()[0]["prompt"] == first_train["prompt"]
