@@ -106,6 +106,7 @@ def sample(config: dict, source: dict, dataset_key: str, split: str, num_samples
     artifact, sampled = sampling.pool.sample_with_reuse(
         store, pool, num_samples, prompts.column("prompt_id").to_pylist(), sample_range,
         at_least=cfg.min_samples_per_prompt if split == "train" else 0, drop_truncated=cfg.drop_truncated,
+        covering=split == "train" and source["step"] == "model",  # training_data takes the first K + M itself
     )
     return _finish(artifact, not sampled, run_id, f"{name}/")
 

@@ -87,9 +87,16 @@ def sample_with_reuse(
     *,
     at_least: int = 0,
     drop_truncated: bool = False,
+    covering: bool = False,
 ) -> tuple[Artifact, bool]:
-    """The `samples` artifact with n samples per prompt (see the module docstring); (artifact, sampled)."""
+    """The `samples` artifact with n samples per prompt (see the module docstring); (artifact, sampled).
+
+    `covering=True` accepts the pool's largest artifact with at least n samples per prompt as it is,
+    for a consumer that takes its own prefix (the train split: the training_data step reads the first
+    K + M samples): a sweep over M then samples *and scores* one artifact, its largest need."""
     found = available(store, pool)
+    if covering and found and max(found) >= n:
+        return store.require(STEP, found[max(found)]), False
     if n in found:
         return store.require(STEP, found[n]), False
     larger = [m for m in found if m > n]
@@ -109,7 +116,7 @@ def sample_with_reuse(
     table = _ordered(new, prompt_ids)
     artifact = _write(store, pool, target, table, len(prompt_ids), drop_truncated,
                       extended_from=found[start] if start else None)
-    if target != n:
+    if target != n and not covering:
         artifact = _write(store, pool, n, prefix(table, n), len(prompt_ids), drop_truncated, derived_from=artifact.key)
     return artifact, True
 

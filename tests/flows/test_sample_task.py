@@ -16,7 +16,8 @@ def sampling_flow(config: dict, run_id: str, requests: list[tuple[int, int]]) ->
     model = tasks.prepare_model(config, run_id)
     dataset = tasks.load_dataset(config, run_id)
     source = {"step": "model", "key": model.result(), "subdir": ""}
-    return [tasks.sample(config, source, dataset.result(), "train", n, seed, 8, run_id, "samples_train")
+    # the eval split: an exact N (the train split hands training_data its whole covering pool instead)
+    return [tasks.sample(config, source, dataset.result(), "eval", n, seed, 8, run_id, "samples_eval_ref")
             for n, seed in requests]
 
 
@@ -31,15 +32,15 @@ def test_a_covered_request_is_cached_and_mapped_shards_give_the_same_rows(prefec
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
-    base = ["experiment=smoke", "dataset.max_train_prompts=6", "sampler.shard_prompts=2"]
+    base = ["experiment=smoke", "dataset.max_eval_prompts=6", "sampler.shard_prompts=2"]
     (first, second, third), run = _run(compose_config(base), [(6, 0), (4, 0), (3, 1)])
     store = ArtifactStore(qrpo_home / "artifacts")
     assert first[0] == "Completed" and first[1].endswith("-n00006")
     assert second == ("Cached", first[1][:-6] + "n00004"), "N=4 is the prefix of the N=6 pool: nothing sampled"
     six, four = store.require("samples", first[1]).table(), store.require("samples", second[1]).table()
     assert four.to_pylist() == six.filter(pc.less(six.column("sample_index"), 4)).to_pylist()
-    assert run.data.metrics["samples_train/completions"] == 6 * 3
-    assert run.data.metrics["samples_train/truncated"] >= 0 and "samples_train/dropped" in run.data.metrics
+    assert run.data.metrics["samples_eval_ref/completions"] == 6 * 3
+    assert run.data.metrics["samples_eval_ref/truncated"] >= 0 and "samples_eval_ref/dropped" in run.data.metrics
 
     (mapped,), _ = _run(compose_config(base + ["sampler.map_shards=true", "sampler.seed=1", "artifact_root=" + str(qrpo_home / "mapped")]), [(3, 1)])
     assert mapped[0] == "Completed" and mapped[1] == third[1]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -109,16 +111,19 @@ def test_sweep_writes_nothing_in_the_working_folder(sweep):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="needs sample reuse")
 def test_sweep_samples_and_scores_the_train_prompts_once(sweep):
+    """M = 2, 4 with K = 3: the sweep passes K + max M = 7 to every job; the first job samples 7 per train
+    prompt, the second finds them (Cached), and both score the same artifact, so one scoring too."""
     home, *_ = sweep
     store = ArtifactStore(home / "artifacts")
-    train = [k for k in store.keys("samples") if store.require("samples", k).manifest["config"]["split"] == "train"]
-    evals = [k for k in store.keys("samples") if store.require("samples", k).manifest["config"]["split"] == "eval"]
-    assert len(evals) == 1
-    assert len(train) == 1, f"the train prompts were sampled {len(train)} times for one sweep"
+    samples = {k: store.require("samples", k) for k in store.keys("samples")}
+    train_ids = set(store.require("dataset", store.keys("dataset")[0]).table().filter(
+        pa.compute.equal(store.require("dataset", store.keys("dataset")[0]).table().column("split"), "train")).column("prompt_id").to_pylist())
+    train = [k for k, a in samples.items() if set(a.table().column("prompt_id").to_pylist()) == train_ids]
+    assert len(train) == 1, f"the train prompts were sampled into {len(train)} artifacts for one sweep"
+    assert samples[train[0]].manifest["num_samples"] == 7
     scored = [k for k in store.keys("rewards") if store.require("rewards", k).manifest["inputs"]["samples"] in train]
-    assert len(scored) == 1
+    assert len(scored) == 1, f"the train samples were scored {len(scored)} times"
 
 
 def test_a_bad_value_in_any_sweep_job_stops_the_sweep_before_any_work(prefect_server, tmp_path):
