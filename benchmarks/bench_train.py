@@ -26,8 +26,8 @@ optimiser steps, then --steps timed ones; a step's time is the wall time between
 consecutive optimiser steps (batching, forward, backward, gradient clipping, AdamW). Reported per
 contender: median over --repeats runs of tokens/s = tokens per step / step time (over the timed
 steps of one run), of the step time and of the peak RSS; ratios are against trl_dpo measured in the
-same invocation (the contenders alternate within each repeat, so load drift on a shared machine hits
-all of them alike). Same settings on both sides: batch size (pairs per step, one forward of
+same invocation (the contenders alternate within each repeat, in an order rotated by one each repeat,
+so that load drift on a shared machine hits all of them alike). Same settings on both sides: batch size (pairs per step, one forward of
 2 x batch_size sequences, no accumulation), learning rate, gradient clipping at 1.0, no weight decay.
 Not a test: nothing asserts a time. The Markdown table goes to stdout, progress to stderr.
 """
@@ -253,7 +253,7 @@ def table(results: dict[str, list[dict]], a: argparse.Namespace) -> str:
     med = lambda name, key: statistics.median(r[key] for r in results[name])  # noqa: E731
     base = results.get(BASELINE)
     lines = [
-        "| contender | tokens/s | step time | peak RSS | setup (ref log-probs) | tokens/s vs TRL | peak RSS vs TRL | runs: tokens/s |",
+        "| contender | tokens/s | step time | peak RSS | setup (ref log-probs) | tokens/s vs TRL | peak RSS vs TRL | each run: tokens/s (vs TRL's run) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
@@ -262,6 +262,8 @@ def table(results: dict[str, list[dict]], a: argparse.Namespace) -> str:
         ratio_tps = f"{tps / med(BASELINE, 'tokens_per_s'):.2f}x" if base else "n/a"
         ratio_rss = f"{rss / med(BASELINE, 'peak_rss_mib'):.2f}x" if base else "n/a"
         each = ", ".join(f"{r['tokens_per_s']:.0f}" for r in runs)
+        if base:  # the same repeat's ratio, which load drift between repeats does not move
+            each += " (" + ", ".join(f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x" for r, b in zip(runs, base)) + ")"
         lines.append(f"| {name} | {tps:.0f} | {step:.2f} s | {rss:.0f} MiB | {med(name, 'setup_s'):.1f} s "
                      f"| {ratio_tps} | {ratio_rss} | {each} |")
     return "\n".join(lines)
@@ -289,6 +291,7 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--learning-rate", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write every run's raw figures to this file")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     a = parser.parse_args()
@@ -308,14 +311,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "pairs.json"
         data.write_text(json.dumps(pairs))
-        for r in range(a.repeats):
-            for name in names:
-                log(f"repeat {r + 1}/{a.repeats}: {name} ...")
-                res = spawn(name, data, a)
-                results[name].append(res)
-                log(f"  {res['tokens_per_s']:.0f} tokens/s, step times {', '.join(f'{s:.2f}' for s in res['step_s'])} s, "
-                    f"peak RSS {res['peak_rss_mib']:.0f} MiB, setup {res['setup_s']:.1f} s, wall {res['wall_s']:.0f} s")
+        try:
+            for r in range(a.repeats):
+                for name in names[r % len(names):] + names[: r % len(names)]:  # rotate: no contender always runs last
+                    log(f"repeat {r + 1}/{a.repeats}: {name} ...")
+                    res = spawn(name, data, a)
+                    results[name].append(res)
+                    log(f"  {res['tokens_per_s']:.0f} tokens/s, step times {', '.join(f'{s:.2f}' for s in res['step_s'])} s, "
+                        f"peak RSS {res['peak_rss_mib']:.0f} MiB, setup {res['setup_s']:.1f} s, wall {res['wall_s']:.0f} s")
+        except KeyboardInterrupt:  # Ctrl-C: tabulate the runs that finished
+            log("interrupted: the table covers the runs that finished")
+            results = {n: runs for n, runs in results.items() if runs}
+            if not results:
+                raise
     load_after = os.getloadavg()
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1))
 
     import torch
     import transformers
@@ -329,7 +340,7 @@ def main() -> None:
     threads = sorted({r["torch_threads"] for runs in results.values() for r in runs})
     print(f"Training throughput, SmolLM2-135M-Instruct float32, {num_pairs} pairs of {a.seq_tokens}-token sequences, "
           f"batch {a.batch_size} pairs ({2 * a.batch_size * a.seq_tokens} tokens/step), {a.warmup_steps} warm-up + "
-          f"{a.steps} timed steps, median of {a.repeats} runs.")
+          f"{a.steps} timed steps, median of {'/'.join(str(len(r)) for r in results.values())} runs.")
     print(f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({'/'.join(map(str, threads))} threads), transformers {transformers.__version__}, trl {trl_version}; "
           f"load average before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
