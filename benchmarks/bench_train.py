@@ -172,8 +172,9 @@ def run_ours(name: str, pairs: list[dict], a: argparse.Namespace) -> dict:
     })
     setup_s = time.perf_counter() - start
     algorithm = DPO(beta=a.beta) if name == "ours_dpo" else QRPO(beta=a.beta)
+    extra = json.loads(os.environ.get("QRPO_BENCH_TRAIN", "{}"))  # e.g. '{"share_prompts": false}' to compare variants
     cfg = TrainConfig(learning_rate=a.learning_rate, epochs=1, batch_size=a.batch_size, micro_batch_size=a.batch_size,
-                      warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=a.seed)
+                      warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=a.seed, **extra)
     step_ends: list[float] = []
     kwargs = {"on_step": lambda step, record: step_ends.append(time.perf_counter())}
     if "on_step" not in inspect.signature(train_policy).parameters:

@@ -182,9 +182,12 @@ def epoch_order(num_rows: int, batch_size: int, seed: int, epoch: int, tokens: n
 
 
 def _optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW, fused on CUDA, multi-tensor (foreach) elsewhere."""
-    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, **kwargs)
+    """AdamW with the fused kernel (CUDA, and CPU in torch >= 2.4), else multi-tensor (foreach)."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def mixed_precision(cfg: TrainConfig) -> str:
