@@ -56,9 +56,18 @@ def sequence_logps(model, prompt_ids: list[list[int]], completion_ids: list[list
     logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=positions, use_cache=False).logits
     if logits.shape[:2] != positions.shape:  # the model ignored logits_to_keep: [B, T, V] -> [B, C, V]
         logits = logits[torch.arange(batch, device=device)[:, None], positions]
-    token_logps = -F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # [B, C]
+    token_logps = _token_logps(logits, targets)  # [B, C]
     lengths = torch.tensor(completion_lens, dtype=torch.long).to(device)
     return (token_logps * valid).sum(1), lengths
+
+
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] for [N, C, V] logits and [N, C] targets, over contiguous rows of V
+    (the class dimension last: a [N, V, C] transpose makes log-softmax and its backward stride through
+    memory, which on a CPU costs more than the rest of the loss)."""
+    n, c, v = logits.shape
+    flat = -F.cross_entropy(logits.float().reshape(n * c, v), targets.reshape(n * c), reduction="none")
+    return flat.view(n, c)
 
 
 def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int):
@@ -111,7 +120,7 @@ def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list
         rest = model(input_ids=to(completion_input), attention_mask=to(full_mask), position_ids=to(completion_positions),
                      past_key_values=cache, use_cache=True, logits_to_keep=to(torch.arange(span - 1))).logits  # [N, C-1, V]
         logits = torch.cat([logits, rest], dim=1)  # [N, C, V]
-    token_logps = -F.cross_entropy(logits.float().transpose(1, 2), to(completion_input), reduction="none")  # [N, C]
+    token_logps = _token_logps(logits, to(completion_input))  # [N, C]
     return (token_logps * to(valid)).sum(1), to(torch.tensor(completion_lens, dtype=torch.long))
 
 
