@@ -1,4 +1,4 @@
-"""Per-example losses of QRPO and its baselines, written as the equations of DESIGN.md §2.
+"""Per-example losses of QRPO and its baselines, written as the equations below.
 
 Every function takes sequence log-probabilities summed over completion tokens ([B] tensors), returns
 the per-example loss [B] plus detached diagnostics, and leaves the averaging to the caller.
@@ -11,7 +11,7 @@ arXiv 2507.08068, §3): with q = quantile of the reward among reference rewards 
 
 DPO (Rafailov et al. 2023, arXiv 2305.18290, Eq. 7):  -log sigmoid(beta [(pi_w - ref_w) - (pi_l - ref_l)])
 SimPO (Meng et al. 2024, arXiv 2405.14734, Eq. 6):    -log sigmoid(beta (mean pi_w - mean pi_l) - gamma)   (no pi_ref)
-REBEL (Gao et al. 2024, arXiv 2404.16767, scaled by 1/beta^2 as in DESIGN.md):
+REBEL (Gao et al. 2024, arXiv 2404.16767; the regression divided by beta^2, so that beta plays the role it has in DPO):
                                     ((r_w - r_l)/beta - [(pi_w - ref_w) - (pi_l - ref_l)])^2
 where pi_w = log pi_theta(y_w|x), ref_w = log pi_ref(y_w|x), "mean" = per-token average.
 """
