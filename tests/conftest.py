@@ -1,6 +1,13 @@
 """Shared fixtures: every test runs with its own QRPO_HOME (artifacts, MLflow SQLite) and offline."""
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +25,39 @@ def qrpo_home(tmp_path, monkeypatch):
     monkeypatch.delenv("QRPO_ARTIFACT_ROOT", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
+
+
+@contextlib.contextmanager
+def _transformers_serve(model_dir, log_path=None, env=None):
+    """`transformers serve` (the CLI of this venv) on a free 127.0.0.1 port, serving `model_dir` offline;
+    yields the OpenAI-compatible base URL (…/v1) once /health answers, and stops the server after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = Path(sys.executable).with_name("transformers")
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
+    server = subprocess.Popen([str(cli), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    tail = Path(log_path).read_text()[-2000:] if log_path else ""
+                    raise RuntimeError(f"transformers serve did not start: {tail}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if log_path:
+            log.close()
+
+
+@pytest.fixture(scope="session")
+def transformers_server():
+    """A context manager that serves a saved model with `transformers serve` (usable from any fixture scope)."""
+    return _transformers_serve

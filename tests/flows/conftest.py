@@ -13,16 +13,8 @@ def prefect_server(tmp_path_factory):
         yield
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def judge(tmp_path_factory):
+def judge(tmp_path_factory, transformers_server):
     """(base_url, model name) of an AlpacaEval judge: `transformers serve` on 127.0.0.1 with a tiny random
     Llama whose output layer can only say "m" or "M" (every other row of lm_head is zero, the two rows are
     +v and -v, so greedy decoding picks one of them). Its preferences are meaningless but valid, and they
@@ -54,23 +46,5 @@ def judge(tmp_path_factory):
         model.lm_head.weight[tokenizer.convert_tokens_to_ids("M")] = -direction
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    port = _free_port()
-    cli = Path(sys.executable).with_name("transformers")
-    log = open(folder / "serve.log", "w")
-    server = subprocess.Popen([str(cli), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"transformers serve did not start: {(folder / 'serve.log').read_text()[-2000:]}")
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1", str(folder)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+    with transformers_server(folder, log_path=folder / "serve.log") as url:
+        yield url, str(folder)

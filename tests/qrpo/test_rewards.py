@@ -1,9 +1,5 @@
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -203,34 +199,15 @@ def _digit_model(folder: Path):
 
 
 @pytest.mark.slow
-def test_judge_against_a_real_transformers_serve(tmp_path):
+def test_judge_against_a_real_transformers_serve(tmp_path, transformers_server):
     model_dir = tmp_path / "digits"
     _digit_model(model_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve = Path(sys.executable).with_name("transformers")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    server = subprocess.Popen([str(serve), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "transformers serve did not start in 120 s"
-                time.sleep(0.5)
+    with transformers_server(model_dir, env={"HF_HOME": str(tmp_path / "hf")}) as url:
         reward = build_reward(build_section(RewardConfig, {
-            "name": "j", "kind": "judge", "base_url": f"http://127.0.0.1:{port}/v1", "model": str(model_dir),
+            "name": "j", "kind": "judge", "base_url": url, "model": str(model_dir),
             "max_tokens": 1, "score_min": 0, "score_max": 9, "max_concurrency": 2, "timeout": 60, "max_retries": 2}))
         scores = reward.score(["Is 2+2=4?", "Write a poem.", "Sort [3, 1]."], ["Yes.", "Roses.", "[1, 3]"])
         assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 9)) and np.all(scores == np.round(scores))
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
 
 
 def test_judge_retries_replies_without_a_score_and_bounds_its_concurrency():

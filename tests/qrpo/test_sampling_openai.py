@@ -2,15 +2,11 @@
 local HTTP servers that honour `n`, fail, flap or hang."""
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -73,24 +69,10 @@ def local_server():
 
 
 @pytest.fixture(scope="module")
-def transformers_serve(tiny_model_dir):
+def transformers_serve(tiny_model_dir, transformers_server):
     """`transformers serve` (the CLI in this venv) serving the tiny model the tests saved."""
-    port = _free_port()
-    cli = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen([str(cli), "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, "transformers serve did not start"
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
+    with transformers_server(tiny_model_dir) as url:
+        yield url.removesuffix("/v1")
 
 
 def _sample(model_dir, url, n, **cfg):
