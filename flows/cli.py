@@ -17,19 +17,30 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from flows.config import CONFIG_DIR, CONFIG_NAME, compose_config
-from flows.sweep import job_overrides
+from flows.sweep import compare_arms, job_overrides, run_compare
 from flows.validate import validate
 from qrpo.errors import InputError
 
 
-def run(overrides: list[str]) -> dict:
-    """Validate, then run the flow; bad input exits with one line and status 2, before any work."""
+def run(overrides: list[str]) -> dict | list[dict]:
+    """Validate, then run the flow (experiment=compare: every arm, see flows/sweep.py); bad input exits with
+    one line and status 2, before any work."""
     try:
         config = compose_config(overrides)
         validate(config)
+        arms = compare_arms(config)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    if arms:
+        rows = run_compare(overrides, arms, run_flow)
+        print("\n" + format_comparison(rows))
+        return rows
+    return run_flow(overrides, config)
+
+
+def run_flow(overrides: list[str], config: dict) -> dict:
+    """One pipeline run of a validated config; prints and returns its summary."""
     from flows.pipeline import qrpo_pipeline
 
     os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)  # Prefect's own history, under QRPO_HOME by default
@@ -41,6 +52,14 @@ def run(overrides: list[str]) -> dict:
         raise SystemExit(2) from None
     print(format_summary(summary))
     return summary
+
+
+def format_comparison(rows: list[dict]) -> str:
+    """experiment=compare's table as printed: one row per arm, the gain with its 95% interval, KL (k3)."""
+    from flows.compare import to_markdown
+
+    columns = ["run", "method", "beta", "reward", "gain", "gain_ci_low", "gain_ci_high", "kl", "win_rate", "status"]
+    return "comparison (held-out reporting half; gain = reward - reference reward, 95% interval):\n" + to_markdown(rows, columns)
 
 
 def format_summary(summary: dict) -> str:
@@ -79,7 +98,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  AlpacaEval 2      LC win rate {m['alpaca_eval_lc_win_rate']:.1f}%{se('alpaca_eval_lc_win_rate')}   "
                      f"win rate {m['alpaca_eval_win_rate']:.1f}%{se('alpaca_eval_win_rate')}")
     if "leetcode_pass_rate" in m:
-        lines.append(f"  LeetCode          pass rate {m['leetcode_pass_rate']:.1%}   full pass {m['leetcode_full_pass_rate']:.1%}")
+        before = lambda name: f"{m['ref_' + name]:.1%} -> " if "ref_" + name in m else ""  # noqa: E731
+        lines.append(f"  LeetCode          pass rate {before('leetcode_pass_rate')}{m['leetcode_pass_rate']:.1%}   "
+                     f"full pass {before('leetcode_full_pass_rate')}{m['leetcode_full_pass_rate']:.1%}")
     lines += [
         f"  cached steps      {', '.join(summary['cached_steps']) or 'none'}",
         "",

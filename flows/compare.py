@@ -8,7 +8,7 @@ paper-style results table (method x dataset) from any set of runs.
 
 Runs are read by metric name, so a metric a run did not log is a blank cell, never an error:
 eval/reward_mean (reward), eval/reward_lc_mean (length-controlled reward), eval/kl_k3 (KL), eval/win_rate_vs_ref,
-eval/alpaca_eval_lc_win_rate and eval/alpaca_eval_win_rate (AlpacaEval LC / WR), eval/pass_rate (LeetCode).
+eval/alpaca_eval_lc_win_rate and eval/alpaca_eval_win_rate (AlpacaEval LC / WR), eval/leetcode_pass_rate (LeetCode).
 For each (method, dataset) the best configuration is the one with the highest selection-half reward
 eval_selection/reward_mean when logged (else eval/reward_mean); its test-half numbers fill the cell.
 """
@@ -28,15 +28,17 @@ from qrpo.errors import InputError
 
 # (column, where it comes from): "metric:<name>", "param:<name>", "tag:<name>"
 SWEEP_COLUMNS = [
-    ("run", "name"), ("method", "tag:algorithm"), ("beta", "param:algorithm.beta"), ("lr", "param:train.learning_rate"),
+    ("run", "name"), ("method", "method"), ("beta", "param:algorithm.beta"), ("lr", "param:train.learning_rate"),
     ("M", "param:sampler.num_ref_samples"), ("K", "param:sampler.num_train_samples"),
-    ("reward", "metric:eval/reward_mean"), ("lc_reward", "metric:eval/reward_lc_mean"), ("kl", "metric:eval/kl_k3"),
+    ("reward", "metric:eval/reward_mean"), ("gain", "metric:eval/reward_gain"),
+    ("gain_ci_low", "metric:eval/reward_gain_ci_low"), ("gain_ci_high", "metric:eval/reward_gain_ci_high"),
+    ("lc_reward", "metric:eval/reward_lc_mean"), ("kl", "metric:eval/kl_k3"),
     ("win_rate", "metric:eval/win_rate_vs_ref"), ("status", "status"), ("run_id", "run_id"),
 ]
 RESULT_COLUMNS = [
     ("reward", "metric:eval/reward_mean"), ("lc_reward", "metric:eval/reward_lc_mean"), ("kl", "metric:eval/kl_k3"),
     ("alpaca_lc", "metric:eval/alpaca_eval_lc_win_rate"), ("alpaca_wr", "metric:eval/alpaca_eval_win_rate"),
-    ("pass_rate", "metric:eval/pass_rate"),
+    ("pass_rate", "metric:eval/leetcode_pass_rate"),
 ]
 SELECTION_METRIC, FALLBACK_SELECTION = "eval_selection/reward_mean", "eval/reward_mean"
 
@@ -45,6 +47,8 @@ def field(run, source: str) -> Any:
     """One value of an MLflow run by source name; None when the run does not have it."""
     if source == "name":
         return run.info.run_name
+    if source == "method":  # "qrpo-log", "dpo": the algorithm, with QRPO's transform (older runs: the algorithm)
+        return run.data.tags.get("method") or run.data.tags.get("algorithm")
     if source == "status":
         return run.info.status
     if source == "run_id":
@@ -153,7 +157,7 @@ def results_table(runs: Iterable) -> list[dict[str, Any]]:
         selector = SELECTION_METRIC if SELECTION_METRIC in metrics else FALLBACK_SELECTION
         if selector not in metrics:
             continue
-        group = (run.data.tags.get("algorithm", "?"), run.data.tags.get("dataset", "?"))
+        group = (field(run, "method") or "?", run.data.tags.get("dataset", "?"))
         if group not in best or metrics[selector] > best[group][0]:
             best[group] = (metrics[selector], run, selector)
     rows = []

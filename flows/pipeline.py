@@ -35,6 +35,7 @@ def _start_mlflow_run(config: dict, experiment: str) -> str:
     algorithm = config["algorithm"]["_target_"].rsplit(".", 1)[-1].lower()
     tags = {
         "algorithm": algorithm,
+        "method": tasks.method_name(config),
         "beta": config["algorithm"].get("beta"),
         "num_ref_samples": config["sampler"]["num_ref_samples"],
         "model": config["model"]["name"],
@@ -45,8 +46,8 @@ def _start_mlflow_run(config: dict, experiment: str) -> str:
     }
     if os.environ.get(PARENT_ENV):  # a job of a --multirun sweep: a child of the sweep's parent run
         tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
-    run = client.create_run(experiment_id, run_name=flow_run.get_name() or None, tags={k: str(v) for k, v in tags.items()})
-    safe = redact(config)
+    run = client.create_run(experiment_id, run_name=config.get("run_name") or flow_run.get_name() or None, tags={k: str(v) for k, v in tags.items()})
+    safe = redact({k: v for k, v in config.items() if k != "compare"})  # a compare child: its arm is in its params
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(safe).items()])
     client.log_dict(run.info.run_id, safe, "config.yaml")
     return run.info.run_id

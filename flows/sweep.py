@@ -50,15 +50,20 @@ class SweepCallback(Callback):
         self.parent_id: str | None = None
         self.client = None
         self.started = 0.0
+        self.rows: list[dict] = []  # the comparison table logged last, one row per child
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        params = OmegaConf.to_container(config.hydra.sweeper.params, resolve=False) if config.hydra.sweeper.get("params") else {}
+        self.start(task, params, sweep_jobs(task, params))
+
+    def start(self, task: list[str], params: dict, jobs: list[list[str]]) -> list[dict]:
+        """Compose and validate every job (one bad job: one line, exit 2), open the parent run, export its id
+        and the largest K + M to the jobs; return the jobs' configs."""
         from flows.config import compose_config
         from flows.validate import validate
         from qrpo.errors import InputError
 
-        task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-        params = OmegaConf.to_container(config.hydra.sweeper.params, resolve=False) if config.hydra.sweeper.get("params") else {}
-        jobs = sweep_jobs(task, params)
         try:
             configs = [compose_config(job) for job in jobs]
             for job_config in {repr(c): c for c in configs}.values():  # each distinct job once
@@ -73,6 +78,7 @@ class SweepCallback(Callback):
         self.started = time.time()
         atexit.register(self._close_if_open)
         print(f"sweep: {len(jobs)} jobs, parent MLflow run {self.parent_id}, sampling K+M = {largest} per train prompt once")
+        return configs
 
     def _start_parent(self, config: dict, task: list[str], params: dict, jobs: list[list[str]], largest: int) -> str:
         from mlflow.entities import Param
@@ -93,6 +99,10 @@ class SweepCallback(Callback):
         return run.info.run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.end()
+
+    def end(self) -> None:
+        """Log the comparison to the parent and close it (FAILED when a child did not finish)."""
         if self.parent_id is None:
             return
         children = self.log_comparison(self.parent_id)
@@ -112,7 +122,7 @@ class SweepCallback(Callback):
         experiment_id = self.client.get_run(parent_id).info.experiment_id
         children = list(self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000))
         children.sort(key=lambda r: r.info.start_time)
-        rows = rows_of(children)
+        rows = self.rows = rows_of(children)
         columns = [c for c, _ in SWEEP_COLUMNS]
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -144,6 +154,34 @@ class SweepCallback(Callback):
             os.environ.pop(name, None)
 
 
+def compare_arms(config: dict) -> dict[str, list[str]]:
+    """`compare.arms` of a composed config (experiment=compare): {arm name: its overrides}, checked."""
+    from qrpo.errors import InputError
+
+    arms = (config.get("compare") or {}).get("arms") or {}
+    if not isinstance(arms, dict) or not all(isinstance(v, list) and all(isinstance(o, str) for o in v) for v in arms.values()):
+        raise InputError("compare.arms must map each arm's name to a list of overrides, e.g. "
+                         "{dpo_b0.1: [algorithm=dpo, algorithm.beta=0.1, regime=best_worst]}")
+    return {str(name): list(overrides) for name, overrides in arms.items()}
+
+
+def run_compare(overrides: list[str], arms: dict[str, list[str]], run_job) -> list[dict]:
+    """experiment=compare: every arm (the command line's overrides, then the arm's own, then its name as
+    `run_name`) as a child of one parent MLflow run, sampled and scored once at the largest K + M; the
+    comparison table and the reward-vs-KL frontier end on the parent. `run_job(overrides, config)` runs one
+    pipeline and returns its summary. Returns the table's rows."""
+    jobs = [[*overrides, *arm, f"run_name={name}"] for name, arm in arms.items()]
+    sweep = SweepCallback()
+    configs = sweep.start(list(overrides), {"arms": " ".join(arms)}, jobs)
+    try:
+        for i, (name, job, config) in enumerate(zip(arms, jobs, configs), 1):
+            print(f"compare: arm {i}/{len(jobs)} {name}: {' '.join(arms[name])}", flush=True)
+            run_job(job, config)
+    finally:
+        sweep.end()
+    return sweep.rows
+
+
 def job_overrides(overrides: list[str], config: dict) -> list[str]:
     """A sweep job's overrides plus `sampler.min_samples_per_prompt` = the sweep's largest K + M, when
     the config has that key and the job does not set it itself."""
@@ -155,4 +193,4 @@ def job_overrides(overrides: list[str], config: dict) -> list[str]:
     return [*overrides, f"sampler.min_samples_per_prompt={largest}"]
 
 
-__all__ = ["SweepCallback", "job_overrides", "sweep_jobs", "samples_per_prompt", "PARENT_ENV", "MIN_SAMPLES_ENV"]
+__all__ = ["SweepCallback", "compare_arms", "run_compare", "job_overrides", "sweep_jobs", "samples_per_prompt", "PARENT_ENV", "MIN_SAMPLES_ENV"]

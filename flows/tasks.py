@@ -283,8 +283,11 @@ def evaluate(config: dict, logps_key: str, eval_ref_key: str, dataset_key: str, 
     def build(out, _):
         policy, reference = store.require("eval_logps", logps_key).table(), store.require("rewards", eval_ref_key).table()
         metrics = evaluation.evaluate_halves(policy, reference, evals.split_seed, evals.lc_fit_on)
-        if config["reward"].get("kind") == "code_tests":
-            metrics.update(evaluation.leetcode_metrics(policy, store.require("dataset", dataset_key).table(), evals.split_seed))
+        if config["reward"].get("kind") == "code_tests":  # pass rates of the policy, and of pi_ref (ref_...) on the same problems
+            problems = store.require("dataset", dataset_key).table()
+            metrics.update(evaluation.leetcode_metrics(policy, problems, evals.split_seed))
+            metrics.update({k.replace("/", "/ref_", 1): v for k, v in
+                            evaluation.leetcode_metrics(reference, problems, evals.split_seed).items()})
         halves = evaluation.split_halves(policy.column("prompt_id").to_pylist(), evals.split_seed)
         table = (policy.drop_columns(["prompt_ids", "completion_ids"])
                  .append_column("half", pa.array([halves[p] for p in policy.column("prompt_id").to_pylist()]))
@@ -294,7 +297,7 @@ def evaluate(config: dict, logps_key: str, eval_ref_key: str, dataset_key: str, 
 
     subset = {k: config["eval"].get(k) for k in ("split_seed", "lc_fit_on")} | {"reward_kind": config["reward"].get("kind")}
     inputs = {"eval_logps": logps_key, "eval_reference": eval_ref_key, "dataset": dataset_key}
-    artifact, cached = store.get_or_build("eval", 2, subset, inputs, build)
+    artifact, cached = store.get_or_build("eval", 3, subset, inputs, build)
     return _finish(artifact, cached, run_id, "")
 
 
@@ -362,6 +365,13 @@ def make_report(config: dict, train_key: str, eval_key: str, eval_ref_key: str, 
         (folder / "summary.md").write_text(report.summary_markdown(facts, metrics))
         RunLogger(run_id).artifacts(folder, "report")
     return metrics
+
+
+def method_name(config: dict) -> str:
+    """"qrpo-log", "dpo": the algorithm, with QRPO's transform (the `method` tag and the comparison's rows)."""
+    section = config["algorithm"]
+    name = section["_target_"].rsplit(".", 1)[-1].lower()
+    return f"{name}-{section['transform']}" if section.get("transform") else name
 
 
 def method_label(config: dict) -> str:

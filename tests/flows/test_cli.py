@@ -23,7 +23,7 @@ from flows.cli import run
         (["train.learning_rate=-1"], "train.learning_rate must be a positive number"),
         (["regime=pointwise", "algorithm=dpo"], "algorithm dpo needs preference pairs, but regime=pointwise gives single completions"),
         (["regime=triples"], "Available options in 'regime'"),
-        (["regime.leave_one_out=true"], "leave_one_out=true only applies to regime=pointwise"),
+        (["regime=best_worst", "regime.leave_one_out=true"], "leave_one_out=true only applies to regime=pointwise"),
         (["train.mixed_precision=fp8"], "train.mixed_precision='fp8' is not one of auto, bf16, no"),
         (["distributed=ddp", "distributed.topology=horovod"], "distributed.topology='horovod' is not one of"),
     ],

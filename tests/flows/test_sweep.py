@@ -89,7 +89,7 @@ def test_parent_run_carries_the_comparison_table_and_plots(sweep):
     assert len(rows) == 4 and {r["run_id"] for r in rows} == set(children)
     for row in rows:
         child = children[row["run_id"]]
-        assert row["method"] == "qrpo" and float(row["beta"]) == float(child.data.params["algorithm.beta"])
+        assert row["method"] == "qrpo-identity" and float(row["beta"]) == float(child.data.params["algorithm.beta"])
         assert int(row["M"]) == int(child.data.params["sampler.num_ref_samples"])
         assert float(row["lr"]) == float(child.data.params["train.learning_rate"])
         assert float(row["reward"]) == pytest.approx(child.data.metrics["eval/reward_mean"])

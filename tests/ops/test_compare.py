@@ -44,7 +44,7 @@ def _fill(uri, tmp_path):
         "dpo_chat": log_run(client, exp, algorithm="dpo", dataset="chat", beta=0.1, metrics={
             "eval/reward_mean": 0.30, "eval/kl_k3": 0.5, "eval/alpaca_eval_lc_win_rate": 0.21, "eval/alpaca_eval_win_rate": 0.19}),
         "dpo_code": log_run(client, exp, algorithm="dpo", dataset="code", beta=0.1, metrics={
-            "eval/reward_mean": 0.10, "eval/kl_k3": 0.2, "eval/pass_rate": 0.25}),
+            "eval/reward_mean": 0.10, "eval/kl_k3": 0.2, "eval/leetcode_pass_rate": 0.25}),
         "qrpo_failed": log_run(client, exp, algorithm="qrpo", dataset="chat", beta=1.0, status="FAILED", metrics={
             "eval_selection/reward_mean": 9.0, "eval/reward_mean": 9.0}),
     }

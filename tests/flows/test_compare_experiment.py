@@ -1,0 +1,71 @@
+"""experiment=compare on the smoke preset: every method as a child of one parent MLflow run, sampled and
+scored once, one comparison row per method on the parent (a real subprocess, Prefect API, MLflow store)."""
+
+import csv
+import io
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.config import compose_config
+from flows.sweep import compare_arms
+from qrpo.artifacts import ArtifactStore
+from qrpo.errors import InputError
+from tests.flows.test_sweep import cli_env
+
+METHODS = {"qrpo-identity", "qrpo-log", "qrpo-normal_icdf", "dpo", "simpo", "rebel", "sft"}
+
+
+@pytest.fixture(scope="module")
+def compare(prefect_server, tmp_path_factory):
+    home = tmp_path_factory.mktemp("compare_home")
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "experiment=smoke", "compare=methods", "dataset.max_train_prompts=8",
+                           "dataset.max_eval_prompts=8"], cwd=tmp_path_factory.mktemp("cwd"), env=cli_env(home),
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("qrpo").experiment_id])
+    return home, client, runs, proc
+
+
+def test_compare_arms_are_read_from_the_preset_and_checked():
+    arms = compare_arms(compose_config(["experiment=smoke", "compare=methods"]))
+    assert {name for name in arms} == METHODS and arms["dpo"] == ["algorithm=dpo", "regime=best_worst"]
+    assert compare_arms(compose_config(["experiment=smoke"])) == {}
+    with pytest.raises(InputError, match="compare.arms must map each arm's name to a list of overrides"):
+        compare_arms({"compare": {"arms": {"dpo": "algorithm=dpo"}}})
+
+
+@pytest.mark.slow
+def test_compare_parent_run_carries_one_row_per_method(compare):
+    _, client, runs, proc = compare
+    parents = [r for r in runs if r.data.tags.get("qrpo.sweep") == "true"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    children = {r.info.run_id: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent}
+    assert len(children) == 7 and len(runs) == 8
+    rows = list(csv.DictReader(io.StringIO(open(client.download_artifacts(parent, "comparison/comparison.csv")).read())))
+    assert sorted(r["method"] for r in rows) == sorted(METHODS), "one row per method, none twice"
+    for row in rows:
+        child = children[row["run_id"]]
+        assert row["run"] == child.info.run_name == row["method"], "each child is named after its arm"
+        assert child.data.tags["method"] == row["method"] and row["status"] == "FINISHED"
+        assert float(row["gain"]) == pytest.approx(child.data.metrics["eval/reward_gain"])
+        assert float(row["gain_ci_low"]) <= float(row["gain"]) <= float(row["gain_ci_high"])
+    transforms = {r["method"]: children[r["run_id"]].data.params.get("algorithm.transform") for r in rows}
+    assert transforms["qrpo-log"] == "log" and transforms["qrpo-normal_icdf"] == "normal_icdf" and transforms["dpo"] is None
+    assert {"comparison/reward_vs_kl.png", "comparison/comparison.md"} <= {f.path for f in client.list_artifacts(parent, "comparison")}
+    printed = proc.stdout.split("comparison (held-out reporting half")[1]
+    assert all(f"| {method} |" in printed for method in METHODS)
+
+
+@pytest.mark.slow
+def test_compare_samples_and_scores_the_train_prompts_once(compare):
+    home, *_ = compare
+    store = ArtifactStore(home / "artifacts")
+    train = [k for k in store.keys("samples") if store.require("samples", k).manifest["num_samples"] == 3 + 4]
+    assert len(train) == 1, f"the train prompts were sampled into {len(train)} artifacts for 7 arms"
+    assert len([k for k in store.keys("rewards") if store.require("rewards", k).manifest["inputs"]["samples"] in train]) == 1
+    assert len(store.keys("train")) == 7
