@@ -28,6 +28,7 @@ from qrpo import data, evaluation, logprobs, models, report, sampling, trainer
 from qrpo import training_data as training_data_lib
 from qrpo.algorithms import Algorithm
 from qrpo.artifacts import Artifact, ArtifactStore, write_table
+from qrpo.binding import check_arguments, locate
 from qrpo.config import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
     TrainConfig, build_section,
@@ -41,6 +42,9 @@ from qrpo.tracking import RunLogger
 
 
 def build_algorithm(section: dict) -> Algorithm:
+    """The algorithm its `_target_` names, its arguments type-checked first (one InputError naming the key)."""
+    check_arguments("algorithm", locate("algorithm._target_", section.get("_target_")),
+                    {k: v for k, v in section.items() if k != "_target_"})
     try:
         return instantiate(section)
     except InstantiationException as err:
