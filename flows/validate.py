@@ -1,5 +1,5 @@
-"""Check a composed config before any work starts: every section typed, the algorithm built, the
-dataset readable with its columns, the model source present. Raises one InputError."""
+"""Check a composed config before any work starts: every section typed, each `_target_` importable,
+the algorithm built, the dataset readable with its columns, the model source present. Raises one InputError."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Optional
 
 from flows.tasks import build_algorithm
 from qrpo import data
+from qrpo.binding import locate, target_of
 from qrpo.config import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
     TrainConfig, build_section, check_type,
@@ -27,6 +28,8 @@ def validate(config: dict) -> None:
         raise InputError("mlflow_experiment is empty; name the MLflow experiment (e.g. mlflow_experiment=qrpo)")
     check_type("artifact_root", config.get("artifact_root"), Optional[str])
     sections = {name: build_section(cls, config[name]) for name, cls in SECTIONS.items()}
+    for name in ("model", "sampler", "reward"):  # each `_target_` imports (your own class or function included)
+        locate(f"{name}._target_", target_of(name, sections[name]))
     check_algorithm_fits(sections["regime"], build_algorithm(config["algorithm"]))  # e.g. DPO on pointwise data
     data.load_prompts(sections["dataset"])  # columns, splits, JSON: all checked here
     model = sections["model"]

@@ -12,7 +12,7 @@ import inspect
 import typing
 from typing import Any
 
-from qrpo.config import check_type
+from qrpo.config import MODEL_TARGETS, REWARD_TARGETS, SAMPLER_TARGETS, check_type
 from qrpo.errors import InputError
 
 
@@ -57,3 +57,26 @@ def check_arguments(section: str, target: Any, kwargs: dict[str, Any]) -> None:
     for name, value in kwargs.items():
         if name in hints and name != "return":
             check_type(f"{section}.{name}", value, hints[name])
+
+
+_CHOICES = {"model": (MODEL_TARGETS, "source"), "sampler": (SAMPLER_TARGETS, "backend"), "reward": (REWARD_TARGETS, "kind")}
+
+
+def target_of(section: str, cfg: Any) -> str:
+    """The dotted path that builds a typed model, sampler or reward section: its `_target_`, or the built-in of its choice."""
+    table, choice = _CHOICES[section]
+    return cfg._target_ or table[getattr(cfg, choice)]
+
+
+def build(section: str, cfg: Any, *args: Any) -> Any:
+    """Import the section's `_target_` and call it with the typed section (and `args`)."""
+    return locate(f"{section}._target_", target_of(section, cfg))(cfg, *args)
+
+
+def cache_section(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The section as an artifact key hashes it: a `_target_` that only repeats the built-in of the
+    choice is left out, so naming it in conf/ changed no cache key; your own `_target_` is kept."""
+    table, choice = _CHOICES[section]
+    if values.get("_target_") and values["_target_"] == table.get(values.get(choice)):
+        return {k: v for k, v in values.items() if k != "_target_"}
+    return values

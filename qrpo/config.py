@@ -21,6 +21,38 @@ from typing import Any
 from qrpo.errors import InputError
 
 
+# The built-in implementations, by the choice that names them (sampler.backend, reward.kind, model.source).
+# conf/ names each one again as the section's `_target_` (what is imported and called, through
+# qrpo.binding.locate); a `_target_` of your own replaces the built-in, "" means the built-in of the choice.
+SAMPLER_TARGETS = {  # f(cfg: SamplerConfig, model_path, params, tokenizer) -> Sampler
+    "hf": "qrpo.sampling.hf.HFSampler.from_config",
+    "vllm": "qrpo.sampling.vllm.VLLMSampler.from_config",
+    "openai": "qrpo.sampling.openai.OpenAISampler.from_config",
+}
+REWARD_TARGETS = {  # f(cfg: RewardConfig) -> RewardModel
+    "vader": "qrpo.rewards.vader.VaderReward.from_config",
+    "sequence_classifier": "qrpo.rewards.classifier.sequence_classifier",
+    "tiny_classifier": "qrpo.rewards.classifier.tiny_classifier",
+    "code_tests": "qrpo.rewards.code.CodeTestsReward.from_config",
+    "callable": "qrpo.rewards.callable.CallableReward.from_config",
+    "judge": "qrpo.rewards.judge.JudgeReward.from_config",
+}
+MODEL_TARGETS = {  # f(cfg: ModelConfig) -> (causal LM, tokenizer)
+    "gguf": "qrpo.models.load_gguf",
+    "pretrained": "qrpo.models.load_pretrained",
+    "config": "qrpo.models.build_tiny",
+}
+SAMPLER_BACKENDS, REWARD_KINDS, MODEL_SOURCES = tuple(SAMPLER_TARGETS), tuple(REWARD_TARGETS), tuple(MODEL_TARGETS)
+
+
+def _check_target(section: str, choice: str, value: str, target: str, table: dict[str, str]) -> None:
+    """A built-in `_target_` must be the one of the section's choice (a custom one may be anything)."""
+    others = [name for name, path in table.items() if path == target and name != value]
+    if target and others:
+        raise InputError(f"{section}._target_={target!r} builds {section}.{choice}={others[0]}, not {value}; "
+                         f"pick a {section} group that sets both ({section}=<name>, conf/{section}/), or set {section}._target_ too")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
@@ -30,11 +62,12 @@ class ModelConfig:
     file: str = ""  # gguf: file name inside the package
     architecture: dict[str, Any] = field(default_factory=dict)  # config: LlamaConfig fields
     seed: int = 0  # config: initialisation seed
+    _target_: str = ""  # f(cfg) -> (model, tokenizer); "": MODEL_TARGETS[source]
 
     def validate(self):
-        sources = ("gguf", "pretrained", "config")
-        if self.source not in sources:
-            raise InputError(f"model.source={self.source!r} is not one of {', '.join(sources)}")
+        if self.source not in MODEL_SOURCES:
+            raise InputError(f"model.source={self.source!r} is not one of {', '.join(MODEL_SOURCES)}")
+        _check_target("model", "source", self.source, self._target_, MODEL_TARGETS)
         if self.source == "gguf" and not (self.package and self.file):
             raise InputError("model.source=gguf needs model.package and model.file (the GGUF inside that package)")
         if self.source == "pretrained" and not self.path:
@@ -68,16 +101,12 @@ class DatasetConfig:
             raise InputError("dataset.max_train_prompts / dataset.max_eval_prompts must be >= 0 (0: all)")
 
 
-SAMPLER_BACKENDS = ("hf", "vllm", "openai")
-REWARD_KINDS = ("vader", "sequence_classifier", "tiny_classifier", "code_tests", "callable", "judge")
-
-
 @dataclass(frozen=True)
 class SamplerConfig:
     """How completions are drawn (qrpo/sampling/). Only `seed`, `max_new_tokens`, `temperature` and `top_p`
     (with the model and the prompts) determine a completion; the other keys say how fast it is drawn."""
 
-    backend: str = "hf"  # one of SAMPLER_BACKENDS
+    backend: str = "hf"  # one of SAMPLER_BACKENDS (the built-in; `_target_` may name your own)
     num_ref_samples: int = 4  # M: reference completions per prompt, for the quantiles
     num_train_samples: int = 2  # K: completions per prompt from which the training pair is picked
     min_samples_per_prompt: int = 0  # the train sample step draws max(K + M, this): a sweep over M samples once
@@ -103,12 +132,14 @@ class SamplerConfig:
     timeout_s: float = 120.0
     max_retries: int = 4
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request (server extensions)
+    _target_: str = ""  # f(cfg, model_path, params, tokenizer) -> Sampler; "": SAMPLER_TARGETS[backend]
 
     def validate(self):
         _positive(self, "num_ref_samples", "num_train_samples", "max_new_tokens", "batch_size", "shard_prompts",
                   "tensor_parallel_size", "data_parallel_size", "concurrency", "timeout_s")
         if self.backend not in SAMPLER_BACKENDS:
             raise InputError(f"sampler.backend={self.backend!r} is not one of {', '.join(SAMPLER_BACKENDS)}")
+        _check_target("sampler", "backend", self.backend, self._target_, SAMPLER_TARGETS)
         if self.num_train_samples < 2:
             raise InputError("sampler.num_train_samples must be >= 2: the training pair is the best and worst of them")
         if not (self.temperature > 0 and 0 < self.top_p <= 1):
@@ -122,7 +153,7 @@ class SamplerConfig:
 @dataclass(frozen=True)
 class RewardConfig:
     name: str
-    kind: str  # one of REWARD_KINDS
+    kind: str  # one of REWARD_KINDS (the built-in; `_target_` may name your own)
     path: str = ""  # sequence_classifier: hub name or folder
     architecture: dict[str, Any] = field(default_factory=dict)  # tiny_classifier: LlamaConfig fields
     seed: int = 0  # tiny_classifier: initialisation seed
@@ -156,10 +187,12 @@ class RewardConfig:
     max_retries: int = 3
     max_tokens: int = 16
     temperature: float = 0.0
+    _target_: str = ""  # f(cfg) -> RewardModel; "": REWARD_TARGETS[kind]
 
     def validate(self):
         if self.kind not in REWARD_KINDS:
             raise InputError(f"reward.kind={self.kind!r} is not one of {', '.join(REWARD_KINDS)}; or pick a reward with reward=<name> (conf/reward/)")
+        _check_target("reward", "kind", self.kind, self._target_, REWARD_TARGETS)
         _positive(self, "batch_size", "wall_seconds", "cpu_seconds", "memory_mb", "max_concurrency", "timeout", "max_tokens")
         if self.truncation not in ("right", "left"):
             raise InputError(f"reward.truncation={self.truncation!r} is not one of right, left")

@@ -58,6 +58,10 @@ from flows.cli import run
         (["reward=tiny_classifier", "reward.batch_size=abc"], "reward.batch_size must be an integer; got 'abc'"),
         (["reward=tiny_classifier", "reward.batch_size=-1"], "reward.batch_size must be a positive number; got -1"),
         (["reward.name=[1,2]"], "reward.name must be a string; got [1, 2]"),
+        (["reward._target_=no_such_package.make"], "reward._target_='no_such_package.make': no module 'no_such_package'"),
+        (["reward=judge", "reward.kind=vader"], "reward._target_='qrpo.rewards.judge.JudgeReward.from_config' builds reward.kind=judge, not vader"),
+        (["model._target_=qrpo.models.nope"], "model._target_='qrpo.models.nope': qrpo.models has no attribute 'nope'"),
+        (["sampler._target_=no_such_package.Sampler"], "sampler._target_='no_such_package.Sampler': no module"),
         # sampler
         (["sampler.num_ref_samples=two"], "sampler.num_ref_samples must be an integer; got 'two'"),
         (["sampler.num_ref_samples=-1"], "sampler.num_ref_samples must be a positive number; got -1"),
