@@ -28,6 +28,7 @@ from qrpo import data, evaluation, logprobs, models, report, sampling, trainer
 from qrpo import training_data as training_data_lib
 from qrpo.algorithms import Algorithm
 from qrpo.artifacts import Artifact, ArtifactStore, write_table
+from qrpo.binding import cache_section, check_arguments, locate
 from qrpo.config import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
     TrainConfig, build_section,
@@ -41,6 +42,9 @@ from qrpo.tracking import RunLogger
 
 
 def build_algorithm(section: dict) -> Algorithm:
+    """The algorithm its `_target_` names, its arguments type-checked first (one InputError naming the key)."""
+    check_arguments("algorithm", locate("algorithm._target_", section.get("_target_")),
+                    {k: v for k, v in section.items() if k != "_target_"})
     try:
         return instantiate(section)
     except InstantiationException as err:
@@ -61,7 +65,7 @@ def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str):
 def prepare_model(config: dict, run_id: str):
     cfg = build_section(ModelConfig, config["model"])
     artifact, cached = _store(config).get_or_build(
-        "model", 2, config["model"], {}, lambda out, _: models.prepare_model(cfg, out)
+        "model", 2, cache_section("model", config["model"]), {}, lambda out, _: models.prepare_model(cfg, out)
     )
     return _finish(artifact, cached, run_id, "model/")
 
@@ -132,7 +136,7 @@ def score(config: dict, samples_key: str, dataset_key: str, split: str, run_id: 
         write_table(samples.append_column("reward", pa.array(rewards)), out / "data.parquet")
         return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
 
-    artifact, cached = store.get_or_build("rewards", 1, config["reward"], {"samples": samples_key, "dataset": dataset_key}, build)
+    artifact, cached = store.get_or_build("rewards", 1, cache_section("reward", config["reward"]), {"samples": samples_key, "dataset": dataset_key}, build)
     return _finish(artifact, cached, run_id, f"{name or 'rewards_' + split}/")
 
 

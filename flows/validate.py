@@ -1,15 +1,17 @@
-"""Check a composed config before any work starts: every section typed, the algorithm built, the
-dataset readable with its columns, the model source present. Raises one InputError."""
+"""Check a composed config before any work starts: every section typed, each `_target_` importable,
+the algorithm built, the dataset readable with its columns, the model source present. Raises one InputError."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from flows.tasks import build_algorithm
 from qrpo import data
+from qrpo.binding import locate, target_of
 from qrpo.config import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
-    TrainConfig, build_section,
+    TrainConfig, build_section, check_type,
 )
 from qrpo.errors import InputError
 from qrpo.models import gguf_file
@@ -21,7 +23,13 @@ SECTIONS = {"model": ModelConfig, "dataset": DatasetConfig, "sampler": SamplerCo
 
 
 def validate(config: dict) -> None:
+    check_type("mlflow_experiment", config.get("mlflow_experiment"), str)
+    if not config["mlflow_experiment"].strip():
+        raise InputError("mlflow_experiment is empty; name the MLflow experiment (e.g. mlflow_experiment=qrpo)")
+    check_type("artifact_root", config.get("artifact_root"), Optional[str])
     sections = {name: build_section(cls, config[name]) for name, cls in SECTIONS.items()}
+    for name in ("model", "sampler", "reward"):  # each `_target_` imports (your own class or function included)
+        locate(f"{name}._target_", target_of(name, sections[name]))
     check_algorithm_fits(sections["regime"], build_algorithm(config["algorithm"]))  # e.g. DPO on pointwise data
     data.load_prompts(sections["dataset"])  # columns, splits, JSON: all checked here
     model = sections["model"]

@@ -1,7 +1,9 @@
 """Typed configuration of one experiment, validated before any work starts.
 
 The composed Hydra config (conf/) is a nested dict; `build_section` turns each section into one of
-these dataclasses and rejects unknown keys and out-of-range values with one `InputError` naming the key.
+these dataclasses and rejects unknown keys, values of the wrong type (checked against each field's
+annotation: `train.epochs=abc` -> "train.epochs must be an integer; got 'abc'") and out-of-range values
+with one `InputError` naming the key.
 Each pipeline step reads only its own section, and its artifact key hashes only that section, so
 changing beta re-runs training and evaluation but no sampling or scoring.
 """
@@ -9,11 +11,46 @@ changing beta re-runs training and evaluation but no sampling or scoring.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from qrpo.errors import InputError
+
+
+# The built-in implementations, by the choice that names them (sampler.backend, reward.kind, model.source).
+# conf/ names each one again as the section's `_target_` (what is imported and called, through
+# qrpo.binding.locate); a `_target_` of your own replaces the built-in, "" means the built-in of the choice.
+SAMPLER_TARGETS = {  # f(cfg: SamplerConfig, model_path, params, tokenizer) -> Sampler
+    "hf": "qrpo.sampling.hf.HFSampler.from_config",
+    "vllm": "qrpo.sampling.vllm.VLLMSampler.from_config",
+    "openai": "qrpo.sampling.openai.OpenAISampler.from_config",
+}
+REWARD_TARGETS = {  # f(cfg: RewardConfig) -> RewardModel
+    "vader": "qrpo.rewards.vader.VaderReward.from_config",
+    "sequence_classifier": "qrpo.rewards.classifier.sequence_classifier",
+    "tiny_classifier": "qrpo.rewards.classifier.tiny_classifier",
+    "code_tests": "qrpo.rewards.code.CodeTestsReward.from_config",
+    "callable": "qrpo.rewards.callable.CallableReward.from_config",
+    "judge": "qrpo.rewards.judge.JudgeReward.from_config",
+}
+MODEL_TARGETS = {  # f(cfg: ModelConfig) -> (causal LM, tokenizer)
+    "gguf": "qrpo.models.load_gguf",
+    "pretrained": "qrpo.models.load_pretrained",
+    "config": "qrpo.models.build_tiny",
+}
+SAMPLER_BACKENDS, REWARD_KINDS, MODEL_SOURCES = tuple(SAMPLER_TARGETS), tuple(REWARD_TARGETS), tuple(MODEL_TARGETS)
+
+
+def _check_target(section: str, choice: str, value: str, target: str, table: dict[str, str]) -> None:
+    """A built-in `_target_` must be the one of the section's choice (a custom one may be anything)."""
+    others = [name for name, path in table.items() if path == target and name != value]
+    if target and others:
+        raise InputError(f"{section}._target_={target!r} builds {section}.{choice}={others[0]}, not {value}; "
+                         f"pick a {section} group that sets both ({section}=<name>, conf/{section}/), or set {section}._target_ too")
 
 
 @dataclass(frozen=True)
@@ -25,11 +62,12 @@ class ModelConfig:
     file: str = ""  # gguf: file name inside the package
     architecture: dict[str, Any] = field(default_factory=dict)  # config: LlamaConfig fields
     seed: int = 0  # config: initialisation seed
+    _target_: str = ""  # f(cfg) -> (model, tokenizer); "": MODEL_TARGETS[source]
 
     def validate(self):
-        sources = ("gguf", "pretrained", "config")
-        if self.source not in sources:
-            raise InputError(f"model.source={self.source!r} is not one of {', '.join(sources)}")
+        if self.source not in MODEL_SOURCES:
+            raise InputError(f"model.source={self.source!r} is not one of {', '.join(MODEL_SOURCES)}")
+        _check_target("model", "source", self.source, self._target_, MODEL_TARGETS)
         if self.source == "gguf" and not (self.package and self.file):
             raise InputError("model.source=gguf needs model.package and model.file (the GGUF inside that package)")
         if self.source == "pretrained" and not self.path:
@@ -63,15 +101,12 @@ class DatasetConfig:
             raise InputError("dataset.max_train_prompts / dataset.max_eval_prompts must be >= 0 (0: all)")
 
 
-SAMPLER_BACKENDS = ("hf", "vllm", "openai")
-
-
 @dataclass(frozen=True)
 class SamplerConfig:
     """How completions are drawn (qrpo/sampling/). Only `seed`, `max_new_tokens`, `temperature` and `top_p`
     (with the model and the prompts) determine a completion; the other keys say how fast it is drawn."""
 
-    backend: str = "hf"  # one of SAMPLER_BACKENDS
+    backend: str = "hf"  # one of SAMPLER_BACKENDS (the built-in; `_target_` may name your own)
     num_ref_samples: int = 4  # M: reference completions per prompt, for the quantiles
     num_train_samples: int = 2  # K: completions per prompt from which the training pair is picked
     min_samples_per_prompt: int = 0  # the train sample step draws max(K + M, this): a sweep over M samples once
@@ -97,12 +132,14 @@ class SamplerConfig:
     timeout_s: float = 120.0
     max_retries: int = 4
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request (server extensions)
+    _target_: str = ""  # f(cfg, model_path, params, tokenizer) -> Sampler; "": SAMPLER_TARGETS[backend]
 
     def validate(self):
         _positive(self, "num_ref_samples", "num_train_samples", "max_new_tokens", "batch_size", "shard_prompts",
                   "tensor_parallel_size", "data_parallel_size", "concurrency", "timeout_s")
         if self.backend not in SAMPLER_BACKENDS:
             raise InputError(f"sampler.backend={self.backend!r} is not one of {', '.join(SAMPLER_BACKENDS)}")
+        _check_target("sampler", "backend", self.backend, self._target_, SAMPLER_TARGETS)
         if self.num_train_samples < 2:
             raise InputError("sampler.num_train_samples must be >= 2: the training pair is the best and worst of them")
         if not (self.temperature > 0 and 0 < self.top_p <= 1):
@@ -116,7 +153,7 @@ class SamplerConfig:
 @dataclass(frozen=True)
 class RewardConfig:
     name: str
-    kind: str  # one of qrpo.rewards.REWARD_KINDS
+    kind: str  # one of REWARD_KINDS (the built-in; `_target_` may name your own)
     path: str = ""  # sequence_classifier: hub name or folder
     architecture: dict[str, Any] = field(default_factory=dict)  # tiny_classifier: LlamaConfig fields
     seed: int = 0  # tiny_classifier: initialisation seed
@@ -150,8 +187,12 @@ class RewardConfig:
     max_retries: int = 3
     max_tokens: int = 16
     temperature: float = 0.0
+    _target_: str = ""  # f(cfg) -> RewardModel; "": REWARD_TARGETS[kind]
 
     def validate(self):
+        if self.kind not in REWARD_KINDS:
+            raise InputError(f"reward.kind={self.kind!r} is not one of {', '.join(REWARD_KINDS)}; or pick a reward with reward=<name> (conf/reward/)")
+        _check_target("reward", "kind", self.kind, self._target_, REWARD_TARGETS)
         _positive(self, "batch_size", "wall_seconds", "cpu_seconds", "memory_mb", "max_concurrency", "timeout", "max_tokens")
         if self.truncation not in ("right", "left"):
             raise InputError(f"reward.truncation={self.truncation!r} is not one of right, left")
@@ -319,11 +360,7 @@ class EvalConfig:
 
     @property
     def alpaca(self) -> AlpacaEvalConfig:
-        names = {f.name for f in dataclasses.fields(AlpacaEvalConfig)}
-        unknown = sorted(set(self.alpaca_eval) - names)
-        if unknown:
-            raise InputError(f"unknown key(s) {', '.join('eval.alpaca_eval.' + k for k in unknown)}; known: {', '.join(sorted(names))}")
-        return AlpacaEvalConfig(**self.alpaca_eval)
+        return _build(AlpacaEvalConfig, self.alpaca_eval, "eval.alpaca_eval")
 
 
 def _positive(section, *names):
@@ -347,16 +384,82 @@ _SECTION_NAMES = {
 
 
 def build_section(cls, values: dict[str, Any]):
-    """`cls(**values)`, with unknown or missing keys reported as one InputError naming the section."""
-    section = _SECTION_NAMES[cls]
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    """`cls(**values)`, with unknown or missing keys and values of the wrong type reported as one
+    InputError naming the key, then the section's own `validate()`."""
+    return _build(cls, values, _SECTION_NAMES[cls])
+
+
+def _build(cls, values: dict[str, Any], section: str):
+    if not isinstance(values, dict):
+        raise InputError(f"{section} must be a mapping of keys (see conf/); got {values!r}")
+    hints = _field_types(cls)
+    unknown = sorted(set(values) - set(hints))
     if unknown:
-        raise InputError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; known: {', '.join(sorted(names))}")
-    try:
-        config = cls(**values)
-    except TypeError as err:
-        raise InputError(f"{section}: {err}") from None
+        raise InputError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; known: {', '.join(sorted(hints))}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
+    if required:
+        raise InputError(f"{section}.{required[0]} is required; set it in the config or with {section}.{required[0]}=...")
+    for name, value in values.items():
+        check_type(f"{section}.{name}", value, hints[name])
+    config = cls(**values)
     if hasattr(config, "validate"):
         config.validate()
     return config
+
+
+@functools.cache
+def _field_types(cls) -> dict[str, Any]:
+    return {name: hint for name, hint in typing.get_type_hints(cls).items() if name in {f.name for f in dataclasses.fields(cls)}}
+
+
+def check_type(key: str, value: Any, hint: Any) -> None:
+    """Raise one InputError when `value` (from YAML or an override) does not fit the annotation `hint`:
+    bool only takes true/false (not 1 or "yes"), int no floats or bools, float takes ints, str no numbers
+    (quote them), list[X] and dict by their items' types, Optional also null; Any takes anything."""
+    if not _fits(value, hint):
+        fix = f"; if you mean the text, quote it: {key}='{value}'" if isinstance(value, (int, float)) and not isinstance(value, bool) and _fits(str(value), hint) else ""
+        raise InputError(f"{key} must be {_describe(hint)}; got {value!r}{fix}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arm) for arm in args)
+    if hint is None or hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is list or origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and (not args or all(_fits(item, args[0]) for item in value))
+    if hint is dict or origin is dict:
+        return isinstance(value, dict) and (len(args) < 2 or all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        arms = [_describe(arm) for arm in args if arm is not type(None)]
+        return " or ".join(arms) + (" or null" if type(None) in args else "")
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if hint is list or origin in (list, tuple):
+        return f"a list of {_describe(args[0]).split(' ', 1)[1]}s" if args and args[0] in (int, float, str) else "a list"
+    if hint is dict or origin is dict:
+        return "a mapping (key: value)"
+    return getattr(hint, "__name__", str(hint))

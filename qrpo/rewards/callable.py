@@ -48,6 +48,12 @@ class CallableReward(RewardModel):
     def from_path(cls, path: str) -> "CallableReward":
         return cls(import_function(path), path)
 
+    @classmethod
+    def from_config(cls, cfg) -> "CallableReward":
+        if not cfg.function:
+            raise InputError("reward.kind=callable needs reward.function, e.g. 'qrpo.rewards.callable:final_number_matches'")
+        return cls.from_path(cfg.function)
+
     def score(self, prompts, completions):
         return self.score_rows([{"prompt": p} for p in prompts], completions)
 

@@ -152,3 +152,20 @@ class SequenceClassifierReward(RewardModel):
             score = out.logits[:, self.score_index] if score is None else score.reshape(-1)
             scores[idx] = score.float().cpu().numpy()
         return scores
+
+
+def _options(cfg) -> dict:
+    return {"batch_size": cfg.batch_size, "score_index": cfg.score_index, "max_length": cfg.max_length,
+            "truncation": cfg.truncation, "length_grouped": cfg.length_grouped}
+
+
+def sequence_classifier(cfg) -> SequenceClassifierReward:
+    """reward.kind=sequence_classifier: a Hugging Face reward model from reward.path."""
+    if not cfg.path:
+        raise InputError("reward.kind=sequence_classifier needs reward.path (a folder or hub name)")
+    return SequenceClassifierReward.from_pretrained(cfg.path, cfg.trust_remote_code, cfg.dtype, **_options(cfg))
+
+
+def tiny_classifier(cfg) -> SequenceClassifierReward:
+    """reward.kind=tiny_classifier: a tiny random classifier built from reward.architecture."""
+    return SequenceClassifierReward.from_config(cfg.architecture, cfg.seed, **_options(cfg))

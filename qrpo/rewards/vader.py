@@ -19,5 +19,9 @@ class VaderReward(RewardModel):
 
         self._analyzer = SentimentIntensityAnalyzer()
 
+    @classmethod
+    def from_config(cls, cfg=None) -> "VaderReward":
+        return cls()
+
     def score(self, prompts, completions):
         return np.array([self._analyzer.polarity_scores(text)["compound"] for text in completions], dtype=np.float64)

@@ -1,5 +1,6 @@
 """Sampling completions: one contract (`base`), three backends (`hf`, `vllm`, `openai`, chosen by
-`sampler.backend`), and reuse of sampled pools across runs (`pool`)."""
+`sampler.backend` and built by the class method `sampler._target_` names, conf/sampler/*.yaml), and
+reuse of sampled pools across runs (`pool`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from qrpo.binding import build
 from qrpo.config import SamplerConfig
 from qrpo.sampling.base import (
     SAMPLES_SCHEMA, Completion, Prompt, Sampler, SamplingParams, encode_prompts, row_seed, sample_table, shard_ranges,
@@ -32,20 +34,8 @@ def load_tokenizer(model_path: Path):
 
 
 def build_sampler(cfg: SamplerConfig, model_path: Path, params: SamplingParams, tokenizer=None) -> Sampler:
-    """The backend named by `cfg.backend` for the model in `model_path`."""
-    tokenizer = tokenizer or load_tokenizer(model_path)
-    if cfg.backend == "hf":
-        from qrpo.models import load_policy
-
-        model, _ = load_policy(model_path)
-        return HFSampler(model, tokenizer, params, cfg.batch_size)
-    if cfg.backend == "vllm":
-        from qrpo.sampling.vllm import VLLMSampler
-
-        return VLLMSampler(model_path, tokenizer, params, cfg)
-    from qrpo.sampling.openai import OpenAISampler
-
-    return OpenAISampler(tokenizer, params, cfg)
+    """The sampler `sampler._target_` names (built-in: SAMPLER_TARGETS[sampler.backend]) for the model in `model_path`."""
+    return build("sampler", cfg, Path(model_path), params, tokenizer or load_tokenizer(model_path))
 
 
 def sample_split(

@@ -21,6 +21,7 @@ batched together (sorted by length: little padding), and the KV cache is on.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Sequence
 
 import pyarrow as pa
@@ -96,6 +97,14 @@ class HFSampler(Sampler):
     def __init__(self, model, tokenizer, params: SamplingParams, batch_size: int = 16):
         super().__init__(tokenizer, params)
         self.model, self.batch_size = model.eval(), batch_size
+
+    @classmethod
+    def from_config(cls, cfg, model_path: Path, params: SamplingParams, tokenizer) -> "HFSampler":
+        """sampler.backend=hf: the prepared model loaded with transformers."""
+        from qrpo.models import load_policy
+
+        model, _ = load_policy(model_path)
+        return cls(model, tokenizer, params, cfg.batch_size)
 
     def _batches(self, prompts: Sequence[Prompt], n: int) -> list[list[int]]:
         """Prompt positions sorted by token length, max(1, batch_size // n) prompts a batch (little padding)."""

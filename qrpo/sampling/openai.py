@@ -52,6 +52,11 @@ class OpenAISampler(Sampler):
         self.api_key = os.environ.get(cfg.api_key_env, "")
         self._model = cfg.api_model or None
 
+    @classmethod
+    def from_config(cls, cfg: SamplerConfig, model_path, params: SamplingParams, tokenizer) -> "OpenAISampler":
+        """sampler.backend=openai: the server at sampler.base_url serves the model (model_path is not read)."""
+        return cls(tokenizer, params, cfg)
+
     # --- HTTP with retries -------------------------------------------------------------------
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         url = f"{self.base_url}{path}"

@@ -107,6 +107,11 @@ class VLLMSampler(Sampler):
         self.workers: list[_Worker] = []
         self.root: Path | None = None
 
+    @classmethod
+    def from_config(cls, cfg: SamplerConfig, model_path: Path, params: SamplingParams, tokenizer) -> "VLLMSampler":
+        """sampler.backend=vllm: worker processes in vLLM's own environment (sampler.vllm_python)."""
+        return cls(model_path, tokenizer, params, cfg)
+
     def _start(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="qrpo-vllm-"))
         command = shlex.split(self.cfg.vllm_python)

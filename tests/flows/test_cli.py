@@ -1,5 +1,7 @@
-"""Bad input: one clear line on stderr, exit status 2, and nothing written."""
+"""Bad input: one clear line on stderr, exit status 2, and nothing written. At least one wrong type,
+out-of-range value or unknown choice per config group, checked when the config is composed."""
 
+import re
 import subprocess
 import sys
 
@@ -26,6 +28,57 @@ from flows.cli import run
         (["regime=best_worst", "regime.leave_one_out=true"], "leave_one_out=true only applies to regime=pointwise"),
         (["train.mixed_precision=fp8"], "train.mixed_precision='fp8' is not one of auto, bf16, no"),
         (["distributed=ddp", "distributed.topology=horovod"], "distributed.topology='horovod' is not one of"),
+        # algorithm: arguments are checked against the class's annotations; _target_ must import
+        (["algorithm.beta=abc"], "algorithm.beta must be a number or null; got 'abc'"),
+        (["algorithm=dpo", "algorithm.beta=abc"], "algorithm.beta must be a number; got 'abc'"),
+        (["algorithm._target_=qrpo.algorithms.Nope"], "algorithm._target_='qrpo.algorithms.Nope': qrpo.algorithms has no attribute 'Nope'"),
+        # dataset
+        (["dataset.eval_fraction=abc"], "dataset.eval_fraction must be a number; got 'abc'"),
+        (["dataset.max_train_prompts=-1"], "dataset.max_train_prompts / dataset.max_eval_prompts must be >= 0"),
+        (["dataset.train_split=5"], "dataset.train_split must be a string; got 5; if you mean the text, quote it: dataset.train_split='5'"),
+        (["dataset.keep_columns=[1,2]"], "dataset.keep_columns must be a list of strings; got [1, 2]"),
+        # distributed
+        (["distributed.use_cpu=abc"], "distributed.use_cpu must be true or false; got 'abc'"),
+        (["distributed.num_processes=0"], "distributed.num_processes must be an integer >= 1; got 0"),
+        (["distributed.accelerate=abc"], "distributed.accelerate must be a mapping (key: value); got 'abc'"),
+        # eval (and its alpaca_eval sub-section)
+        (["eval.lc_fit_on=x"], "eval.lc_fit_on='x' is not one of reference, all"),
+        (["eval.split_seed=abc"], "eval.split_seed must be an integer; got 'abc'"),
+        (["eval.samples_per_prompt=-1"], "eval.samples_per_prompt must be a positive number; got -1"),
+        (["eval.alpaca_eval.max_instances=abc"], "eval.alpaca_eval.max_instances must be an integer; got 'abc'"),
+        (["eval.alpaca_eval.enabled=maybe"], "eval.alpaca_eval.enabled must be true or false; got 'maybe'"),
+        # model
+        (["model.source=ftp"], "model.source='ftp' is not one of gguf, pretrained, config"),
+        (["model=tiny", "model.seed=abc"], "model.seed must be an integer; got 'abc'"),
+        # regime
+        (["regime.seed=abc"], "regime.seed must be an integer; got 'abc'"),
+        (["regime.leave_one_out=abc"], "regime.leave_one_out must be true or false; got 'abc'"),
+        # reward
+        (["reward.kind=nope"], "reward.kind='nope' is not one of vader, sequence_classifier"),
+        (["reward=tiny_classifier", "reward.batch_size=abc"], "reward.batch_size must be an integer; got 'abc'"),
+        (["reward=tiny_classifier", "reward.batch_size=-1"], "reward.batch_size must be a positive number; got -1"),
+        (["reward.name=[1,2]"], "reward.name must be a string; got [1, 2]"),
+        (["reward._target_=no_such_package.make"], "reward._target_='no_such_package.make': no module 'no_such_package'"),
+        (["reward=judge", "reward.kind=vader"], "reward._target_='qrpo.rewards.judge.JudgeReward.from_config' builds reward.kind=judge, not vader"),
+        (["model._target_=qrpo.models.nope"], "model._target_='qrpo.models.nope': qrpo.models has no attribute 'nope'"),
+        (["sampler._target_=no_such_package.Sampler"], "sampler._target_='no_such_package.Sampler': no module"),
+        # sampler
+        (["sampler.num_ref_samples=two"], "sampler.num_ref_samples must be an integer; got 'two'"),
+        (["sampler.num_ref_samples=-1"], "sampler.num_ref_samples must be a positive number; got -1"),
+        (["sampler.backend=tgi"], "sampler.backend='tgi' is not one of hf, vllm, openai"),
+        (["sampler.temperature=hot"], "sampler.temperature must be a number; got 'hot'"),
+        (["sampler.drop_truncated=1"], "sampler.drop_truncated must be true or false; got 1"),
+        (["sampler.min_samples_per_prompt=abc"], "sampler.min_samples_per_prompt must be an integer; got 'abc'"),
+        # train
+        (["train.epochs=abc"], "train.epochs must be an integer; got 'abc'"),
+        (["train.epochs=1.5"], "train.epochs must be an integer; got 1.5"),
+        (["train.epochs=-1"], "train.epochs must be a positive number; got -1"),
+        (["train.group_by_length=yes"], "train.group_by_length must be true or false; got 'yes'"),
+        # quantiles, sweep presets, top-level keys
+        (["quantiles.ties=5"], "quantiles.ties must be a string; got 5"),
+        (["sweep=nope"], "Available options in 'sweep'"),
+        (["mlflow_experiment=[1]"], "mlflow_experiment must be a string; got [1]"),
+        (["artifact_root=5"], "artifact_root must be a string or null; got 5"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(qrpo_home, capsys, overrides, expected):
@@ -46,3 +99,19 @@ def test_cli_entry_point_reports_unknown_key_in_one_line(qrpo_home):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["error: algorithm (qrpo.algorithms.QRPO): beta must be a positive finite number; got -3.0"]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["train.epochs=abc"], "train.epochs must be an integer; got 'abc'"),
+    (["reward.kind=nope"], "reward.kind='nope' is not one of"),
+])
+def test_a_deployment_run_validates_with_the_same_function_before_any_work(qrpo_home, overrides, expected):
+    """A Prefect deployment run calls the flow with the overrides as its parameter: the flow composes and
+    validates them itself (flows.validate.validate, as the CLI and every --multirun job do) before it
+    starts an MLflow run or writes an artifact."""
+    from flows.pipeline import qrpo_pipeline
+    from qrpo.errors import InputError
+
+    with pytest.raises(InputError, match=re.escape(expected)):
+        qrpo_pipeline.fn(overrides)
+    assert not qrpo_home.exists()

@@ -22,25 +22,31 @@ ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ["experiment=smoke", "algorithm.beta=0.1,0.2", "sampler.num_ref_samples=2,4"]
 
 
-def cli_env(home: Path) -> dict:
+def cli_env(home: Path, api: str | None = None) -> dict:
+    """The CLI's environment: QRPO_HOME `home`, the Prefect API `api` (default: the one this process uses)."""
     from prefect.settings import PREFECT_API_URL
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "QRPO_", "PREFECT_"))}
-    env.update(QRPO_HOME=str(home), PYTHONPATH=str(ROOT), PREFECT_API_URL=PREFECT_API_URL.value(),
+    env.update(QRPO_HOME=str(home), PYTHONPATH=str(ROOT), PREFECT_API_URL=api or PREFECT_API_URL.value(),
                PREFECT_HOME=str(home / "prefect"), HF_HUB_OFFLINE="1")
     return env
+
+
+def run_multirun(overrides: list[str], home: Path, workdir: Path, api: str | None = None):
+    """`qrpo-pipeline --multirun OVERRIDES` in a subprocess, to success; (MLflow client, all runs, process)."""
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "--multirun", *overrides], cwd=workdir, env=cli_env(home, api),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("qrpo")
+    return client, client.search_runs([experiment.experiment_id]), proc
 
 
 @pytest.fixture(scope="module")
 def sweep(prefect_server, tmp_path_factory):
     home = tmp_path_factory.mktemp("sweep_home")
     workdir = tmp_path_factory.mktemp("cwd")  # a fresh folder: nothing may be written where the command runs
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "--multirun", *SWEEP], cwd=workdir, env=cli_env(home),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("qrpo")
-    runs = client.search_runs([experiment.experiment_id])
+    client, runs, proc = run_multirun(SWEEP, home, workdir)
     return home, workdir, client, runs, proc
 
 

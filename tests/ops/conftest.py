@@ -1,5 +1,6 @@
 """Real local services for the operations tests: moto's stand-alone S3 server and a Prefect API."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -81,3 +82,28 @@ def prefect_server(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@contextlib.contextmanager
+def prefect_server_process(env: dict, log_path: Path, ui: bool = False, database: str | None = None):
+    """`prefect server start` on a free 127.0.0.1 port (its database: `database`, else SQLite under the
+    env's PREFECT_HOME); yields the API URL (…/api) once /api/health answers, and stops it after."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    extra = {"PREFECT_API_DATABASE_CONNECTION_URL": database} if database else {}
+    if ui:  # the UI's browser code calls this URL (its default is port 4200)
+        extra["PREFECT_UI_API_URL"] = api
+    log = open(log_path, "w")
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                               "--ui" if ui else "--no-ui"], env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"{api}/health", 180, server)
+        yield api
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        log.close()

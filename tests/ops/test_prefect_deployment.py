@@ -4,6 +4,7 @@
 with its artifacts and MLflow run."""
 
 import asyncio
+import contextlib
 import glob
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ops.conftest import free_port, wait_http
+from tests.ops.conftest import free_port, prefect_server_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -97,20 +98,15 @@ def test_deployment_runs_on_a_real_server_with_postgres_and_a_process_worker(tmp
 
     from qrpo.artifacts import ArtifactStore
 
-    pg, server, worker, logs = Postgres(), None, None, []
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
+    pg, worker, logs, services = Postgres(), None, [], contextlib.ExitStack()
     home = tmp_path / "qrpo_home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "QRPO_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect_home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    env.update(PREFECT_HOME=str(tmp_path / "prefect_home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                DO_NOT_TRACK="1", PREFECT_WORKER_QUERY_SECONDS="2", QRPO_HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     try:
         database = pg.start()
-        logs.append(open(tmp_path / "server.log", "w"))
-        server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-                                  env={**env, "PREFECT_API_DATABASE_CONNECTION_URL": database}, stdout=logs[-1],
-                                  stderr=subprocess.STDOUT)
-        wait_http(f"{api}/health", 180, server)
+        api = services.enter_context(prefect_server_process(env, tmp_path / "server.log", database=database))
+        env["PREFECT_API_URL"] = api
 
         def prefect(*args):
             proc = subprocess.run([PREFECT, "--no-prompt", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -151,7 +147,7 @@ def test_deployment_runs_on_a_real_server_with_postgres_and_a_process_worker(tmp
         assert not (tmp_path / ".prefect").exists() and (tmp_path / "prefect_home").is_dir()
     finally:
         stop(worker)
-        stop(server)
+        services.close()
         for log in logs:
             log.close()
         pg.stop()
