@@ -34,4 +34,23 @@ def compose_config(overrides: list[str]) -> dict:
         message = " ".join(str(err).split()).split(" Config search path")[0]
         raise InputError(f"bad config override in {list(overrides)}: {message}") from None
     config.pop("hydra", None)
+    return resolve_auto_regime(config)
+
+
+def resolve_auto_regime(config: dict) -> dict:
+    """regime=auto (the default): pointwise for a method that learns from single completions (QRPO), with
+    `leave_one_out` as set; best_worst for the pair methods (DPO, SimPO, REBEL, SFT), `leave_one_out` off.
+    Resolved here, at compose time, so every step, artifact key and MLflow param sees the concrete regime."""
+    regime, algorithm = config.get("regime") or {}, config.get("algorithm") or {}
+    if regime.get("name") != "auto":
+        return config
+    try:
+        from hydra.utils import get_class
+
+        needs_pairs = getattr(get_class(algorithm["_target_"]), "needs_pairs", True)
+    except Exception:
+        raise InputError(f"regime=auto needs a known algorithm; algorithm._target_={algorithm.get('_target_')!r} "
+                         "does not import (pick one of conf/algorithm/, or set regime=best_worst|pointwise|...)") from None
+    config["regime"] = {**regime, "name": "best_worst" if needs_pairs else "pointwise",
+                        "leave_one_out": bool(regime.get("leave_one_out")) and not needs_pairs}
     return config

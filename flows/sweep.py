@@ -11,6 +11,10 @@
   (comparison.md, comparison.csv, and an MLflow table comparison.json: method, beta, lr, M, reward,
   LC reward, KL, win rate) and plots (reward_vs_kl.png: the frontier per method; reward_vs_M.png).
   A sweep that stops early (a failed job) still closes its parent, as FAILED.
+
+`experiment=compare` (conf/compare/) is the same parent-and-children run without `--multirun`: its arms
+are named override lists (a method, its transform, its beta) that a Cartesian grid cannot express, run
+one after the other by `run_compare` through the same `start`/`end`, each child named after its arm.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ def validate(config: dict) -> None:
     if not config["mlflow_experiment"].strip():
         raise InputError("mlflow_experiment is empty; name the MLflow experiment (e.g. mlflow_experiment=qrpo)")
     check_type("artifact_root", config.get("artifact_root"), Optional[str])
+    check_type("run_name", config.get("run_name"), Optional[str])
     sections = {name: build_section(cls, config[name]) for name, cls in SECTIONS.items()}
     for name in ("model", "sampler", "reward"):  # each `_target_` imports (your own class or function included)
         locate(f"{name}._target_", target_of(name, sections[name]))

@@ -37,3 +37,15 @@ def test_pair_method_with_the_pointwise_regime_fails_with_one_clear_line(qrpo_ho
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: algorithm dpo needs preference pairs")
     assert not qrpo_home.exists()
+
+
+def test_the_default_regime_is_pointwise_for_qrpo_and_best_worst_for_pair_methods():
+    from flows.config import compose_config
+
+    assert compose_config([])["regime"]["name"] == "pointwise"
+    assert compose_config([])["regime"]["leave_one_out"] is True
+    for method in ("dpo", "simpo", "rebel", "sft"):
+        regime = compose_config([f"algorithm={method}"])["regime"]
+        assert (regime["name"], regime["leave_one_out"]) == ("best_worst", False), method
+    assert compose_config(["regime=random_pairs", "algorithm=dpo"])["regime"]["name"] == "random_pairs", "explicit choices stay"
+    assert compose_config(["regime.leave_one_out=false"])["regime"] == {**compose_config([])["regime"], "leave_one_out": False}
