@@ -44,13 +44,11 @@ def resolve_auto_regime(config: dict) -> dict:
     regime, algorithm = config.get("regime") or {}, config.get("algorithm") or {}
     if regime.get("name") != "auto":
         return config
-    try:
-        from hydra.utils import get_class
+    from qrpo.binding import locate
 
-        needs_pairs = getattr(get_class(algorithm["_target_"]), "needs_pairs", True)
-    except Exception:
-        raise InputError(f"regime=auto needs a known algorithm; algorithm._target_={algorithm.get('_target_')!r} "
-                         "does not import (pick one of conf/algorithm/, or set regime=best_worst|pointwise|...)") from None
-    config["regime"] = {**regime, "name": "best_worst" if needs_pairs else "pointwise",
-                        "leave_one_out": bool(regime.get("leave_one_out")) and not needs_pairs}
+    needs_pairs = getattr(locate("algorithm._target_", algorithm.get("_target_")), "needs_pairs", True)
+    leave_one_out = regime.get("leave_one_out", False)
+    if needs_pairs and isinstance(leave_one_out, bool):  # anything but a bool stays, for the type check to name
+        leave_one_out = False
+    config["regime"] = {**regime, "name": "best_worst" if needs_pairs else "pointwise", "leave_one_out": leave_one_out}
     return config
