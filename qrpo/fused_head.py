@@ -93,8 +93,10 @@ class _TokenLogps(torch.autograd.Function):
                 d = p.mul_(-g[s:e, None]).scatter_add_(1, targets[s:e, None], g[s:e, None]).to(dtype)
                 if need_h:
                     grad_h[s:e] = d @ w
-                if need_w:
-                    grad_w += d.T @ h
+                if need_w and grad_w.dtype == dtype:
+                    grad_w.addmm_(d.T, h)  # in place: no [V, H] temporary per chunk
+                elif need_w:
+                    grad_w += d.T @ h  # bf16 product, accumulated in float32
                 if need_b:
                     grad_b += d.sum(0)
         if grad_w is not None:
