@@ -83,8 +83,8 @@ def sequence_logps(model, prompt_ids: list[list[int]], completion_ids: list[list
     logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=positions, use_cache=False).logits
     if logits.shape[:2] != positions.shape:  # the model ignored logits_to_keep: [B, T, V] -> [B, C, V]
         logits = logits[torch.arange(batch, device=device)[:, None], positions]
-    token_logps_ = _token_logps(logits, targets)  # [B, C]
-    return (token_logps_ * valid).sum(1), lengths
+    per_token = _token_logps(logits, targets)  # [B, C]
+    return (per_token * valid).sum(1), lengths
 
 
 def _row_sums(logps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, batch: int, span: int, device) -> torch.Tensor:
@@ -172,8 +172,8 @@ def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list
         cache.batch_select_indices(group)  # each prompt's keys/values, once per completion
         rest = model(**completion_pass, past_key_values=cache, logits_to_keep=to(torch.arange(span - 1))).logits  # [N, C-1, V]
         logits = torch.cat([logits, rest], dim=1)  # [N, C, V]
-    token_logps_ = _token_logps(logits, to(completion_input))  # [N, C]
-    return (token_logps_ * to(valid)).sum(1), lengths
+    per_token = _token_logps(logits, to(completion_input))  # [N, C]
+    return (per_token * to(valid)).sum(1), lengths
 
 
 def inference_context(device: torch.device, mixed_precision: str = "no"):
