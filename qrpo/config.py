@@ -251,6 +251,7 @@ class TrainConfig:
     seed: int = 0
     group_by_length: bool = True  # batches of similar length (little padding), in a random order
     share_prompts: bool = True  # run a prompt once for all its completions in a micro-batch (a pair's two sides)
+    fused_lm_head: bool = True  # log-probs through a chunked LM head: no [tokens, vocab] logits (qrpo.fused_head)
     gradient_checkpointing: bool = False
     mixed_precision: str = "auto"  # auto: bf16 autocast on GPU (fp32 master weights), fp32 on CPU
     lora_r: int = 0  # > 0: train LoRA adapters of this rank (peft), merged into the model at the end

@@ -4,14 +4,25 @@ One function, `sequence_logps`, serves training (with gradient) and the precompu
 log-probs (without), so both see exactly the same token ids, padding and arithmetic: a precomputed
 log pi_ref(y|x) equals what the trainer would compute live for the same weights.
 
-Prompt and completion token ids are concatenated and right-padded. The logits at position t score
-token t+1, so completion token j of row i is scored at position len(prompt_i) - 1 + j. Only those
-positions go through the output projection (`logits_to_keep` with per-row positions [B, C]): the
-[B, T, V] logits of the whole sequence are never formed, which for short completions after long
-prompts saves most of the vocabulary projection and its memory. Models whose forward does not take
-`logits_to_keep` return full logits, which are gathered at the same positions. Computing log pi on
-the exact sampled token ids (not on re-tokenised text) keeps pi_ref(y|x) the probability of what
-was actually sampled.
+Prompt and completion token ids are concatenated and right-padded. The hidden state at position t
+scores token t+1, so completion token j of row i is scored at position len(prompt_i) - 1 + j. Only
+those positions go through the output projection, and (by default, `fused=True`) through
+`qrpo.fused_head.token_logps`: the final hidden states at the real completion positions [N, H] are
+projected onto the vocabulary a chunk of rows at a time, so neither the [B, T, V] logits of the
+whole sequence nor the [N, V] logits of the completions are ever formed, in the forward or the
+backward pass (a test checks that no tensor of N x V elements is allocated). The hidden states come
+from the model's ordinary forward call (a hook on its LM head), so wrappers such as DDP see the
+forward they expect.
+
+Models that `qrpo.fused_head.output_head` turns down (no plain Linear head, logits softcapped or
+scaled after the head, sharded parameters, weights on `meta`) and `fused=False` take the logits
+path: the model projects only the scoring positions (`logits_to_keep` with per-row positions
+[B, C]; models that ignore it return full logits, gathered at the same positions), and a
+cross-entropy over contiguous rows gives the log-probs. Both paths compute the same function (equal
+to float rounding, values and gradients, checked by tests).
+
+Computing log pi on the exact sampled token ids (not on re-tokenised text) keeps pi_ref(y|x) the
+probability of what was actually sampled.
 """
 
 from __future__ import annotations
@@ -23,15 +34,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from qrpo.fused_head import head_inputs, head_matches, output_head, token_logps
+
 
 def model_device(model) -> torch.device:
     """The device of the model's parameters (works for wrapped models: DDP, PEFT)."""
     return next(model.parameters()).device
 
 
-def sequence_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int):
+def sequence_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
+                   fused: bool = True, chunk_rows: int | None = None):
     """(summed completion log-probs [B] float32, completion lengths [B] int64), both on the model's device,
-    with gradient if enabled. Every index tensor is built on the host from the Python lists and moved once."""
+    with gradient if enabled. Every index tensor is built on the host from the Python lists and moved once.
+    `fused`: through `qrpo.fused_head` when the model allows (`chunk_rows` rows of logits at a time)."""
     device = model_device(model)
     prompt_lens = [len(p) for p in prompt_ids]
     completion_lens = [len(c) for c in completion_ids]
@@ -51,14 +66,30 @@ def sequence_logps(model, prompt_ids: list[list[int]], completion_ids: list[list
     valid = offsets[None, :] < torch.tensor(completion_lens)[:, None]  # [B, C]
     # position scoring completion token j of row i; clipped inside the row for j past its completion
     positions = (torch.tensor(prompt_lens)[:, None] - 1 + offsets[None, :]).clamp(max=width - 1)  # [B, C]
+    lengths = torch.tensor(completion_lens, dtype=torch.long).to(device)
+    rows, cols = valid.nonzero(as_tuple=True)  # [N] each: the real completion tokens, row by row
 
-    input_ids, attention, targets, valid, positions = (t.to(device) for t in (input_ids, attention, targets, valid, positions))
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    head = output_head(model) if fused else None
+    if head is not None:
+        with head_inputs(head) as seen:
+            out = model(input_ids=input_ids, attention_mask=attention, use_cache=False)
+        if head_matches(head, seen, out.logits):
+            hidden = seen["hidden"][rows.to(device), positions[rows, cols].to(device)]  # [N, H]
+            logps = token_logps(hidden, head.weight, head.bias, targets[rows, cols].to(device), seen["dtype"], chunk_rows)
+            return _row_sums(logps, rows, cols, batch, span, device), lengths
+
+    targets, valid, positions = (t.to(device) for t in (targets, valid, positions))
     logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=positions, use_cache=False).logits
     if logits.shape[:2] != positions.shape:  # the model ignored logits_to_keep: [B, T, V] -> [B, C, V]
         logits = logits[torch.arange(batch, device=device)[:, None], positions]
-    token_logps = _token_logps(logits, targets)  # [B, C]
-    lengths = torch.tensor(completion_lens, dtype=torch.long).to(device)
-    return (token_logps * valid).sum(1), lengths
+    per_token = _token_logps(logits, targets)  # [B, C]
+    return (per_token * valid).sum(1), lengths
+
+
+def _row_sums(logps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, batch: int, span: int, device) -> torch.Tensor:
+    """[N] token log-probs at (rows, cols) -> [B] sums over each row (a [B, C] table summed: deterministic)."""
+    return logps.new_zeros(batch, span).index_put((rows.to(device), cols.to(device)), logps).sum(1)
 
 
 def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -70,23 +101,24 @@ def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return flat.view(n, c)
 
 
-def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int):
+def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
+                        fused: bool = True, chunk_rows: int | None = None):
     """`sequence_logps` with each distinct prompt run through the model once.
 
     A pair's two completions (or a pointwise batch's several completions of one prompt) share their
     prompt: the prompts go through the model once (left-padded, `use_cache=True`), their key/value
     cache is repeated for each completion (`batch_select_indices`), and the completions run on top of
-    it. The first completion token is scored from the prompt pass's last logits, the others from the
-    completion pass. Gradients flow through the cache into the prompt pass, so this is the same
-    function of the weights as the flat pass (equal to float rounding, checked by a test), with
-    prompt tokens computed once instead of once per completion. Falls back to the flat pass when no
-    prompt repeats.
+    it. The first completion token is scored from the prompt pass's last position, the others from
+    the completion pass, through the fused head or the logits as in `sequence_logps`. Gradients flow
+    through the cache into the prompt pass, so this is the same function of the weights as the flat
+    pass (equal to float rounding, checked by a test), with prompt tokens computed once instead of
+    once per completion. Falls back to the flat pass when no prompt repeats.
     """
     index_of: dict[tuple[int, ...], int] = {}
     for p in prompt_ids:
         index_of.setdefault(tuple(p), len(index_of))
     if len(index_of) == len(prompt_ids):
-        return sequence_logps(model, prompt_ids, completion_ids, pad_id)
+        return sequence_logps(model, prompt_ids, completion_ids, pad_id, fused, chunk_rows)
     device = model_device(model)
     unique = [list(p) for p in index_of]
     group = torch.tensor([index_of[tuple(p)] for p in prompt_ids])  # [N] prompt of each completion
@@ -108,20 +140,40 @@ def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list
     valid = completion_mask.bool()  # [N, C]
     completion_positions = prompt_lens[group][:, None] + torch.arange(span)[None, :]  # [N, C]
     full_mask = torch.cat([prompt_mask[group], completion_mask], dim=1)  # [N, Lp + C]
+    lengths = torch.tensor(completion_lens, dtype=torch.long).to(device)
 
     to = lambda t: t.to(device)  # noqa: E731
-    out = model(input_ids=to(prompt_input), attention_mask=to(prompt_mask), position_ids=to(prompt_positions),
-                use_cache=True, logits_to_keep=1)
+    prompt_pass = {"input_ids": to(prompt_input), "attention_mask": to(prompt_mask), "position_ids": to(prompt_positions),
+                   "use_cache": True, "logits_to_keep": 1}
+    completion_pass = {"input_ids": to(completion_input), "attention_mask": to(full_mask),
+                       "position_ids": to(completion_positions), "use_cache": True}
+    head = output_head(model) if fused else None
+    if head is not None:
+        with head_inputs(head) as seen:
+            out = model(**prompt_pass)
+        if head_matches(head, seen, out.logits):
+            group = to(group)
+            hidden = seen["hidden"][:, -1][group][:, None]  # [N, 1, H] scores completion token 0
+            if span > 1:
+                out.past_key_values.batch_select_indices(group)  # each prompt's keys/values, once per completion
+                with head_inputs(head) as rest:
+                    model(**completion_pass, past_key_values=out.past_key_values)
+                hidden = torch.cat([hidden, rest["hidden"][:, : span - 1]], dim=1)  # [N, C, H]
+            rows, cols = valid.nonzero(as_tuple=True)
+            hidden = hidden[to(rows), to(cols)]  # [N_tokens, H]
+            logps = token_logps(hidden, head.weight, head.bias, to(completion_input[rows, cols]), seen["dtype"], chunk_rows)
+            return _row_sums(logps, rows, cols, len(completion_ids), span, device), lengths
+
+    out = model(**prompt_pass)
     group = to(group)
     logits = out.logits[:, -1][group][:, None]  # [N, 1, V] scores completion token 0
     if span > 1:
         cache = out.past_key_values
         cache.batch_select_indices(group)  # each prompt's keys/values, once per completion
-        rest = model(input_ids=to(completion_input), attention_mask=to(full_mask), position_ids=to(completion_positions),
-                     past_key_values=cache, use_cache=True, logits_to_keep=to(torch.arange(span - 1))).logits  # [N, C-1, V]
+        rest = model(**completion_pass, past_key_values=cache, logits_to_keep=to(torch.arange(span - 1))).logits  # [N, C-1, V]
         logits = torch.cat([logits, rest], dim=1)  # [N, C, V]
-    token_logps = _token_logps(logits, to(completion_input))  # [N, C]
-    return (token_logps * to(valid)).sum(1), to(torch.tensor(completion_lens, dtype=torch.long))
+    per_token = _token_logps(logits, to(completion_input))  # [N, C]
+    return (per_token * to(valid)).sum(1), lengths
 
 
 def inference_context(device: torch.device, mixed_precision: str = "no"):
@@ -134,7 +186,7 @@ def inference_context(device: torch.device, mixed_precision: str = "no"):
 @torch.no_grad()
 def batched_sequence_logps(
     model, prompt_ids, completion_ids, pad_id: int, batch_size: int = 16, desc: str = "log-probs",
-    mixed_precision: str = "no",
+    mixed_precision: str = "no", fused: bool = True,
 ) -> np.ndarray:
     """log pi(y|x) for many sequences, without gradient, as float64 [N] (similar lengths batched together)."""
     model.eval()
@@ -143,7 +195,7 @@ def batched_sequence_logps(
     with inference_context(model_device(model), mixed_precision):
         for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", dynamic_ncols=True):
             idx = order[b : b + batch_size]
-            logps, _ = sequence_logps(model, [prompt_ids[i] for i in idx], [completion_ids[i] for i in idx], pad_id)
+            logps, _ = sequence_logps(model, [prompt_ids[i] for i in idx], [completion_ids[i] for i in idx], pad_id, fused)
             out.append((idx, logps.double().cpu().numpy()))
     result = np.empty(len(order))
     for idx, values in out:

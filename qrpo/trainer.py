@@ -4,7 +4,8 @@ The loop knows neither the method nor the data regime. `make_examples` wraps the
 (pairs or single completions); each optimiser step takes `batch_size` examples (the global batch,
 split across processes under DDP/FSDP/DeepSpeed and into micro-batches of `micro_batch_size` for
 gradient accumulation), computes log pi_theta of every completion of a micro-batch in one forward
-pass, and hands the `Algorithm` a batch whose every tensor lives on the policy's device.
+pass (through a chunked LM head that never forms the [tokens, vocab] logits, `qrpo.fused_head`),
+and hands the `Algorithm` a batch whose every tensor lives on the policy's device.
 
 Scale-out goes through accelerate: the same function runs in one process or in each process of an
 `accelerate launch` (see `qrpo.distributed`); the gradient of a step is the mean over the global
@@ -149,14 +150,16 @@ def make_examples(table: pa.Table, algorithm: Algorithm) -> _Examples:
     return PointwiseExamples(table, algorithm.needs_reference)
 
 
-def micro_batch(model, examples: _Examples, rows: np.ndarray, algorithm: Algorithm, pad_id: int, share_prompts: bool = False):
+def micro_batch(model, examples: _Examples, rows: np.ndarray, algorithm: Algorithm, pad_id: int, share_prompts: bool = False,
+                fused_lm_head: bool = True):
     """Per-example losses [b] (with gradient) and detached diagnostics {name: [b]} of some rows.
 
     Every tensor handed to the algorithm is on the policy's device (checked by a test on `meta`).
-    With `share_prompts` a prompt shared by several completions (a pair's two sides) runs once."""
+    With `share_prompts` a prompt shared by several completions (a pair's two sides) runs once;
+    with `fused_lm_head` log-probs go through the chunked LM head (see `qrpo.logprobs`)."""
     prompts, completions = examples.sequences(rows)
     logps_of = shared_prompt_logps if share_prompts else sequence_logps
-    logps, lengths = logps_of(model, prompts, completions, pad_id)  # [n], [n]
+    logps, lengths = logps_of(model, prompts, completions, pad_id, fused_lm_head)  # [n], [n]
     batch = examples.batch(rows, logps, lengths)
     losses, diagnostics = algorithm(batch)
     return losses, {k: v.detach().float() for k, v in diagnostics.items()}, batch
@@ -305,7 +308,7 @@ def train_policy(
         for i, rows in enumerate(micro):
             sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
             with sync:
-                losses, diagnostics, _ = micro_batch(model, examples, rows, algorithm, pad_id, share_prompts)
+                losses, diagnostics, _ = micro_batch(model, examples, rows, algorithm, pad_id, share_prompts, cfg.fused_lm_head)
                 # mean over the global batch: DDP averages over processes, hence the factor `world`
                 accelerator.backward(losses.sum() * world / len(step_rows))
             for name, values in {"loss": losses.detach().float(), **diagnostics}.items():
