@@ -64,7 +64,7 @@ def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
     for name in tuple(f"{prefix}{m}" for m in EVAL_METRICS for prefix in ("eval/", "eval_selection/")) + (
                  "eval/num_seeds", "samples_eval_policy_seed1/completions", "rewards_eval_policy_seed2/reward_mean",
                  "samples_eval_ref/completions", "eval_logps/policy_logp_mean", "train/loss", "train/final_loss", "training_data/examples", "samples_train/completions",
-                 "rewards_train/reward_mean", "ref_logps/chosen_ref_logp_mean", "model/parameters"):
+                 "rewards_train/reward_mean", "ref_logps/ref_logp_mean", "model/parameters"):
         assert name in metrics, f"metric {name} not logged"
     assert metrics["eval/num_seeds"] == 2 and metrics["eval/num_prompts"] + metrics["eval_selection/num_prompts"] == 8
     assert metrics["eval/reward_gain_ci_low"] < metrics["eval/reward_gain"] < metrics["eval/reward_gain_ci_high"]
