@@ -120,7 +120,7 @@ def test_the_default_chat_demo_config_reads_the_shipped_prompts_with_their_ids()
 
     cfg = DatasetConfig(**compose_config([])["dataset"])
     table = load_prompts(cfg)
-    assert table.column("split").to_pylist() == ["train"] * 128 + ["eval"] * 48
+    assert table.column("split").to_pylist() == ["train"] * 64 + ["eval"] * 48  # 64 train prompts, all 48 eval prompts
     shipped = [json.loads(line) for line in (REPO_ROOT / "data/chat/prompts.jsonl").read_text().splitlines()]
     first_train = next(r for r in shipped if r["split"] == "train")
     assert table.to_pylist()[0]["prompt_id"] == first_train["id"] and table.to_pylist()[0]["prompt"] == first_train["prompt"]
