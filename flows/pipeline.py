@@ -32,9 +32,8 @@ def _start_mlflow_run(config: dict, experiment: str) -> str:
     client = MlflowClient(tracking_uri())
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifact_location())
-    algorithm = config["algorithm"]["_target_"].rsplit(".", 1)[-1].lower()
     tags = {
-        "algorithm": algorithm,
+        "algorithm": tasks.algorithm_name(config),
         "method": tasks.method_name(config),
         "beta": config["algorithm"].get("beta"),
         "num_ref_samples": config["sampler"]["num_ref_samples"],

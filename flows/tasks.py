@@ -371,11 +371,15 @@ def make_report(config: dict, train_key: str, eval_key: str, eval_ref_key: str, 
     return metrics
 
 
+def algorithm_name(config: dict) -> str:
+    """"qrpo", "dpo": the algorithm class `_target_` names, lower case (the `algorithm` tag)."""
+    return config["algorithm"]["_target_"].rsplit(".", 1)[-1].lower()
+
+
 def method_name(config: dict) -> str:
     """"qrpo-log", "dpo": the algorithm, with QRPO's transform (the `method` tag and the comparison's rows)."""
-    section = config["algorithm"]
-    name = section["_target_"].rsplit(".", 1)[-1].lower()
-    return f"{name}-{section['transform']}" if section.get("transform") else name
+    transform = config["algorithm"].get("transform")
+    return f"{algorithm_name(config)}-{transform}" if transform else algorithm_name(config)
 
 
 def method_label(config: dict) -> str:

@@ -139,7 +139,7 @@ def output_head(model) -> torch.nn.Linear | None:
         return None
     try:
         head = model.get_output_embeddings()
-    except (AttributeError, NotImplementedError):
+    except (AttributeError, NotImplementedError):  # a model without an output-embedding accessor: take its logits
         return None
     if type(head) is not torch.nn.Linear:
         return None
