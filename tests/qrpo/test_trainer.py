@@ -275,3 +275,44 @@ def test_qrpo_beta_from_a_kl_budget_or_a_target_quantile_and_the_optimum_it_impl
         QRPO(kl_budget=1.0, target_quantile=0.9)
     with pytest.raises(ValueError, match="needs algorithm.beta"):
         QRPO()
+
+
+class _MatmulDtypes(torch.utils._python_dispatch.TorchDispatchMode):
+    """The dtypes every matrix product ran in."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.linear):
+            self.dtypes.add(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("precision, compute", [("bf16", torch.bfloat16), ("no", torch.float32)])
+def test_mixed_precision_bf16_computes_training_and_reference_logps_in_bf16_over_fp32_weights_on_cpu(tiny_model_dir, precision, compute):
+    """train.mixed_precision=bf16 on a CPU: every matmul of the reference log-probs and of training runs
+    in bf16 (autocast), the weights stay fp32; "no" keeps everything fp32. Reference and policy passes
+    share the arithmetic, so the first step's log-ratios stay near 0."""
+    from qrpo.models import load_policy
+
+    torch.manual_seed(0)
+    model, tokenizer = load_policy(tiny_model_dir, torch.device("cpu"))
+    prompts, completions = _token_lists(8, 3, 0), _token_lists(8, 4, 3)
+    with _MatmulDtypes() as ref_pass:
+        ref = batched_sequence_logps(model, prompts, completions, tokenizer.pad_token_id, batch_size=3, mixed_precision=precision)
+    assert ref_pass.dtypes == {compute}
+    table = pa.table({
+        "prompt_id": [f"p{i // 2}" for i in range(8)], "prompt_ids": prompts, "completion_ids": completions,
+        "reward": [float(i % 4) for i in range(8)], "quantile": [(i % 4) / 4 for i in range(8)], "num_ref": [4] * 8,
+        "ref_logp": ref.tolist(),
+    })
+    with _MatmulDtypes() as training:
+        history = train_policy(model, table, QRPO(beta=0.5), _cfg(epochs=1, learning_rate=1e-9, mixed_precision=precision),
+                               tokenizer.pad_token_id)
+    assert training.dtypes == {compute}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    # the first step's policy is the reference: beta * (policy - reference) log-prob is rounding only, and
+    # small because both passes computed in the same precision (fp32 reference under a bf16 policy: ~1e-4)
+    assert abs(history[0]["implicit_reward"]) < 2e-5
