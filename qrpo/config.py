@@ -72,6 +72,40 @@ class ModelConfig:
             raise InputError("model.source=gguf needs model.package and model.file (the GGUF inside that package)")
         if self.source == "pretrained" and not self.path:
             raise InputError("model.source=pretrained needs model.path (a local folder or a hub name you can access)")
+        if self.source == "config" and self._target_ in ("", MODEL_TARGETS["config"]):
+            _check_architecture(self.architecture)
+
+
+ARCHITECTURE_OWN = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")  # set from the tokenizer by build_tiny
+
+
+def _check_architecture(architecture: dict[str, Any]) -> None:
+    """model.architecture as `qrpo.models.build_tiny` hands it to transformers' LlamaConfig: known fields
+    only (LlamaConfig keeps a misspelt one silently), each of the right type, sizes positive, and the
+    config LlamaConfig itself accepts (heads dividing the hidden size, ...)."""
+    import dataclasses
+
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import LlamaConfig
+
+    own = sorted(set(architecture) & set(ARCHITECTURE_OWN))
+    if own:
+        raise InputError(f"model.architecture.{own[0]} is set from the byte-level tokenizer; remove it")
+    known = {f.name for f in dataclasses.fields(LlamaConfig)}
+    unknown = sorted(set(architecture) - known)
+    if unknown:
+        raise InputError(f"model.architecture has no field {unknown[0]!r} (LlamaConfig fields: hidden_size, "
+                         "intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, ...); fix its name")
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "max_position_embeddings", "head_dim"):
+        value = architecture.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise InputError(f"model.architecture.{key} must be a positive integer; got {value}")
+    try:
+        LlamaConfig(**architecture)
+    except (StrictDataclassError, TypeError, ValueError) as err:
+        detail = " ".join(str(err).split())
+        raise InputError(f"model.architecture is not a valid Llama config: {detail}") from None
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,10 @@ from flows.cli import run
         # model
         (["model.source=ftp"], "model.source='ftp' is not one of gguf, pretrained, config"),
         (["model=tiny", "model.seed=abc"], "model.seed must be an integer; got 'abc'"),
+        (["model=tiny", "+model.architecture.hidden_sze=64"], "model.architecture has no field 'hidden_sze'"),
+        (["model=tiny", "model.architecture.num_hidden_layers=0"], "model.architecture.num_hidden_layers must be a positive integer; got 0"),
+        (["model=tiny", "model.architecture.num_attention_heads=5"], "not a multiple of the number of attention heads (5)"),
+        (["model=tiny", "model.architecture.hidden_size=big"], "Field 'hidden_size' expected int, got str (value: 'big')"),
         # regime
         (["regime.seed=abc"], "regime.seed must be an integer; got 'abc'"),
         (["regime.leave_one_out=abc"], "regime.leave_one_out must be true or false; got 'abc'"),
