@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +56,7 @@ class SweepCallback(Callback):
         self.parent_id: str | None = None
         self.client = None
         self.started = 0.0
+        self.killed = False  # stopped by SIGTERM (a scheduler, `kill`, docker stop): the parent ends KILLED
         self.rows: list[dict] = []  # the comparison table logged last, one row per child
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -81,6 +84,7 @@ class SweepCallback(Callback):
         os.environ[PARENT_ENV] = self.parent_id
         self.started = time.time()
         atexit.register(self._close_if_open)
+        self._exit_on_sigterm()
         print(f"sweep: {len(jobs)} jobs, parent MLflow run {self.parent_id}, sampling K+M = {largest} per train prompt once")
         return configs
 
@@ -141,13 +145,28 @@ class SweepCallback(Callback):
         self.client.log_metric(parent_id, "sweep/children", len(children))
         return children
 
+    def _exit_on_sigterm(self) -> None:
+        """SIGTERM ends the process without running atexit; turn it into SystemExit(143), so the running
+        child's pipeline marks its run FAILED and `_close_if_open` closes the parent as KILLED instead of
+        leaving both RUNNING for ever. Only where nobody else handles SIGTERM (the main thread, default)."""
+        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+            return
+
+        def stop(signum, frame):
+            self.killed = True
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, stop)
+
     def _close_if_open(self) -> None:
-        """atexit: a sweep that ended early (a job raised) still gets its comparison and a FAILED parent."""
+        """atexit: a sweep that ended early still gets its comparison, and a FAILED parent (a job raised)
+        or a KILLED one (SIGTERM)."""
         if self.parent_id is None or self.client is None:
             return
         try:
             self.log_comparison(self.parent_id)
-            self.client.set_terminated(self.parent_id, "FAILED")
+            self.client.set_terminated(self.parent_id, "KILLED" if self.killed else "FAILED")
         except Exception:
             pass
         self._forget()

@@ -140,3 +140,36 @@ def test_a_bad_value_in_any_sweep_job_stops_the_sweep_before_any_work(prefect_se
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["error: algorithm (qrpo.algorithms.QRPO): beta must be a positive finite number; got -1.0"]
     assert not home.exists(), "no job, no parent run, no artifact may be written"
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_sweep_closes_the_parent_as_killed_and_the_running_child_as_failed(prefect_server, tmp_path):
+    """A scheduler's SIGTERM (or `kill`, `docker stop`) mid-sweep: without a handler the process dies
+    before atexit and the parent and the running child stay RUNNING in the dashboard for ever."""
+    import signal
+    import time
+
+    home = tmp_path / "home"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "--multirun", "experiment=smoke", "algorithm.beta=0.1,0.2"],
+                            cwd=tmp_path, env=cli_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client, deadline, children = None, time.time() + 300, []
+    try:
+        while time.time() < deadline and proc.poll() is None and not children:  # wait for the first child to start
+            time.sleep(1)
+            if (home / "mlflow.db").exists():
+                client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+                experiment = client.get_experiment_by_name("qrpo")
+                runs = client.search_runs([experiment.experiment_id]) if experiment else []
+                children = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING"]
+        assert children, f"no child run started: {proc.poll()} {proc.stderr.read()[-3000:] if proc.poll() is not None else ''}"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    runs = {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name("qrpo").experiment_id])}
+    parent = runs[children[0].data.tags["mlflow.parentRunId"]]
+    assert parent.info.status == "KILLED", stderr[-3000:]
+    assert runs[children[0].info.run_id].info.status == "FAILED"
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
