@@ -2,7 +2,8 @@
 pools `cpu` and `gpu`, one real `prefect worker` subprocess on each, `prefect deploy` of the pipeline (on
 `cpu`) and of qrpo-step-gpu from the root prefect.yaml, and one pipeline deployment run with
 dispatch.pool=gpu: the listed steps must run as qrpo-step subflows on the gpu worker, once each, and the
-pipeline must finish with their artifacts and metrics in its one MLflow run."""
+pipeline must finish with their artifacts and metrics in its one MLflow run. A second run of the same
+overrides finds every artifact: its gpu steps, and the pipeline's states for them, are "Cached"."""
 
 import asyncio
 import contextlib
@@ -24,7 +25,8 @@ DISPATCHED = ["train", "eval_logps"]  # two steps (one process each on the gpu w
 
 
 async def _run_pipeline(overrides: list[str], timeout: float):
-    """Start a qrpo-pipeline/qrpo-pipeline run once both pools exist; return it, its task runs and every qrpo-step run."""
+    """Run qrpo-pipeline/qrpo-pipeline to the end; return the run, its task runs, the qrpo-step runs it started
+    and the step deployment."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
 
@@ -40,7 +42,9 @@ async def _run_pipeline(overrides: list[str], timeout: float):
                 raise TimeoutError(f"pipeline run {created.id} is still {run.state.name} after {timeout} s")
             await asyncio.sleep(2)
         task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-        step_runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["qrpo-step"])))
+        ours = {t.id for t in task_runs}  # the step runs this pipeline run started (their parent: one of its tasks)
+        step_runs = [r for r in await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["qrpo-step"])))
+                     if r.parent_task_run_id in ours]
         step_deployment = await client.read_deployment_by_name("qrpo-step/qrpo-step-gpu")
         return run, task_runs, step_runs, step_deployment
 
@@ -97,10 +101,15 @@ def test_dispatch_pool_gpu_runs_the_listed_steps_on_the_gpu_workers_as_subflows_
             from prefect.client.orchestration import get_client
             from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-            with get_client(sync_client=True) as client:
-                results = {r.id: json.loads(client.read_artifacts(artifact_filter=ArtifactFilter(
-                    flow_run_id=ArtifactFilterFlowRunId(any_=[r.id]), key=ArtifactFilterKey(any_=[RESULT_ARTIFACT])))[0].data)[0]
-                    for r in step_runs}
+            def step_results(runs):  # {flow run id: {step, key, cached}}, as each qrpo-step run recorded it
+                with get_client(sync_client=True) as client:
+                    return {r.id: json.loads(client.read_artifacts(artifact_filter=ArtifactFilter(
+                        flow_run_id=ArtifactFilterFlowRunId(any_=[r.id]), key=ArtifactFilterKey(any_=[RESULT_ARTIFACT])))[0].data)[0]
+                        for r in runs}
+
+            results = step_results(step_runs)
+            again, again_tasks, again_steps, _ = asyncio.run(_run_pipeline(overrides, 300))
+            again_results = step_results(again_steps)
         worker_logs = {pool: (tmp_path / f"{pool}-worker.log").read_text() for pool in workers}
         assert run.state.is_completed(), f"{run.state}\n{worker_logs['cpu'][-3000:]}\n{worker_logs['gpu'][-3000:]}"
         assert run.work_pool_name == "cpu" and run.parameters == {"overrides": overrides}
@@ -142,13 +151,27 @@ def test_dispatch_pool_gpu_runs_the_listed_steps_on_the_gpu_workers_as_subflows_
 
         # one MLflow run: the gpu steps logged into it (train/..., eval_logps/...), the pipeline finished it
         client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-        runs = client.search_runs([client.get_experiment_by_name("qrpo").experiment_id])
-        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        by_flow_run = {r.data.tags["prefect.flow_run_id"]: r for r in client.search_runs([client.get_experiment_by_name("qrpo").experiment_id])}
+        assert set(by_flow_run) == {str(run.id), str(again.id)}  # one MLflow run per pipeline run, none per step
+        runs = [by_flow_run[str(run.id)]]
+        assert runs[0].info.status == "FINISHED"
         assert {r.parameters["arguments"]["run_id"] for r in step_runs} == {runs[0].info.run_id}
         metrics = runs[0].data.metrics
         assert any(k.startswith("train/") for k in metrics) and "eval_logps/policy_logp_mean" in metrics
         assert "eval/reward_mean" in metrics
-        assert runs[0].data.tags["prefect.flow_run_id"] == str(run.id) and runs[0].data.tags["cached_steps"] == ""
+        assert runs[0].data.tags["cached_steps"] == ""
+
+        # the second run: the same steps dispatched once each, each found its artifact, and the pipeline's states say "Cached"
+        assert again.state.is_completed() and sorted(r.parameters["step"] for r in again_steps) == sorted(DISPATCHED)
+        assert all(r.state.is_completed() and r.work_pool_name == "gpu" for r in again_steps)
+        assert {r["step"]: (r["key"], r["cached"]) for r in again_results.values()} == {step: (key, True) for step, key in keys.items()}
+        again_names = {t.name.rsplit("-", 1)[0]: t.state.name for t in again_tasks if t.name.rsplit("-", 1)[0] in DISPATCHED}
+        assert again_names == {step: "Cached" for step in DISPATCHED}
+        second = by_flow_run[str(again.id)]
+        assert {r.parameters["arguments"]["run_id"] for r in again_steps} == {second.info.run_id}
+        assert second.info.status == "FINISHED" and any(k.startswith("train/") for k in second.data.metrics)  # logged when cached too
+        assert {"train", "eval_logps"} <= set(second.data.tags["cached_steps"].split(","))
+        assert store.keys("train") == [keys["train"]]  # nothing trained twice
     finally:
         for proc in workers.values():
             stop(proc)
