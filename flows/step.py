@@ -28,11 +28,13 @@ from prefect.states import Completed
 
 from flows import tasks
 from flows.config import compose_config
+from qrpo.artifacts import ArtifactStore
 from qrpo.config import check_type
 from qrpo.errors import InputError
 
 # The steps that can run on another pool: those that load a model or a reward model.
 STEPS = {name: getattr(tasks, name) for name in ("sample", "score", "ref_logps", "train", "eval_logps")}
+ARTIFACT_STEPS = {"sample": "samples", "score": "rewards", "ref_logps": "ref_logps", "train": "train", "eval_logps": "eval_logps"}
 DEPLOYMENT = "qrpo-step/qrpo-step-{pool}"  # dispatch.pool=gpu: qrpo-step/qrpo-step-gpu (prefect.yaml)
 RESULT_ARTIFACT = "qrpo-step-result"  # the table artifact (one row: step, key, cached) each step run leaves
 
@@ -122,7 +124,7 @@ def _remote(step: str, pool: str, overrides: list[str]):
         from prefect.runtime import flow_run, task_run
 
         arguments = dict(signature.bind(*args, **kwargs).arguments)
-        arguments.pop("config")  # the step composes its own from `overrides`
+        bound_config = arguments.pop("config")  # the step composes its own from `overrides`
         name = DEPLOYMENT.format(pool=pool)
         run = run_deployment(name, parameters={"step": step, "overrides": overrides, "arguments": arguments},
                              flow_run_name=f"{flow_run.get_name()}-{task_run.get_name()}", tags=["qrpo", step],
@@ -131,9 +133,19 @@ def _remote(step: str, pool: str, overrides: list[str]):
         if not run.state.is_completed():
             raise RuntimeError(f"step {step} did not complete: {where} is {run.state.name}: {run.state.message}")
         result = read_step_result(run.id)
+        check_shared_store(bound_config, step, result["key"], where)
         return Completed(name="Cached" if result["cached"] else "Completed", data=result["key"], message=where)
 
     return task(name=original.name, cache_policy=NONE)(run_on_pool)
+
+
+def check_shared_store(config: dict, step: str, key: str, where: str) -> None:
+    """The artifact a step made on another worker must be in this process's artifact store too."""
+    store = ArtifactStore(config.get("artifact_root"))
+    if store.get(ARTIFACT_STEPS[step], key) is None:
+        raise InputError(f"step {step} ran as {where} and made artifact {ARTIFACT_STEPS[step]}/{key}, but this process's artifact "
+                         f"store {store.root} does not have it: with dispatch.pool every worker must see the same artifact store "
+                         "(artifact_root=s3://..., or one volume mounted at the same path)")
 
 
 def read_step_result(flow_run_id) -> dict:

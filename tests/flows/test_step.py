@@ -9,7 +9,7 @@ import pytest
 from flows import tasks
 from flows.cli import run
 from flows.config import compose_config
-from flows.step import STEPS, dispatch_section, qrpo_step, step_runners
+from flows.step import ARTIFACT_STEPS, STEPS, check_shared_store, dispatch_section, qrpo_step, step_runners
 from qrpo.errors import InputError
 
 
@@ -70,3 +70,16 @@ def test_the_step_flow_refuses_an_unknown_step_before_composing_anything(qrpo_ho
     with pytest.raises(InputError, match=r"^step='prepare_model' is not one of sample, score, ref_logps, train, eval_logps$"):
         qrpo_step.fn("prepare_model", ["experiment=smoke"], {})
     assert not qrpo_home.exists()
+
+
+def test_a_step_made_on_a_worker_with_another_artifact_store_is_one_clear_error(tmp_path):
+    """dispatch.pool with a local artifact_root the step's worker does not share: the pipeline says so
+    where it reads the step's key back, not with a missing file in some later step."""
+    from qrpo.artifacts import ArtifactStore
+
+    assert set(ARTIFACT_STEPS) == set(STEPS)
+    artifact, _ = ArtifactStore(tmp_path / "shared").get_or_build("train", 2, {}, {}, lambda out, _: {"steps": 1})
+    check_shared_store({"artifact_root": str(tmp_path / "shared")}, "train", artifact.key, "a run")  # there: no error
+    with pytest.raises(InputError, match=re.escape(f"step train ran as a run and made artifact train/{artifact.key}, but this "
+                                                   f"process's artifact store {tmp_path / 'elsewhere'} does not have it")):
+        check_shared_store({"artifact_root": str(tmp_path / "elsewhere")}, "train", artifact.key, "a run")
