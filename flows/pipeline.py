@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 
 from flows import tasks
 from flows.config import compose_config
+from flows.step import step_runners
 from flows.sweep import PARENT_ENV
 from flows.validate import validate
 from qrpo.config import EvalConfig, SamplerConfig, build_section
@@ -60,43 +61,44 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     validate(config)
     run_id = _start_mlflow_run(config, config["mlflow_experiment"])
     logger = RunLogger(run_id)
+    steps = step_runners(config, overrides)  # the heavy steps: in this process, or (dispatch.pool) on that pool's workers
     try:
         sampler, evals = build_section(SamplerConfig, config["sampler"]), build_section(EvalConfig, config["eval"])
         model = tasks.prepare_model(config, run_id)
         dataset = tasks.load_dataset(config, run_id)
         reference = {"step": "model", "key": model.result(), "subdir": ""}
-        train_samples = tasks.sample(config, reference, dataset, "train", sampler.num_train_samples + sampler.num_ref_samples,
+        train_samples = steps.sample(config, reference, dataset, "train", sampler.num_train_samples + sampler.num_ref_samples,
                                      sampler.seed, sampler.max_new_tokens, run_id, "samples_train")
-        eval_samples = tasks.sample(config, reference, dataset, "eval", evals.ref_samples_per_prompt, evals.seed,
+        eval_samples = steps.sample(config, reference, dataset, "eval", evals.ref_samples_per_prompt, evals.seed,
                                     evals.max_new_tokens, run_id, "samples_eval_ref")
-        train_scored = tasks.score(config, train_samples, dataset, "train", run_id)
-        eval_scored = tasks.score(config, eval_samples, dataset, "eval", run_id)
+        train_scored = steps.score(config, train_samples, dataset, "train", run_id)
+        eval_scored = steps.score(config, eval_samples, dataset, "eval", run_id)
         offline_scored = None
         if config["regime"]["name"] == "offline":  # the dataset's own pairs, scored by the same reward
             offline = tasks.offline_samples(config, model, dataset, train_samples, run_id)
-            offline_scored = tasks.score(config, offline, dataset, "offline", run_id)
+            offline_scored = steps.score(config, offline, dataset, "offline", run_id)
         training = tasks.training_data(config, train_scored, run_id, offline_scored)
         if tasks.build_algorithm(config["algorithm"]).needs_reference:
-            ref_logps = tasks.ref_logps(config, model, training, run_id)
-            trained = tasks.train(config, model, "ref_logps", ref_logps, run_id)
+            ref_logps = steps.ref_logps(config, model, training, run_id)
+            trained = steps.train(config, model, "ref_logps", ref_logps, run_id)
         else:  # SimPO, SFT: no reference model pass at all
             ref_logps = None
-            trained = tasks.train(config, model, "training_data", training, run_id)
+            trained = steps.train(config, model, "training_data", training, run_id)
         policy = {"step": "train", "key": trained.result(), "subdir": "policy"}
         policy_states = {}
         for seed in evals.seed_list:  # the same sample and score steps as the reference's, one per seed
-            samples = tasks.sample(config, policy, dataset, "eval", evals.samples_per_prompt, seed, evals.max_new_tokens,
+            samples = steps.sample(config, policy, dataset, "eval", evals.samples_per_prompt, seed, evals.max_new_tokens,
                                    run_id, f"samples_eval_policy_seed{seed}")
             policy_states[f"eval_policy_samples_seed{seed}"] = samples
-            policy_states[f"eval_policy_rewards_seed{seed}"] = tasks.score(
+            policy_states[f"eval_policy_rewards_seed{seed}"] = steps.score(
                 config, samples, dataset, "eval", run_id, name=f"rewards_eval_policy_seed{seed}")
         scored_by_seed = {str(seed): policy_states[f"eval_policy_rewards_seed{seed}"].result() for seed in evals.seed_list}
-        logps = tasks.eval_logps(config, model, trained, scored_by_seed, run_id)
+        logps = steps.eval_logps(config, model, trained, scored_by_seed, run_id)
         evaluated = tasks.evaluate(config, logps, eval_scored, dataset, run_id)
         alpaca_states = {}
         if evals.alpaca.enabled:
             alpaca_states["alpaca_prompts"] = tasks.load_alpaca_eval(config, run_id)
-            alpaca_states["alpaca_samples"] = tasks.sample(
+            alpaca_states["alpaca_samples"] = steps.sample(
                 config, policy, alpaca_states["alpaca_prompts"], "eval", 1, evals.alpaca.seed, evals.alpaca.max_new_tokens,
                 run_id, "samples_alpaca_eval")
             alpaca_states["alpaca_eval"] = tasks.alpaca_eval(config, alpaca_states["alpaca_samples"], alpaca_states["alpaca_prompts"], run_id)

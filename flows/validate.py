@@ -1,11 +1,13 @@
 """Check a composed config before any work starts: every section typed, each `_target_` importable,
-the algorithm built, the dataset readable with its columns, the model source present. Raises one InputError."""
+the algorithm built, the dataset readable with its columns, the model source present, and (dispatch.pool
+set) the Prefect server's step deployment. Raises one InputError."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
+from flows.step import check_dispatch
 from flows.tasks import build_algorithm
 from qrpo import data
 from qrpo.binding import locate, target_of
@@ -38,3 +40,4 @@ def validate(config: dict) -> None:
         gguf_file(model)
     elif model.source == "pretrained" and model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().is_dir():
         raise InputError(f"model.path={model.path!r} is not a readable folder; point it at a saved model (config.json + weights)")
+    check_dispatch(config)  # dispatch.pool: the Prefect server and its step deployment, last (it asks the server)

@@ -83,6 +83,12 @@ from flows.cli import run
         (["sweep=nope"], "Available options in 'sweep'"),
         (["mlflow_experiment=[1]"], "mlflow_experiment must be a string; got [1]"),
         (["artifact_root=5"], "artifact_root must be a string or null; got 5"),
+        # dispatch (heavy steps on another work pool, flows/step.py)
+        (["dispatch.steps=[train,nope]"], "dispatch.steps: 'nope' is not one of sample, score, ref_logps, train, eval_logps"),
+        (["dispatch.steps=train"], "dispatch.steps must be a list of strings; got 'train'"),
+        (["dispatch.pool=5"], "dispatch.pool must be a string or null; got 5"),
+        (["dispatch.pool=[gpu]"], "dispatch.pool must be a string or null; got ['gpu']"),
+        (["+dispatch.queue=fast"], "unknown key(s) dispatch.queue; known: pool, steps"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(qrpo_home, capsys, overrides, expected):

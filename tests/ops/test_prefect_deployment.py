@@ -26,14 +26,25 @@ PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
-def test_prefect_yaml_deploys_the_pipeline_on_cpu_and_gpu_pools_with_overrides_as_parameters():
+def test_prefect_yaml_deploys_the_pipeline_and_its_steps_on_cpu_and_gpu_pools_with_overrides_as_parameters():
+    """The pipeline on both pools, and the one-step flow on both pools (dispatch.pool=<pool> starts
+    qrpo-step/qrpo-step-<pool>); every deployment's one default parameter is the Hydra override list."""
+    from flows.step import DEPLOYMENT
+
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert {d["work_pool"]["name"] for d in deployments.values()} == {"cpu", "gpu"}
+    assert {name: (d["entrypoint"], d["work_pool"]["name"]) for name, d in deployments.items()} == {
+        "qrpo-pipeline": ("flows/pipeline.py:qrpo_pipeline", "cpu"),
+        "qrpo-pipeline-gpu": ("flows/pipeline.py:qrpo_pipeline", "gpu"),
+        "qrpo-step-cpu": ("flows/step.py:qrpo_step", "cpu"),
+        "qrpo-step-gpu": ("flows/step.py:qrpo_step", "gpu"),
+    }
+    for pool in ("cpu", "gpu"):  # the name the pipeline asks the server for
+        assert DEPLOYMENT.format(pool=pool) == f"qrpo-step/qrpo-step-{pool}"
     for d in deployments.values():
         path, name = d["entrypoint"].split(":")
         assert (ROOT / path).is_file() and f"def {name}(" in (ROOT / path).read_text()
-        assert d["parameters"] == {"overrides": []}
+        assert d["parameters"] == {"overrides": []}  # the step flow's `step` and `arguments` come from the pipeline
 
 
 class Postgres:

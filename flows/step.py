@@ -1,0 +1,161 @@
+"""`qrpo-step`: one heavy pipeline step as a flow of its own, so that a work pool's workers run it.
+
+With `dispatch.pool=gpu` (conf/config.yaml) the pipeline runs each step named in `dispatch.steps` as
+a run of the deployment `qrpo-step/qrpo-step-gpu` (prefect.yaml), waits for it, and goes on with the
+artifact key it made; the other steps run in the pipeline's own process. The step's flow run is a
+subflow of the pipeline run (Prefect UI: under the pipeline's step task), it composes and validates
+the config from the pipeline's own Hydra overrides (the same `compose_config` + `validate` as the CLI),
+calls the same task body the in-process pipeline calls (`tasks.<step>.fn`), logs its metrics to the
+pipeline's MLflow run (`run_id` is one of its arguments) and records {step, key, cached} as a table
+artifact of its flow run, which is how the pipeline reads the key back (no Prefect result storage
+needs to be shared; the artifact store does: S3 `artifact_root=s3://...`, or one volume for all workers).
+
+    prefect deployment run qrpo-step/qrpo-step-gpu --param step=score \\
+        --param 'overrides=["experiment=smoke"]' --param 'arguments={"samples_key": "...", ...}'
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from types import SimpleNamespace
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NONE
+from prefect.states import Completed
+
+from flows import tasks
+from flows.config import compose_config
+from qrpo.artifacts import ArtifactStore
+from qrpo.config import check_type
+from qrpo.errors import InputError
+
+# The steps that can run on another pool: those that load a model or a reward model.
+STEPS = {name: getattr(tasks, name) for name in ("sample", "score", "ref_logps", "train", "eval_logps")}
+ARTIFACT_STEPS = {"sample": "samples", "score": "rewards", "ref_logps": "ref_logps", "train": "train", "eval_logps": "eval_logps"}
+DEPLOYMENT = "qrpo-step/qrpo-step-{pool}"  # dispatch.pool=gpu: qrpo-step/qrpo-step-gpu (prefect.yaml)
+RESULT_ARTIFACT = "qrpo-step-result"  # the table artifact (one row: step, key, cached) each step run leaves
+
+
+def dispatch_section(config: dict) -> tuple[str | None, list[str]]:
+    """(dispatch.pool, dispatch.steps), type-checked: one InputError naming the key."""
+    section = config.get("dispatch") or {}
+    if not isinstance(section, dict):
+        raise InputError(f"dispatch must be a mapping (pool: ..., steps: [...]); got {section!r}")
+    unknown = sorted(set(section) - {"pool", "steps"})
+    if unknown:
+        raise InputError(f"unknown key(s) {', '.join('dispatch.' + k for k in unknown)}; known: pool, steps")
+    pool, steps = section.get("pool"), section.get("steps", list(STEPS))
+    check_type("dispatch.pool", pool, str | None)
+    check_type("dispatch.steps", steps, list[str])
+    if pool is not None and not pool.strip():
+        raise InputError("dispatch.pool is empty; name a work pool (dispatch.pool=gpu) or leave it null to run every step here")
+    for name in steps:
+        if name not in STEPS:
+            raise InputError(f"dispatch.steps: {name!r} is not one of {', '.join(STEPS)} (the steps that can run on another pool)")
+    return pool, list(steps)
+
+
+def check_dispatch(config: dict) -> None:
+    """dispatch.pool set: a Prefect server must be configured and know the step deployment of that pool
+    (its workers pick the steps up); checked before any work, so a bad setup is one line, not a hung run."""
+    pool, _ = dispatch_section(config)
+    if pool is None:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    api, name = PREFECT_API_URL.value(), DEPLOYMENT.format(pool=pool)
+    if not api:
+        raise InputError(f"dispatch.pool={pool} needs a Prefect server whose workers run the steps, but PREFECT_API_URL is not set "
+                         "(a run without it uses a temporary local API that no worker sees); set PREFECT_API_URL=http://<host>:4200/api, "
+                         "or leave dispatch.pool=null to run every step in this process")
+    try:
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        raise InputError(f"dispatch.pool={pool}: the Prefect server at {api} has no deployment {name}; register it from the "
+                         f"repository root with `prefect --no-prompt deploy --name {name.split('/')[1]}` (prefect.yaml)") from None
+    except Exception as err:  # connection refused, timeouts, HTTP errors
+        raise InputError(f"dispatch.pool={pool}: cannot read deployment {name} from the Prefect server at {api}: "
+                         f"{' '.join(str(err).split())[:200]}") from None
+    if deployment.work_pool_name != pool:
+        raise InputError(f"dispatch.pool={pool}: deployment {name} is on work pool {deployment.work_pool_name!r}, not {pool!r}; "
+                         "fix its work_pool in prefect.yaml and deploy it again")
+
+
+@flow(name="qrpo-step", log_prints=True)
+def qrpo_step(step: str, overrides: list[str] | None = None, arguments: dict | None = None) -> dict:
+    """Run one pipeline step (`step`: one of STEPS) for the config of these Hydra overrides, with the
+    step's other arguments (artifact keys, numbers, the MLflow `run_id`); return {step, key, cached}."""
+    from flows.validate import validate
+
+    if step not in STEPS:
+        raise InputError(f"step={step!r} is not one of {', '.join(STEPS)}")
+    config = compose_config(list(overrides or []))
+    validate(config)
+    state = STEPS[step].fn(config, **(arguments or {}))  # the in-process pipeline's own task body
+    result = {"step": step, "key": state.data, "cached": state.name == "Cached"}
+    create_table_artifact([result], key=RESULT_ARTIFACT, description=f"{step} artifact: {state.message}")
+    get_run_logger().info("%s: artifact %s (%s)", step, state.data, "cached" if result["cached"] else "built")
+    return result
+
+
+def step_runners(config: dict, overrides: list[str]) -> SimpleNamespace:
+    """The pipeline's heavy steps by name (`.sample`, `.train`, ...): the in-process task itself, or
+    (dispatch.pool set, the step in dispatch.steps) a task of the same name and signature that runs it as
+    a `qrpo-step` deployment run on that pool and finishes with the same state ("Cached" or "Completed",
+    data: the artifact key)."""
+    pool, steps = dispatch_section(config)
+    return SimpleNamespace(**{name: _remote(name, pool, list(overrides)) if pool is not None and name in steps else original
+                              for name, original in STEPS.items()})
+
+
+def _remote(step: str, pool: str, overrides: list[str]):
+    original = STEPS[step]
+    signature = inspect.signature(original.fn)
+
+    @functools.wraps(original.fn)  # the same signature: Prefect resolves the same upstream states into the same names
+    def run_on_pool(*args, **kwargs):
+        from prefect.deployments import run_deployment
+        from prefect.runtime import flow_run, task_run
+
+        arguments = dict(signature.bind(*args, **kwargs).arguments)
+        bound_config = arguments.pop("config")  # the step composes its own from `overrides`
+        name = DEPLOYMENT.format(pool=pool)
+        run = run_deployment(name, parameters={"step": step, "overrides": overrides, "arguments": arguments},
+                             flow_run_name=f"{flow_run.get_name()}-{task_run.get_name()}", tags=["qrpo", step],
+                             idempotency_key=f"{task_run.get_id()}", poll_interval=2, as_subflow=True)
+        where = f"{name} flow run {run.name!r} ({run.id}) on pool {run.work_pool_name}"
+        if not run.state.is_completed():
+            raise RuntimeError(f"step {step} did not complete: {where} is {run.state.name}: {run.state.message}")
+        result = read_step_result(run.id)
+        check_shared_store(bound_config, step, result["key"], where)
+        return Completed(name="Cached" if result["cached"] else "Completed", data=result["key"], message=where)
+
+    return task(name=original.name, cache_policy=NONE)(run_on_pool)
+
+
+def check_shared_store(config: dict, step: str, key: str, where: str) -> None:
+    """The artifact a step made on another worker must be in this process's artifact store too."""
+    store = ArtifactStore(config.get("artifact_root"))
+    if store.get(ARTIFACT_STEPS[step], key) is None:
+        raise InputError(f"step {step} ran as {where} and made artifact {ARTIFACT_STEPS[step]}/{key}, but this process's artifact "
+                         f"store {store.root} does not have it: with dispatch.pool every worker must see the same artifact store "
+                         "(artifact_root=s3://..., or one volume mounted at the same path)")
+
+
+def read_step_result(flow_run_id) -> dict:
+    """{step, key, cached} as the `qrpo-step` flow run recorded it (its table artifact)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[RESULT_ARTIFACT])))
+    if not found:
+        raise RuntimeError(f"qrpo-step flow run {flow_run_id} completed without its {RESULT_ARTIFACT} artifact")
+    return json.loads(found[0].data)[0]
