@@ -31,8 +31,11 @@ so that load drift on a shared machine hits all of them alike). Same settings on
 2 x batch_size sequences, no accumulation), learning rate, gradient clipping at 1.0, no weight decay.
 Same precision on both sides (--precision): fp32, or bf16 autocast over fp32 master weights (ours:
 train.mixed_precision=bf16, reference log-probs under the same autocast; TRL: DPOConfig(bf16=True)).
-TRL's DPOConfig defaults to bf16=True even on a CPU, so a TRL run left at its defaults computes in bf16;
-the TRL child checks its accelerator's precision and stops if it is not the one asked for.
+Same activation memory policy on both sides (--gradient-checkpointing: both recompute activations in
+the backward; without it neither does). TRL 1.16's DPOConfig defaults to bf16=True (even on a CPU) and
+gradient_checkpointing=True, so a TRL run left at its defaults computes in bf16 and recomputes its
+activations; the TRL child checks the precision and checkpointing its trainer used and stops if they are
+not the ones asked for.
 Not a test: nothing asserts a time. The Markdown table goes to stdout, progress to stderr.
 """
 
@@ -181,7 +184,7 @@ def run_ours(name: str, pairs: list[dict], a: argparse.Namespace) -> dict:
     extra = json.loads(os.environ.get("QRPO_BENCH_TRAIN", "{}"))  # e.g. '{"share_prompts": false}' to compare variants
     cfg = TrainConfig(learning_rate=a.learning_rate, epochs=1, batch_size=a.batch_size, micro_batch_size=a.batch_size,
                       warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=a.seed,
-                      mixed_precision=precision, **extra)
+                      mixed_precision=precision, gradient_checkpointing=a.gradient_checkpointing, **extra)
     step_ends: list[float] = []
     kwargs = {"on_step": lambda step, record: step_ends.append(time.perf_counter())}
     if "on_step" not in inspect.signature(train_policy).parameters:
@@ -213,6 +216,7 @@ def run_trl(pairs: list[dict], a: argparse.Namespace) -> dict:
             weight_decay=0.0, max_grad_norm=1.0, max_length=None, logging_strategy="no", save_strategy="no",
             dataloader_num_workers=0, disable_tqdm=True,
             bf16=a.precision == "bf16",  # TRL's own default is bf16=True, i.e. bf16 autocast even on a CPU
+            gradient_checkpointing=a.gradient_checkpointing,  # TRL's own default is True
         )
         dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
         start = time.perf_counter()
@@ -225,6 +229,8 @@ def run_trl(pairs: list[dict], a: argparse.Namespace) -> dict:
         result = trainer.train()
     if trainer.accelerator.mixed_precision != ("bf16" if a.precision == "bf16" else "no"):
         raise SystemExit(f"TRL trained in {trainer.accelerator.mixed_precision}, not {a.precision}: the sides would not compare")
+    if bool(getattr(trainer.model, "is_gradient_checkpointing", False)) != a.gradient_checkpointing:
+        raise SystemExit("TRL's gradient checkpointing is not the one asked for: the sides would not compare")
     return {"setup_s": setup_s, "step_ends": step_ends, "final_loss": result.training_loss, "optim": str(args.optim),
             "torch_threads": torch.get_num_threads()}
 
@@ -248,6 +254,7 @@ def spawn(name: str, data: Path, a: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--data", str(data), "--model-dir", str(a.model_dir),
            "--batch-size", str(a.batch_size), "--steps", str(a.steps), "--warmup-steps", str(a.warmup_steps),
            "--beta", str(a.beta), "--learning-rate", str(a.learning_rate), "--seed", str(a.seed), "--precision", a.precision]
+    cmd += ["--gradient-checkpointing"] if a.gradient_checkpointing else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
@@ -305,6 +312,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="both sides: fp32, or bf16 autocast over fp32 master weights (TRL's own default, even on a CPU)")
     parser.add_argument("--json", type=Path, help="also write every run's raw figures to this file")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="both sides recompute activations in the backward (TRL's own default; ours: train.gradient_checkpointing)")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     a = parser.parse_args()
@@ -352,6 +361,7 @@ def main() -> None:
         trl_version = "not installed"
     threads = sorted({r["torch_threads"] for runs in results.values() for r in runs})
     precision = "float32" if a.precision == "fp32" else "bf16 autocast (fp32 master weights)"
+    precision += ", gradient checkpointing" if a.gradient_checkpointing else ", no gradient checkpointing"
     print(f"Training throughput, SmolLM2-135M-Instruct {precision}, {num_pairs} pairs of {a.seq_tokens}-token sequences, "
           f"batch {a.batch_size} pairs ({2 * a.batch_size * a.seq_tokens} tokens/step), {a.warmup_steps} warm-up + "
           f"{a.steps} timed steps, median of {'/'.join(str(len(r)) for r in results.values())} runs.")

@@ -48,8 +48,12 @@ def _start_mlflow_run(config: dict, experiment: str) -> str:
         tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
     run = client.create_run(experiment_id, run_name=config.get("run_name") or flow_run.get_name() or None, tags={k: str(v) for k, v in tags.items()})
     safe = redact({k: v for k, v in config.items() if k != "compare"})  # a compare child: its arm is in its params
-    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(safe).items()])
-    client.log_dict(run.info.run_id, safe, "config.yaml")
+    try:
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(safe).items()])
+        client.log_dict(run.info.run_id, safe, "config.yaml")
+    except BaseException:  # the run exists from here on: never leave it RUNNING (a SIGTERM lands anywhere)
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
     return run.info.run_id
 
 

@@ -171,5 +171,5 @@ def test_sigterm_during_a_sweep_closes_the_parent_as_killed_and_the_running_chil
     runs = {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name("qrpo").experiment_id])}
     parent = runs[children[0].data.tags["mlflow.parentRunId"]]
     assert parent.info.status == "KILLED", stderr[-3000:]
-    assert runs[children[0].info.run_id].info.status == "FAILED"
-    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+    statuses = sorted(r.info.status for r in runs.values() if r.info.run_id != parent.info.run_id)
+    assert "FAILED" in statuses and "RUNNING" not in statuses, statuses  # the child the signal hit; none left RUNNING
