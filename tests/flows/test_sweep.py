@@ -150,17 +150,18 @@ def test_sigterm_during_a_sweep_closes_the_parent_as_killed_and_the_running_chil
     import time
 
     home = tmp_path / "home"
+    home.mkdir()
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    client.search_experiments()  # the store's tables made here: polling a store the sweep is still migrating races with it
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "--multirun", "experiment=smoke", "algorithm.beta=0.1,0.2"],
                             cwd=tmp_path, env=cli_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    client, deadline, children = None, time.time() + 300, []
+    deadline, children = time.time() + 300, []
     try:
         while time.time() < deadline and proc.poll() is None and not children:  # wait for the first child to start
             time.sleep(1)
-            if (home / "mlflow.db").exists():
-                client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-                experiment = client.get_experiment_by_name("qrpo")
-                runs = client.search_runs([experiment.experiment_id]) if experiment else []
-                children = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING"]
+            experiment = client.get_experiment_by_name("qrpo")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            children = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING"]
         assert children, f"no child run started: {proc.poll()} {proc.stderr.read()[-3000:] if proc.poll() is not None else ''}"
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
