@@ -5,7 +5,9 @@ these dataclasses and rejects unknown keys, values of the wrong type (checked ag
 annotation: `train.epochs=abc` -> "train.epochs must be an integer; got 'abc'") and out-of-range values
 with one `InputError` naming the key.
 Each pipeline step reads only its own section, and its artifact key hashes only that section, so
-changing beta re-runs training and evaluation but no sampling or scoring.
+changing beta re-runs training and evaluation but no sampling or scoring. `typed_sections` builds all
+of a run's sections at once (`Sections`); each Prefect task receives only the ones it reads, and an
+artifact key hashes a section as composed (`composed`: the mapping it was built from, not the defaults).
 """
 
 from __future__ import annotations

@@ -126,3 +126,12 @@ def test_every_config_option_types_its_sections_and_gives_back_the_composed_mapp
     for field in ("model", "dataset", "sampler", "reward", "quantiles", "regime", "train", "distributed", "eval", "algorithm"):
         assert composed(getattr(sections, field)) == config[field], field
     assert composed(sections.model) is not composed(sections.model)  # a copy: a task cannot change the next one's key
+
+
+def test_a_section_made_by_hand_hashes_all_its_fields_and_the_algorithm_its_target_and_arguments():
+    assert composed(RegimeConfig("offline")) == {"name": "offline", "leave_one_out": False, "seed": 0,
+                                                 "chosen_column": "chosen", "rejected_column": "rejected"}
+    algorithm = AlgorithmConfig("qrpo.algorithms.DPO", {"beta": 0.1})
+    assert composed(algorithm) == {"_target_": "qrpo.algorithms.DPO", "beta": 0.1}
+    assert (algorithm.name, algorithm.method, algorithm.label) == ("dpo", "dpo", "DPO (β=0.1)")
+    assert tasks.build_algorithm(algorithm).name == "dpo"
