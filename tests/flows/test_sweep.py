@@ -156,7 +156,7 @@ def test_sigterm_during_a_sweep_closes_the_parent_as_killed_and_the_running_chil
     try:
         while time.time() < deadline and proc.poll() is None and not children:  # wait for the first child to start
             time.sleep(1)
-            if (home / "artifacts").exists():  # a child's first step: its MLflow store is created (not mid-migration)
+            if (home / "mlflow.db").exists():
                 client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
                 experiment = client.get_experiment_by_name("qrpo")
                 runs = client.search_runs([experiment.experiment_id]) if experiment else []
