@@ -8,7 +8,8 @@
                                                                                └─> report
     (AlpacaEval 2, when enabled: its instructions ─> sample (policy) ─> judge)
 The flow takes Hydra overrides and composes the config itself, so the CLI, a `--multirun` job and
-a Prefect deployment run are the same call. One MLflow run records it all.
+a Prefect deployment run are the same call; validating it builds the typed sections once, and each
+task receives the sections it reads (flows/tasks.py). One MLflow run records it all.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from flows.config import compose_config
 from flows.step import step_runners
 from flows.sweep import PARENT_ENV
 from flows.validate import validate
-from qrpo.config import EvalConfig, SamplerConfig, build_section
+from qrpo.artifacts import ArtifactStore
 from qrpo.tracking import RunLogger, artifact_location, flatten, redact, tracking_uri
 
 
@@ -62,51 +63,54 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     """Run the whole experiment for these Hydra overrides; return its summary."""
     overrides = list(overrides or [])
     config = compose_config(overrides)
-    validate(config)
+    sections = validate(config)  # the typed sections, built once; each task gets those it reads
+    store = ArtifactStore(config.get("artifact_root"))
     run_id = _start_mlflow_run(config, config["mlflow_experiment"])
     logger = RunLogger(run_id)
     steps = step_runners(config, overrides)  # the heavy steps: in this process, or (dispatch.pool) on that pool's workers
     try:
-        sampler, evals = build_section(SamplerConfig, config["sampler"]), build_section(EvalConfig, config["eval"])
-        model = tasks.prepare_model(config, run_id)
-        dataset = tasks.load_dataset(config, run_id)
+        sampler, evals, reward = sections.sampler, sections.eval, sections.reward
+        model = tasks.prepare_model(sections.model, store, run_id)
+        dataset = tasks.load_dataset(sections.dataset, store, run_id)
         reference = {"step": "model", "key": model.result(), "subdir": ""}
-        train_samples = steps.sample(config, reference, dataset, "train", sampler.num_train_samples + sampler.num_ref_samples,
+        train_samples = steps.sample(sampler, store, reference, dataset, "train", sampler.num_train_samples + sampler.num_ref_samples,
                                      sampler.seed, sampler.max_new_tokens, run_id, "samples_train")
-        eval_samples = steps.sample(config, reference, dataset, "eval", evals.ref_samples_per_prompt, evals.seed,
+        eval_samples = steps.sample(sampler, store, reference, dataset, "eval", evals.ref_samples_per_prompt, evals.seed,
                                     evals.max_new_tokens, run_id, "samples_eval_ref")
-        train_scored = steps.score(config, train_samples, dataset, "train", run_id)
-        eval_scored = steps.score(config, eval_samples, dataset, "eval", run_id)
+        train_scored = steps.score(reward, store, train_samples, dataset, "train", run_id)
+        eval_scored = steps.score(reward, store, eval_samples, dataset, "eval", run_id)
         offline_scored = None
-        if config["regime"]["name"] == "offline":  # the dataset's own pairs, scored by the same reward
-            offline = tasks.offline_samples(config, model, dataset, train_samples, run_id)
-            offline_scored = steps.score(config, offline, dataset, "offline", run_id)
-        training = tasks.training_data(config, train_scored, run_id, offline_scored)
-        if tasks.build_algorithm(config["algorithm"]).needs_reference:
-            ref_logps = steps.ref_logps(config, model, training, run_id)
-            trained = steps.train(config, model, "ref_logps", ref_logps, run_id)
+        if sections.regime.name == "offline":  # the dataset's own pairs, scored by the same reward
+            offline = tasks.offline_samples(sections.regime, store, model, dataset, train_samples, run_id)
+            offline_scored = steps.score(reward, store, offline, dataset, "offline", run_id)
+        training = tasks.training_data(sampler, sections.regime, sections.quantiles, store, train_scored, run_id, offline_scored)
+        algorithm, train, distributed = sections.algorithm, sections.train, sections.distributed
+        if tasks.build_algorithm(algorithm).needs_reference:
+            ref_logps = steps.ref_logps(train, store, model, training, run_id)
+            trained = steps.train(algorithm, train, distributed, store, model, "ref_logps", ref_logps, run_id)
         else:  # SimPO, SFT: no reference model pass at all
             ref_logps = None
-            trained = steps.train(config, model, "training_data", training, run_id)
+            trained = steps.train(algorithm, train, distributed, store, model, "training_data", training, run_id)
         policy = {"step": "train", "key": trained.result(), "subdir": "policy"}
         policy_states = {}
         for seed in evals.seed_list:  # the same sample and score steps as the reference's, one per seed
-            samples = steps.sample(config, policy, dataset, "eval", evals.samples_per_prompt, seed, evals.max_new_tokens,
+            samples = steps.sample(sampler, store, policy, dataset, "eval", evals.samples_per_prompt, seed, evals.max_new_tokens,
                                    run_id, f"samples_eval_policy_seed{seed}")
             policy_states[f"eval_policy_samples_seed{seed}"] = samples
             policy_states[f"eval_policy_rewards_seed{seed}"] = steps.score(
-                config, samples, dataset, "eval", run_id, name=f"rewards_eval_policy_seed{seed}")
+                reward, store, samples, dataset, "eval", run_id, name=f"rewards_eval_policy_seed{seed}")
         scored_by_seed = {str(seed): policy_states[f"eval_policy_rewards_seed{seed}"].result() for seed in evals.seed_list}
-        logps = steps.eval_logps(config, model, trained, scored_by_seed, run_id)
-        evaluated = tasks.evaluate(config, logps, eval_scored, dataset, run_id)
+        logps = steps.eval_logps(evals, store, model, trained, scored_by_seed, run_id)
+        evaluated = tasks.evaluate(evals, reward, store, logps, eval_scored, dataset, run_id)
         alpaca_states = {}
         if evals.alpaca.enabled:
-            alpaca_states["alpaca_prompts"] = tasks.load_alpaca_eval(config, run_id)
+            alpaca_states["alpaca_prompts"] = tasks.load_alpaca_eval(evals, store, run_id)
             alpaca_states["alpaca_samples"] = steps.sample(
-                config, policy, alpaca_states["alpaca_prompts"], "eval", 1, evals.alpaca.seed, evals.alpaca.max_new_tokens,
+                sampler, store, policy, alpaca_states["alpaca_prompts"], "eval", 1, evals.alpaca.seed, evals.alpaca.max_new_tokens,
                 run_id, "samples_alpaca_eval")
-            alpaca_states["alpaca_eval"] = tasks.alpaca_eval(config, alpaca_states["alpaca_samples"], alpaca_states["alpaca_prompts"], run_id)
-        metrics = tasks.make_report(config, trained, evaluated, eval_scored, run_id,
+            alpaca_states["alpaca_eval"] = tasks.alpaca_eval(evals, store, alpaca_states["alpaca_samples"], alpaca_states["alpaca_prompts"],
+                                                             run_id)
+        metrics = tasks.make_report(algorithm, sections.model, sections.dataset, reward, store, trained, evaluated, eval_scored, run_id,
                                     alpaca_states["alpaca_eval"].result() if alpaca_states else None)
     except BaseException:
         logger.client.set_terminated(run_id, "FAILED")
@@ -121,8 +125,8 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
         "flow_run_id": str(flow_run.get_id()),
         "artifacts": {name: state.result() for name, state in states.items() if state is not None},
         "cached_steps": sorted(name for name, state in states.items() if state is not None and state.name == "Cached"),
-        "method": tasks.method_label(config),
-        "optimum": getattr(tasks.build_algorithm(config["algorithm"]), "optimum", dict)(),
+        "method": sections.algorithm.label,
+        "optimum": getattr(tasks.build_algorithm(sections.algorithm), "optimum", dict)(),
         "metrics": {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")},  # the reporting half
         "selection_metrics": {k.removeprefix("eval_selection/"): v for k, v in metrics.items() if k.startswith("eval_selection/")},
     }

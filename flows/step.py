@@ -5,7 +5,8 @@ a run of the deployment `qrpo-step/qrpo-step-gpu` (prefect.yaml), waits for it, 
 artifact key it made; the other steps run in the pipeline's own process. The step's flow run is a
 subflow of the pipeline run (Prefect UI: under the pipeline's step task), it composes and validates
 the config from the pipeline's own Hydra overrides (the same `compose_config` + `validate` as the CLI),
-calls the same task body the in-process pipeline calls (`tasks.<step>.fn`), logs its metrics to the
+calls the same task body the in-process pipeline calls (`tasks.<step>.fn`) with the typed sections that
+`validate` built and its own artifact store (only the JSON arguments travel), logs its metrics to the
 pipeline's MLflow run (`run_id` is one of its arguments) and records {step, key, cached} as a table
 artifact of its flow run, which is how the pipeline reads the key back (no Prefect result storage
 needs to be shared; the artifact store does: S3 `artifact_root=s3://...`, or one volume for all workers).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import typing
 from types import SimpleNamespace
 
 from prefect import flow, get_run_logger, task
@@ -29,7 +31,7 @@ from prefect.states import Completed
 from flows import tasks
 from flows.config import compose_config
 from qrpo.artifacts import ArtifactStore
-from qrpo.config import check_type
+from qrpo.config import Sections, check_type
 from qrpo.errors import InputError
 
 # The steps that can run on another pool: those that load a model or a reward model.
@@ -96,12 +98,26 @@ def qrpo_step(step: str, overrides: list[str] | None = None, arguments: dict | N
     if step not in STEPS:
         raise InputError(f"step={step!r} is not one of {', '.join(STEPS)}")
     config = compose_config(list(overrides or []))
-    validate(config)
-    state = STEPS[step].fn(config, **(arguments or {}))  # the in-process pipeline's own task body
+    sections = validate(config)
+    from_config = config_arguments(STEPS[step].fn, sections, ArtifactStore(config.get("artifact_root")))
+    state = STEPS[step].fn(**from_config, **(arguments or {}))  # the in-process pipeline's own task body
     result = {"step": step, "key": state.data, "cached": state.name == "Cached"}
     create_table_artifact([result], key=RESULT_ARTIFACT, description=f"{step} artifact: {state.message}")
     get_run_logger().info("%s: artifact %s (%s)", step, state.data, "cached" if result["cached"] else "built")
     return result
+
+
+def config_parameters(function) -> dict[str, type]:
+    """The parameters of a task that its run's config fills in, by name: those annotated with a typed
+    section class (qrpo.config) or ArtifactStore. A remote step receives only the others (JSON)."""
+    section_classes = set(typing.get_type_hints(Sections).values())
+    return {name: hint for name, hint in typing.get_type_hints(function).items()
+            if name != "return" and (hint in section_classes or hint is ArtifactStore)}
+
+
+def config_arguments(function, sections: Sections, store: ArtifactStore) -> dict:
+    """The config parameters of a task (`config_parameters`) with their values: each section from `sections`, the store."""
+    return {name: store if hint is ArtifactStore else sections.of(hint) for name, hint in config_parameters(function).items()}
 
 
 def step_runners(config: dict, overrides: list[str]) -> SimpleNamespace:
@@ -124,7 +140,9 @@ def _remote(step: str, pool: str, overrides: list[str]):
         from prefect.runtime import flow_run, task_run
 
         arguments = dict(signature.bind(*args, **kwargs).arguments)
-        bound_config = arguments.pop("config")  # the step composes its own from `overrides`
+        # the sections and the store stay here: the step composes its own config from `overrides`
+        own = {name: arguments.pop(name) for name in config_parameters(original.fn) if name in arguments}
+        store = next(value for value in own.values() if isinstance(value, ArtifactStore))
         name = DEPLOYMENT.format(pool=pool)
         run = run_deployment(name, parameters={"step": step, "overrides": overrides, "arguments": arguments},
                              flow_run_name=f"{flow_run.get_name()}-{task_run.get_name()}", tags=["qrpo", step],
@@ -133,15 +151,14 @@ def _remote(step: str, pool: str, overrides: list[str]):
         if not run.state.is_completed():
             raise RuntimeError(f"step {step} did not complete: {where} is {run.state.name}: {run.state.message}")
         result = read_step_result(run.id)
-        check_shared_store(bound_config, step, result["key"], where)
+        check_shared_store(store, step, result["key"], where)
         return Completed(name="Cached" if result["cached"] else "Completed", data=result["key"], message=where)
 
     return task(name=original.name, cache_policy=NONE)(run_on_pool)
 
 
-def check_shared_store(config: dict, step: str, key: str, where: str) -> None:
+def check_shared_store(store: ArtifactStore, step: str, key: str, where: str) -> None:
     """The artifact a step made on another worker must be in this process's artifact store too."""
-    store = ArtifactStore(config.get("artifact_root"))
     if store.get(ARTIFACT_STEPS[step], key) is None:
         raise InputError(f"step {step} ran as {where} and made artifact {ARTIFACT_STEPS[step]}/{key}, but this process's artifact "
                          f"store {store.root} does not have it: with dispatch.pool every worker must see the same artifact store "

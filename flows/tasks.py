@@ -1,5 +1,11 @@
 """One Prefect task per pipeline step: load inputs, call one `qrpo` function, save the artifact.
 
+A task receives the typed config sections it reads (qrpo.config: `sampler: SamplerConfig`, `train: TrainConfig`,
+`algorithm: AlgorithmConfig`, ...), never the whole config: the flow composes and validates the config once
+and builds every section there (`flows.validate.validate` returns them). Then the artifact store, then its
+inputs (artifact keys, numbers) and the MLflow `run_id`. An artifact key hashes a section as the config
+composed it (`qrpo.config.composed`), so it moves only when a value the step reads changes.
+
 Each task returns a Prefect state whose data is the artifact key; a step whose artifact already
 exists finishes as "Cached" without loading a model. Every task also logs the artifact's metrics to
 the pipeline's MLflow run, cached or not, so each run records the full set.
@@ -30,8 +36,8 @@ from qrpo.algorithms import Algorithm
 from qrpo.artifacts import Artifact, ArtifactStore, write_table
 from qrpo.binding import cache_section, check_arguments, locate
 from qrpo.config import (
-    DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
-    TrainConfig, build_section,
+    AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
+    SamplerConfig, TrainConfig, algorithm_section, composed,
 )
 from qrpo.distributed import launch_training
 from qrpo.errors import InputError
@@ -41,19 +47,16 @@ from qrpo.rewards import build_reward, score_samples
 from qrpo.tracking import RunLogger
 
 
-def build_algorithm(section: dict) -> Algorithm:
-    """The algorithm its `_target_` names, its arguments type-checked first (one InputError naming the key)."""
-    check_arguments("algorithm", locate("algorithm._target_", section.get("_target_")),
-                    {k: v for k, v in section.items() if k != "_target_"})
+def build_algorithm(section: AlgorithmConfig | dict) -> Algorithm:
+    """The algorithm its `_target_` names, its arguments type-checked first (one InputError naming the key);
+    `section`: the typed algorithm section (or the composed mapping it comes from)."""
+    section = algorithm_section(section) if isinstance(section, dict) else section
+    check_arguments("algorithm", locate("algorithm._target_", section._target_), section.arguments)
     try:
-        return instantiate(section)
+        return instantiate(composed(section))
     except InstantiationException as err:
         cause = err.__cause__ or err
-        raise InputError(f"algorithm ({section.get('_target_')}): {cause}") from None
-
-
-def _store(config: dict) -> ArtifactStore:
-    return ArtifactStore(config.get("artifact_root"))
+        raise InputError(f"algorithm ({section._target_}): {cause}") from None
 
 
 def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str):
@@ -62,89 +65,82 @@ def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str):
 
 
 @task(cache_policy=NONE)
-def prepare_model(config: dict, run_id: str):
-    cfg = build_section(ModelConfig, config["model"])
-    artifact, cached = _store(config).get_or_build(
-        "model", 2, cache_section("model", config["model"]), {}, lambda out, _: models.prepare_model(cfg, out)
+def prepare_model(model: ModelConfig, store: ArtifactStore, run_id: str):
+    artifact, cached = store.get_or_build(
+        "model", 2, cache_section("model", composed(model)), {}, lambda out, _: models.prepare_model(model, out)
     )
     return _finish(artifact, cached, run_id, "model/")
 
 
 @task(cache_policy=NONE)
-def load_dataset(config: dict, run_id: str):
-    cfg = build_section(DatasetConfig, config["dataset"])
-    digest = data.fingerprint(cfg)  # the data, not its path, is the key
+def load_dataset(dataset: DatasetConfig, store: ArtifactStore, run_id: str):
+    digest = data.fingerprint(dataset)  # the data, not its path, is the key
 
     def build(out, _):
-        table = data.load_prompts(cfg)
+        table = data.load_prompts(dataset)
         write_table(table, out / "data.parquet")
         splits = table.column("split").to_pylist()
         return {"train_prompts": splits.count("train"), "eval_prompts": splits.count("eval")}
 
-    subset = {**config["dataset"], "path": None, "data_files": None, "sha256": digest}
-    artifact, cached = _store(config).get_or_build("dataset", 2, subset, {}, build)
+    subset = {**composed(dataset), "path": None, "data_files": None, "sha256": digest}
+    artifact, cached = store.get_or_build("dataset", 2, subset, {}, build)
     return _finish(artifact, cached, run_id, "dataset/")
 
 
 @task(cache_policy=NONE)
-def sample(config: dict, source: dict, dataset_key: str, split: str, num_samples: int, seed: int, max_new_tokens: int,
-           run_id: str, name: str):
+def sample(sampler: SamplerConfig, store: ArtifactStore, source: dict, dataset_key: str, split: str, num_samples: int, seed: int,
+           max_new_tokens: int, run_id: str, name: str):
     """`num_samples` completions per prompt of `split` from `source` (the model artifact, or a trained
     policy), reusing any sampled pool that covers them (qrpo/sampling/pool.py): "Cached" when nothing
     was sampled. The train step draws at least `sampler.min_samples_per_prompt`."""
-    cfg = build_section(SamplerConfig, config["sampler"])
-    store = _store(config)
-    params = sampling.SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=cfg.temperature, top_p=cfg.top_p)
+    params = sampling.SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=sampler.temperature, top_p=sampler.top_p)
     model_path = store.require(source["step"], source["key"]).path / source.get("subdir", "")
     prompts = data.split(store.require("dataset", dataset_key).table(), split)
 
     def sample_range(indices, partial):
-        if cfg.map_shards:
-            shards = range(len(sampling.shard_ranges(prompts.num_rows, cfg.shard_prompts)))
-            sample_shard.map(unmapped(config), unmapped(str(model_path)), unmapped(dataset_key), unmapped(split),
+        if sampler.map_shards:
+            shards = range(len(sampling.shard_ranges(prompts.num_rows, sampler.shard_prompts)))
+            sample_shard.map(unmapped(sampler), unmapped(store), unmapped(str(model_path)), unmapped(dataset_key), unmapped(split),
                              unmapped(dataclasses.asdict(params)), unmapped([indices.start, indices.stop]),
                              unmapped(str(partial)), list(shards)).result()
-        return sampling.sample_split(cfg, model_path, params, prompts, indices, partial, desc=name)
+        return sampling.sample_split(sampler, model_path, params, prompts, indices, partial, desc=name)
 
-    pool = sampling.pool.pool_key(source, dataset_key, split, params, cfg.drop_truncated)
+    pool = sampling.pool.pool_key(source, dataset_key, split, params, sampler.drop_truncated)
     artifact, sampled = sampling.pool.sample_with_reuse(
         store, pool, num_samples, prompts.column("prompt_id").to_pylist(), sample_range,
-        at_least=cfg.min_samples_per_prompt if split == "train" else 0, drop_truncated=cfg.drop_truncated,
+        at_least=sampler.min_samples_per_prompt if split == "train" else 0, drop_truncated=sampler.drop_truncated,
         covering=split == "train" and source["step"] == "model",  # training_data takes the first K + M itself
     )
     return _finish(artifact, not sampled, run_id, f"{name}/")
 
 
 @task(cache_policy=NONE)
-def sample_shard(config: dict, model_path: str, dataset_key: str, split: str, params: dict, indices: list[int],
-                 partial: str, shard: int):
+def sample_shard(sampler: SamplerConfig, store: ArtifactStore, model_path: str, dataset_key: str, split: str, params: dict,
+                 indices: list[int], partial: str, shard: int):
     """One shard of a `sample` step (sampler.map_shards): loads the model once, writes the shard's checkpoint."""
-    cfg = build_section(SamplerConfig, config["sampler"])
-    prompts = data.split(_store(config).require("dataset", dataset_key).table(), split)
-    sampling.sample_split(cfg, Path(model_path), sampling.SamplingParams(**params), prompts, range(*indices), Path(partial),
+    prompts = data.split(store.require("dataset", dataset_key).table(), split)
+    sampling.sample_split(sampler, Path(model_path), sampling.SamplingParams(**params), prompts, range(*indices), Path(partial),
                           shards=[shard], desc=f"shard {shard}")
 
 
 @task(cache_policy=NONE)
-def score(config: dict, samples_key: str, dataset_key: str, split: str, run_id: str, name: str | None = None):
-    cfg = build_section(RewardConfig, config["reward"])
-    store = _store(config)
+def score(reward: RewardConfig, store: ArtifactStore, samples_key: str, dataset_key: str, split: str, run_id: str,
+          name: str | None = None):
 
     def build(out, _):
         samples = store.require("samples", samples_key).table()
-        rewards = score_samples(build_reward(cfg), samples, store.require("dataset", dataset_key).table())
+        rewards = score_samples(build_reward(reward), samples, store.require("dataset", dataset_key).table())
         write_table(samples.append_column("reward", pa.array(rewards)), out / "data.parquet")
         return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
 
-    artifact, cached = store.get_or_build("rewards", 1, cache_section("reward", config["reward"]), {"samples": samples_key, "dataset": dataset_key}, build)
+    artifact, cached = store.get_or_build("rewards", 1, cache_section("reward", composed(reward)), {"samples": samples_key, "dataset": dataset_key}, build)
     return _finish(artifact, cached, run_id, f"{name or 'rewards_' + split}/")
 
 
 @task(cache_policy=NONE)
-def offline_samples(config: dict, model_key: str, dataset_key: str, train_samples_key: str, run_id: str):
+def offline_samples(regime: RegimeConfig, store: ArtifactStore, model_key: str, dataset_key: str, train_samples_key: str,
+                    run_id: str):
     """regime=offline: the dataset's own chosen/rejected completions, tokenised by the policy, as samples to score."""
-    regime = build_section(RegimeConfig, config["regime"])
-    store = _store(config)
 
     def build(out, _):
         tokenizer = AutoTokenizer.from_pretrained(store.require("model", model_key).path)
@@ -164,12 +160,10 @@ def offline_samples(config: dict, model_key: str, dataset_key: str, train_sample
 
 
 @task(cache_policy=NONE)
-def training_data(config: dict, scored_key: str, run_id: str, offline_scored_key: str | None = None):
+def training_data(sampler: SamplerConfig, regime: RegimeConfig, quantiles: QuantileConfig, store: ArtifactStore, scored_key: str,
+                  run_id: str, offline_scored_key: str | None = None):
     """The training table of the configured regime (pairs, or single completions) from scored samples."""
-    sampler = build_section(SamplerConfig, config["sampler"])
-    regime = build_section(RegimeConfig, config["regime"])
-    ties = build_section(QuantileConfig, config["quantiles"]).ties
-    store = _store(config)
+    ties = quantiles.ties
 
     def build(out, _):
         offline = training_data_lib.offline_pairs(store.require("rewards", offline_scored_key).table()) if offline_scored_key else None
@@ -178,7 +172,7 @@ def training_data(config: dict, scored_key: str, run_id: str, offline_scored_key
         write_table(table, out / "data.parquet")
         return stats
 
-    subset = {"regime": config["regime"], "num_train_samples": sampler.num_train_samples,
+    subset = {"regime": composed(regime), "num_train_samples": sampler.num_train_samples,
               "num_ref_samples": sampler.num_ref_samples, "ties": ties}
     inputs = {"rewards": scored_key, **({"offline_rewards": offline_scored_key} if offline_scored_key else {})}
     artifact, cached = store.get_or_build("training_data", 2, subset, inputs, build)
@@ -189,10 +183,9 @@ def training_data(config: dict, scored_key: str, run_id: str, offline_scored_key
 
 
 @task(cache_policy=NONE)
-def ref_logps(config: dict, model_key: str, training_data_key: str, run_id: str):
+def ref_logps(train: TrainConfig, store: ArtifactStore, model_key: str, training_data_key: str, run_id: str):
     """log pi_ref of every completion of the training table, with the trainer's own log-prob function."""
-    store = _store(config)
-    precision = trainer.mixed_precision(build_section(TrainConfig, config["train"]))
+    precision = trainer.mixed_precision(train)
 
     def build(out, _):
         model, tokenizer = models.load_policy(store.require("model", model_key).path, dtype=torch.float32)
@@ -216,20 +209,18 @@ def ref_logps(config: dict, model_key: str, training_data_key: str, run_id: str)
 
 
 @task(cache_policy=NONE)
-def train(config: dict, model_key: str, table_step: str, table_key: str, run_id: str):
+def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: DistributedConfig, store: ArtifactStore, model_key: str,
+          table_step: str, table_key: str, run_id: str):
     """Train the policy on the training table (`ref_logps`, or `training_data` for reference-free methods),
     in this process or under `accelerate launch` with the configured topology; resumes from its checkpoints."""
-    algorithm = build_algorithm(config["algorithm"])
-    cfg = build_section(TrainConfig, config["train"])
-    topology = build_section(DistributedConfig, config["distributed"])
-    store = _store(config)
+    method = build_algorithm(algorithm)
     logger = RunLogger(run_id)
 
     def build(out, partial):
         model_dir, table = store.require("model", model_key).path, store.require(table_step, table_key)
-        if topology.launches:
-            history = launch_training(topology, model_dir, table.path / "data.parquet", config["algorithm"],
-                                      config["train"], out, checkpoint_dir=partial / "checkpoints")
+        if distributed.launches:
+            history = launch_training(distributed, model_dir, table.path / "data.parquet", composed(algorithm),
+                                      composed(train), out, checkpoint_dir=partial / "checkpoints")
         else:
             model, tokenizer = models.load_policy(model_dir, dtype=torch.float32)
             live = set()  # steps logged as they happened; a resumed run logs its restored steps at the end
@@ -238,7 +229,7 @@ def train(config: dict, model_key: str, table_step: str, table_key: str, run_id:
                 logger.history([record], prefix="train/")
                 live.add(step)
 
-            history = trainer.train_policy(model, table.table(), algorithm, cfg, tokenizer.pad_token_id,
+            history = trainer.train_policy(model, table.table(), method, train, tokenizer.pad_token_id,
                                            checkpoint_dir=partial / "checkpoints", on_step=log_step)
             logger.history([r for r in history if r["step"] not in live], prefix="train/")
             model.save_pretrained(out / "policy")
@@ -247,20 +238,18 @@ def train(config: dict, model_key: str, table_step: str, table_key: str, run_id:
         last = history[-1]
         return {"final_loss": last["loss"], "steps": len(history), "tokens_per_s": last["tokens_per_s"]}
 
-    subset = {"algorithm": config["algorithm"], "train": config["train"], "distributed": config["distributed"]}
+    subset = {"algorithm": composed(algorithm), "train": composed(train), "distributed": composed(distributed)}
     artifact, cached = store.get_or_build("train", 2, subset, {"model": model_key, table_step: table_key}, build)
-    if cached or topology.launches:  # live runs logged every step as it happened
+    if cached or distributed.launches:  # live runs logged every step as it happened
         logger.history(artifact.table("history").to_pylist(), prefix="train/")
-    if hasattr(algorithm, "optimum"):  # QRPO: the beta used (maybe from a KL budget) and its optimum pi*
-        logger.metrics(algorithm.optimum(), prefix="algorithm/")
+    if hasattr(method, "optimum"):  # QRPO: the beta used (maybe from a KL budget) and its optimum pi*
+        logger.metrics(method.optimum(), prefix="algorithm/")
     return _finish(artifact, cached, run_id, "train/")
 
 
 @task(cache_policy=NONE)
-def eval_logps(config: dict, model_key: str, train_key: str, scored_by_seed: dict, run_id: str):
+def eval_logps(evals: EvalConfig, store: ArtifactStore, model_key: str, train_key: str, scored_by_seed: dict, run_id: str):
     """The policy's scored eval samples (all seeds, one table with a `seed` column) with log pi and log pi_ref."""
-    evals = build_section(EvalConfig, config["eval"])
-    store = _store(config)
 
     def build(out, _):
         tables = [store.require("rewards", key).table() for key in scored_by_seed.values()]
@@ -278,16 +267,16 @@ def eval_logps(config: dict, model_key: str, train_key: str, scored_by_seed: dic
 
 
 @task(cache_policy=NONE)
-def evaluate(config: dict, logps_key: str, eval_ref_key: str, dataset_key: str, run_id: str):
+def evaluate(evals: EvalConfig, reward: RewardConfig, store: ArtifactStore, logps_key: str, eval_ref_key: str, dataset_key: str,
+             run_id: str):
     """Metrics of the policy's samples against the reference's on the same eval prompts: reporting half
-    under eval/..., selection half under eval_selection/... (and LeetCode pass rates on the code task)."""
-    evals = build_section(EvalConfig, config["eval"])
-    store = _store(config)
+    under eval/..., selection half under eval_selection/... (and LeetCode pass rates on the code task:
+    `reward.kind` is code_tests)."""
 
     def build(out, _):
         policy, reference = store.require("eval_logps", logps_key).table(), store.require("rewards", eval_ref_key).table()
         metrics = evaluation.evaluate_halves(policy, reference, evals.split_seed, evals.lc_fit_on)
-        if config["reward"].get("kind") == "code_tests":  # pass rates of the policy, and of pi_ref (ref_...) on the same problems
+        if reward.kind == "code_tests":  # pass rates of the policy, and of pi_ref (ref_...) on the same problems
             problems = store.require("dataset", dataset_key).table()
             metrics.update(evaluation.leetcode_metrics(policy, problems, evals.split_seed))
             metrics.update({k.replace("/", "/ref_", 1): v for k, v in
@@ -299,16 +288,16 @@ def evaluate(config: dict, logps_key: str, eval_ref_key: str, dataset_key: str, 
         write_table(table, out / "data.parquet")
         return metrics
 
-    subset = {k: config["eval"].get(k) for k in ("split_seed", "lc_fit_on")} | {"reward_kind": config["reward"].get("kind")}
+    subset = {k: composed(evals).get(k) for k in ("split_seed", "lc_fit_on")} | {"reward_kind": composed(reward).get("kind")}
     inputs = {"eval_logps": logps_key, "eval_reference": eval_ref_key, "dataset": dataset_key}
     artifact, cached = store.get_or_build("eval", 3, subset, inputs, build)
     return _finish(artifact, cached, run_id, "")
 
 
 @task(cache_policy=NONE)
-def load_alpaca_eval(config: dict, run_id: str):
+def load_alpaca_eval(evals: EvalConfig, store: ArtifactStore, run_id: str):
     """AlpacaEval's instructions and baseline outputs as a prompt table (a `dataset` artifact the `sample` step reads)."""
-    cfg = build_section(EvalConfig, config["eval"]).alpaca
+    cfg = evals.alpaca
     path = Path(cfg.instructions).expanduser()
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else cfg.instructions  # a missing file: InputError below
 
@@ -318,15 +307,14 @@ def load_alpaca_eval(config: dict, run_id: str):
         return {"instructions": table.num_rows}
 
     subset = {"alpaca_eval": digest, "max_instances": cfg.max_instances}
-    artifact, cached = _store(config).get_or_build("dataset", 1, subset, {}, build)
+    artifact, cached = store.get_or_build("dataset", 1, subset, {}, build)
     return _finish(artifact, cached, run_id, "alpaca_eval_prompts/")
 
 
 @task(cache_policy=NONE)
-def alpaca_eval(config: dict, samples_key: str, prompts_key: str, run_id: str):
+def alpaca_eval(evals: EvalConfig, store: ArtifactStore, samples_key: str, prompts_key: str, run_id: str):
     """The judge's verdicts on the policy's AlpacaEval outputs: eval/alpaca_eval_lc_win_rate, eval/alpaca_eval_win_rate."""
-    cfg = build_section(EvalConfig, config["eval"]).alpaca
-    store = _store(config)
+    cfg = evals.alpaca
 
     def build(out, _):
         metrics, annotations = alpaca_eval_lib.run_alpaca_eval(
@@ -340,15 +328,16 @@ def alpaca_eval(config: dict, samples_key: str, prompts_key: str, run_id: str):
 
 
 @task(cache_policy=NONE)
-def make_report(config: dict, train_key: str, eval_key: str, eval_ref_key: str, run_id: str, alpaca_key: str | None = None) -> dict:
-    """Plots and a summary table, logged to the MLflow run; returns every evaluation metric (eval/..., eval_selection/...)."""
-    store = _store(config)
+def make_report(algorithm: AlgorithmConfig, model: ModelConfig, dataset: DatasetConfig, reward: RewardConfig, store: ArtifactStore,
+                train_key: str, eval_key: str, eval_ref_key: str, run_id: str, alpaca_key: str | None = None) -> dict:
+    """Plots and a summary table, logged to the MLflow run; returns every evaluation metric (eval/..., eval_selection/...).
+    The sections name the run: the method (`algorithm.label`), the model, the dataset and the reward."""
     evaluated, trained = store.require("eval", eval_key), store.require("train", train_key)
     metrics = dict(evaluated.manifest["metrics"])
     if alpaca_key:
         metrics.update(store.require("alpaca_eval", alpaca_key).manifest["metrics"])
     reporting = {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")}
-    title = method_label(config) + f" on {config['model']['name']}"
+    title = algorithm.label + f" on {model.name}"
     policy, reference = evaluated.table(), store.require("rewards", eval_ref_key).table()
     reporting_ids = set(policy.filter(pc.equal(policy.column("half"), "reporting")).column("prompt_id").to_pylist())
     on_reporting = lambda t: t.filter(pa.array([p in reporting_ids for p in t.column("prompt_id").to_pylist()]))  # noqa: E731
@@ -357,13 +346,13 @@ def make_report(config: dict, train_key: str, eval_key: str, eval_ref_key: str, 
         report.plot_training(trained.table("history"), folder / "training_curves.png", title, eval_points=reporting)
         report.plot_rewards(policy.column("reward").to_numpy(), reference.column("reward").to_numpy(),
                             folder / "eval_rewards.png", f"held-out reward: {title}")
-        report.plot_reward_vs_kl([{**reporting, "label": method_label(config)}], folder / "reward_vs_kl.png",
+        report.plot_reward_vs_kl([{**reporting, "label": algorithm.label}], folder / "reward_vs_kl.png",
                                  f"reward vs KL (reporting half): {title}")
         report.plot_reward_vs_length(on_reporting(policy), on_reporting(reference), folder / "reward_vs_length.png",
                                      f"reward vs length (reporting half): {title}")
         report.plot_quantile_histogram(policy.column("ref_quantile").to_numpy(), folder / "quantile_histogram.png",
                                        f"policy samples' reference quantiles: {title}")
-        facts = {"model": config["model"]["name"], "dataset": config["dataset"]["name"], "reward": config["reward"]["name"],
+        facts = {"model": model.name, "dataset": dataset.name, "reward": reward.name,
                  "algorithm": title, "train artifact": str(trained.path), "eval artifact": str(evaluated.path),
                  "reward gain (reporting half)": evaluation.gain_in_words(reporting)}
         (folder / "summary.md").write_text(report.summary_markdown(facts, metrics))
@@ -373,20 +362,14 @@ def make_report(config: dict, train_key: str, eval_key: str, eval_ref_key: str, 
 
 def algorithm_name(config: dict) -> str:
     """"qrpo", "dpo": the algorithm class `_target_` names, lower case (the `algorithm` tag)."""
-    return config["algorithm"]["_target_"].rsplit(".", 1)[-1].lower()
+    return algorithm_section(config["algorithm"]).name
 
 
 def method_name(config: dict) -> str:
     """"qrpo-log", "dpo": the algorithm, with QRPO's transform (the `method` tag and the comparison's rows)."""
-    transform = config["algorithm"].get("transform")
-    return f"{algorithm_name(config)}-{transform}" if transform else algorithm_name(config)
+    return algorithm_section(config["algorithm"]).method
 
 
 def method_label(config: dict) -> str:
     """"DPO (β=0.1)", "QRPO (β=0.1, identity)", "SFT": the method a run trained, for titles and the summary."""
-    section = config["algorithm"]
-    name = section["_target_"].rsplit(".", 1)[-1]
-    details = [f"β={section['beta']:g}"] if isinstance(section.get("beta"), (int, float)) else []
-    if section.get("transform"):
-        details.append(str(section["transform"]))
-    return f"{name} ({', '.join(details)})" if details else name
+    return algorithm_section(config["algorithm"]).label

@@ -1,6 +1,7 @@
 """Check a composed config before any work starts: every section typed, each `_target_` importable,
 the algorithm built, the dataset readable with its columns, the model source present, and (dispatch.pool
-set) the Prefect server's step deployment. Raises one InputError."""
+set) the Prefect server's step deployment. Raises one InputError; returns the typed sections
+(`qrpo.config.Sections`) that the flow hands its tasks."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from qrpo import data
 from qrpo.binding import locate, target_of
 from qrpo.config import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
-    TrainConfig, build_section, check_type,
+    Sections, TrainConfig, check_type, typed_sections,
 )
 from qrpo.errors import InputError
 from qrpo.models import gguf_file
@@ -24,20 +25,21 @@ SECTIONS = {"model": ModelConfig, "dataset": DatasetConfig, "sampler": SamplerCo
             "regime": RegimeConfig, "distributed": DistributedConfig}
 
 
-def validate(config: dict) -> None:
+def validate(config: dict) -> Sections:
     check_type("mlflow_experiment", config.get("mlflow_experiment"), str)
     if not config["mlflow_experiment"].strip():
         raise InputError("mlflow_experiment is empty; name the MLflow experiment (e.g. mlflow_experiment=qrpo)")
     check_type("artifact_root", config.get("artifact_root"), Optional[str])
     check_type("run_name", config.get("run_name"), Optional[str])
-    sections = {name: build_section(cls, config[name]) for name, cls in SECTIONS.items()}
+    sections = typed_sections(config)  # built once: the flow passes each task the sections it reads
     for name in ("model", "sampler", "reward"):  # each `_target_` imports (your own class or function included)
-        locate(f"{name}._target_", target_of(name, sections[name]))
-    check_algorithm_fits(sections["regime"], build_algorithm(config["algorithm"]))  # e.g. DPO on pointwise data
-    data.load_prompts(sections["dataset"])  # columns, splits, JSON: all checked here
-    model = sections["model"]
+        locate(f"{name}._target_", target_of(name, getattr(sections, name)))
+    check_algorithm_fits(sections.regime, build_algorithm(sections.algorithm))  # e.g. DPO on pointwise data
+    data.load_prompts(sections.dataset)  # columns, splits, JSON: all checked here
+    model = sections.model
     if model.source == "gguf":
         gguf_file(model)
     elif model.source == "pretrained" and model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().is_dir():
         raise InputError(f"model.path={model.path!r} is not a readable folder; point it at a saved model (config.json + weights)")
     check_dispatch(config)  # dispatch.pool: the Prefect server and its step deployment, last (it asks the server)
+    return sections

@@ -5,11 +5,14 @@ these dataclasses and rejects unknown keys, values of the wrong type (checked ag
 annotation: `train.epochs=abc` -> "train.epochs must be an integer; got 'abc'") and out-of-range values
 with one `InputError` naming the key.
 Each pipeline step reads only its own section, and its artifact key hashes only that section, so
-changing beta re-runs training and evaluation but no sampling or scoring.
+changing beta re-runs training and evaluation but no sampling or scoring. `typed_sections` builds all
+of a run's sections at once (`Sections`); each Prefect task receives only the ones it reads, and an
+artifact key hashes a section as composed (`composed`: the mapping it was built from, not the defaults).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -438,6 +441,7 @@ def _build(cls, values: dict[str, Any], section: str):
     for name, value in values.items():
         check_type(f"{section}.{name}", value, hints[name])
     config = cls(**values)
+    object.__setattr__(config, _COMPOSED, copy.deepcopy(values))  # what artifact keys hash: see `composed`
     if hasattr(config, "validate"):
         config.validate()
     return config
@@ -498,3 +502,89 @@ def _describe(hint: Any) -> str:
     if hint is dict or origin is dict:
         return "a mapping (key: value)"
     return getattr(hint, "__name__", str(hint))
+
+
+# --- The typed sections of one run, built once after compose + validate (flows/validate.py) ----------------
+
+_COMPOSED = "_composed"  # the mapping a section was built from, kept beside its fields (not a field itself)
+
+
+def composed(section: Any) -> dict[str, Any]:
+    """The mapping a typed section was built from, as the config composed it (a copy): artifact keys hash
+    this, not the typed fields with their defaults, so that typing the sections changed no cache key. A
+    section made by hand (no mapping behind it) gives all its fields."""
+    values = vars(section).get(_COMPOSED)
+    if values is not None:
+        return copy.deepcopy(values)
+    if isinstance(section, AlgorithmConfig):
+        return {"_target_": section._target_, **copy.deepcopy(section.arguments)}
+    return dataclasses.asdict(section)
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """The `algorithm` section: `_target_`, the class that implements the method (qrpo.algorithms.QRPO, or
+    your own), and the keyword arguments it is built with (beta, transform, ...). The arguments are typed by
+    that class's signature: flows.tasks.build_algorithm checks them and builds the algorithm."""
+
+    _target_: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """"qrpo", "dpo": the class `_target_` names, lower case (the `algorithm` tag)."""
+        return self._target_.rsplit(".", 1)[-1].lower()
+
+    @property
+    def method(self) -> str:
+        """"qrpo-log", "dpo": the algorithm, with QRPO's transform (the `method` tag and the comparison's rows)."""
+        transform = self.arguments.get("transform")
+        return f"{self.name}-{transform}" if transform else self.name
+
+    @property
+    def label(self) -> str:
+        """"DPO (β=0.1)", "QRPO (β=0.1, identity)", "SFT": the method a run trained, for titles and the summary."""
+        beta, transform = self.arguments.get("beta"), self.arguments.get("transform")
+        details = [f"β={beta:g}"] if isinstance(beta, (int, float)) and not isinstance(beta, bool) else []
+        if transform:
+            details.append(str(transform))
+        name = self._target_.rsplit(".", 1)[-1]
+        return f"{name} ({', '.join(details)})" if details else name
+
+
+def algorithm_section(values: dict[str, Any]) -> AlgorithmConfig:
+    """The `algorithm` mapping as an AlgorithmConfig (its `_target_` is imported, and its arguments checked,
+    where the algorithm is built: flows.tasks.build_algorithm)."""
+    if not isinstance(values, dict):
+        raise InputError(f"algorithm must be a mapping with a _target_ (see conf/algorithm/); got {values!r}")
+    section = AlgorithmConfig(values.get("_target_"), {k: v for k, v in values.items() if k != "_target_"})
+    object.__setattr__(section, _COMPOSED, copy.deepcopy(values))
+    return section
+
+
+@dataclass(frozen=True)
+class Sections:
+    """Every typed section of one run. The flow holds this; each task receives only the sections it reads."""
+
+    model: ModelConfig
+    dataset: DatasetConfig
+    sampler: SamplerConfig
+    reward: RewardConfig
+    quantiles: QuantileConfig
+    train: TrainConfig
+    eval: EvalConfig
+    regime: RegimeConfig
+    distributed: DistributedConfig
+    algorithm: AlgorithmConfig
+
+    def of(self, cls: type) -> Any:
+        """The section of this class (`sections.of(SamplerConfig)` is `sections.sampler`)."""
+        return getattr(self, "algorithm" if cls is AlgorithmConfig else _SECTION_NAMES[cls])
+
+
+def typed_sections(config: dict[str, Any]) -> Sections:
+    """The composed config's sections, each built and checked by `build_section` (one InputError naming the
+    key), the algorithm's by `algorithm_section`: the one place a run's sections are typed."""
+    built = {f.name: build_section(_field_types(Sections)[f.name], config.get(f.name))
+             for f in dataclasses.fields(Sections) if f.name != "algorithm"}
+    return Sections(**built, algorithm=algorithm_section(config.get("algorithm")))

@@ -8,16 +8,18 @@ from prefect import flow
 from flows import tasks
 from flows.config import compose_config
 from qrpo.artifacts import ArtifactStore
+from qrpo.config import typed_sections
 from qrpo.tracking import tracking_uri
 
 
 @flow
 def sampling_flow(config: dict, run_id: str, requests: list[tuple[int, int]]) -> list:
-    model = tasks.prepare_model(config, run_id)
-    dataset = tasks.load_dataset(config, run_id)
+    sections, store = typed_sections(config), ArtifactStore(config.get("artifact_root"))
+    model = tasks.prepare_model(sections.model, store, run_id)
+    dataset = tasks.load_dataset(sections.dataset, store, run_id)
     source = {"step": "model", "key": model.result(), "subdir": ""}
     # the eval split: an exact N (the train split hands training_data its whole covering pool instead)
-    return [tasks.sample(config, source, dataset.result(), "eval", n, seed, 8, run_id, "samples_eval_ref")
+    return [tasks.sample(sections.sampler, store, source, dataset.result(), "eval", n, seed, 8, run_id, "samples_eval_ref")
             for n, seed in requests]
 
 

@@ -79,7 +79,7 @@ def test_a_step_made_on_a_worker_with_another_artifact_store_is_one_clear_error(
 
     assert set(ARTIFACT_STEPS) == set(STEPS)
     artifact, _ = ArtifactStore(tmp_path / "shared").get_or_build("train", 2, {}, {}, lambda out, _: {"steps": 1})
-    check_shared_store({"artifact_root": str(tmp_path / "shared")}, "train", artifact.key, "a run")  # there: no error
+    check_shared_store(ArtifactStore(str(tmp_path / "shared")), "train", artifact.key, "a run")  # there: no error
     with pytest.raises(InputError, match=re.escape(f"step train ran as a run and made artifact train/{artifact.key}, but this "
                                                    f"process's artifact store {tmp_path / 'elsewhere'} does not have it")):
-        check_shared_store({"artifact_root": str(tmp_path / "elsewhere")}, "train", artifact.key, "a run")
+        check_shared_store(ArtifactStore(str(tmp_path / "elsewhere")), "train", artifact.key, "a run")

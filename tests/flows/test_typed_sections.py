@@ -1,0 +1,137 @@
+"""Each task receives the typed sections it reads (never the whole config), and its artifact key is the
+one the whole-config tasks computed: users' caches stay valid across the change."""
+
+import typing
+
+import pytest
+
+from flows import tasks
+from flows.config import CONFIG_DIR, compose_config
+from flows.step import config_arguments, config_parameters
+from qrpo.artifacts import ArtifactStore, artifact_key
+from qrpo.binding import cache_section
+from qrpo.config import (
+    AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
+    SamplerConfig, Sections, TrainConfig, build_section, composed, typed_sections,
+)
+from qrpo.data import fingerprint
+
+TASKS = {name: obj for name, obj in vars(tasks).items() if hasattr(obj, "fn") and hasattr(obj, "submit")}
+SECTION_PARAMETERS = {"model": ModelConfig, "dataset": DatasetConfig, "sampler": SamplerConfig, "reward": RewardConfig,
+                      "quantiles": QuantileConfig, "regime": RegimeConfig, "train": TrainConfig, "distributed": DistributedConfig,
+                      "evals": EvalConfig, "algorithm": AlgorithmConfig}
+INPUT_DICTS = {"source", "params", "scored_by_seed"}  # artifact references and sampling numbers, not config
+
+
+def test_every_task_takes_its_typed_sections_and_the_store_never_the_config():
+    assert {"prepare_model", "load_dataset", "sample", "sample_shard", "score", "offline_samples", "training_data", "ref_logps",
+            "train", "eval_logps", "evaluate", "load_alpaca_eval", "alpaca_eval", "make_report"} <= set(TASKS)
+    for name, task in TASKS.items():
+        hints = {k: v for k, v in typing.get_type_hints(task.fn).items() if k != "return"}
+        for parameter, hint in hints.items():
+            assert parameter != "config", f"{name} takes the whole config again"
+            assert hint is not Sections, f"{name}.{parameter}: a task takes its own sections, not the bundle"
+            if parameter in SECTION_PARAMETERS:
+                assert hint is SECTION_PARAMETERS[parameter], f"{name}.{parameter} is {hint}, not {SECTION_PARAMETERS[parameter]}"
+            elif typing.get_origin(hint) is dict or hint is dict:
+                assert parameter in INPUT_DICTS, f"{name}.{parameter}: a dict parameter (config again?)"
+        config_params = config_parameters(task.fn)
+        assert ArtifactStore in config_params.values() and len(config_params) >= 2, f"{name}: {config_params}"
+
+
+def test_a_remote_step_sends_only_json_and_its_worker_fills_the_sections_back_in(qrpo_home):
+    sections, store = typed_sections(compose_config(["experiment=smoke"])), ArtifactStore()
+    filled = config_arguments(tasks.train.fn, sections, store)
+    assert filled == {"algorithm": sections.algorithm, "train": sections.train, "distributed": sections.distributed, "store": store}
+    assert set(config_arguments(tasks.evaluate.fn, sections, store)) == {"evals", "reward", "store"}
+
+
+# The subsets the tasks hashed when each took the whole config (main before typed sections), verbatim.
+def old_subsets(config: dict) -> dict:
+    evals, regime = config["eval"], build_section(RegimeConfig, config["regime"])
+    sampler, ties = build_section(SamplerConfig, config["sampler"]), build_section(QuantileConfig, config["quantiles"]).ties
+    return {
+        "model": cache_section("model", config["model"]),
+        "dataset": {**config["dataset"], "path": None, "data_files": None},  # + the data's sha256, same on both paths
+        "rewards": cache_section("reward", config["reward"]),
+        "offline_samples": {"offline": [regime.chosen_column, regime.rejected_column]},
+        "training_data": {"regime": config["regime"], "num_train_samples": sampler.num_train_samples,
+                          "num_ref_samples": sampler.num_ref_samples, "ties": ties},
+        "train": {"algorithm": config["algorithm"], "train": config["train"], "distributed": config["distributed"]},
+        "eval": {k: evals.get(k) for k in ("split_seed", "lc_fit_on")} | {"reward_kind": config["reward"].get("kind")},
+    }
+
+
+class Recorded(Exception):
+    pass
+
+
+class RecordingStore(ArtifactStore):
+    """Records what a task asks the store for, and stops the task there (no model, no data)."""
+
+    def get_or_build(self, step, version, config, inputs, build):
+        raise Recorded(step, version, config, inputs)
+
+
+def requested(call) -> tuple:
+    with pytest.raises(Recorded) as info:
+        call()
+    return info.value.args
+
+
+@pytest.mark.parametrize("overrides", [
+    ["experiment=smoke"],
+    ["experiment=smoke", "algorithm=dpo"],
+    ["experiment=smoke", "regime=offline", "regime.chosen_column=good"],
+    ["experiment=code", "algorithm=simpo", "distributed=ddp", "quantiles.ties=mid", "eval.split_seed=3"],
+    ["algorithm=rebel", "reward=judge", "sampler=vllm", "train.mixed_precision=no"],
+    ["experiment=smoke", "reward._target_=qrpo.rewards.vader.VaderReward.from_config", "reward.kind=vader"],
+], ids=lambda o: " ".join(o))
+def test_each_task_hashes_the_same_subset_as_the_whole_config_did(overrides, qrpo_home):
+    config = compose_config(overrides)
+    s, store, old = typed_sections(config), RecordingStore(qrpo_home / "a"), old_subsets(config)
+    run = "no-run"
+    calls = {
+        "model": lambda: tasks.prepare_model.fn(s.model, store, run),
+        "dataset": lambda: tasks.load_dataset.fn(s.dataset, store, run),
+        "rewards": lambda: tasks.score.fn(s.reward, store, "samples-key", "dataset-key", "train", run),
+        "offline_samples": lambda: tasks.offline_samples.fn(s.regime, store, "model-key", "dataset-key", "samples-key", run),
+        "training_data": lambda: tasks.training_data.fn(s.sampler, s.regime, s.quantiles, store, "rewards-key", run),
+        "train": lambda: tasks.train.fn(s.algorithm, s.train, s.distributed, store, "model-key", "ref_logps", "ref-key", run),
+        "eval": lambda: tasks.evaluate.fn(s.eval, s.reward, store, "logps-key", "ref-key", "dataset-key", run),
+    }
+    for name, call in calls.items():
+        step, version, subset, inputs = requested(call)
+        expected = dict(old[name], sha256=fingerprint(s.dataset)) if name == "dataset" else old[name]
+        assert subset == expected, name
+        assert artifact_key(step, version, subset, inputs) == artifact_key(step, version, expected, inputs), name
+    # the sections the keys read are the composed mappings themselves, defaults not filled in
+    for field in ("model", "dataset", "sampler", "reward", "quantiles", "regime", "train", "distributed", "eval", "algorithm"):
+        assert composed(getattr(s, field)) == config[field], field
+
+
+def test_the_smoke_keys_of_the_config_only_steps_are_the_ones_users_have_cached(qrpo_home):
+    """Frozen from a run of `qrpo-pipeline experiment=smoke` before the tasks took typed sections."""
+    s = typed_sections(compose_config(["experiment=smoke"]))
+    store = RecordingStore(qrpo_home / "a")
+    assert artifact_key(*requested(lambda: tasks.prepare_model.fn(s.model, store, "r"))) == "4fc43149f6a3c7a2"
+    assert artifact_key(*requested(lambda: tasks.load_dataset.fn(s.dataset, store, "r"))) == "68ba66286804dce4"
+
+
+@pytest.mark.parametrize("group, option", [(g.name, o.stem) for g in sorted(CONFIG_DIR.iterdir()) if g.is_dir()
+                                           for o in sorted(g.glob("*.yaml"))], ids=str)
+def test_every_config_option_types_its_sections_and_gives_back_the_composed_mapping(group, option):
+    config = compose_config([f"{group}={option}", *(["model.path=/some/folder"] if (group, option) == ("model", "pretrained") else [])])
+    sections = typed_sections(config)
+    for field in ("model", "dataset", "sampler", "reward", "quantiles", "regime", "train", "distributed", "eval", "algorithm"):
+        assert composed(getattr(sections, field)) == config[field], field
+    assert composed(sections.model) is not composed(sections.model)  # a copy: a task cannot change the next one's key
+
+
+def test_a_section_made_by_hand_hashes_all_its_fields_and_the_algorithm_its_target_and_arguments():
+    assert composed(RegimeConfig("offline")) == {"name": "offline", "leave_one_out": False, "seed": 0,
+                                                 "chosen_column": "chosen", "rejected_column": "rejected"}
+    algorithm = AlgorithmConfig("qrpo.algorithms.DPO", {"beta": 0.1})
+    assert composed(algorithm) == {"_target_": "qrpo.algorithms.DPO", "beta": 0.1}
+    assert (algorithm.name, algorithm.method, algorithm.label) == ("dpo", "dpo", "DPO (β=0.1)")
+    assert tasks.build_algorithm(algorithm).name == "dpo"
