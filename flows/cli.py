@@ -16,9 +16,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from flows.config import CONFIG_DIR, CONFIG_NAME, compose_config
+from flows.config import CONFIG_DIR, CONFIG_NAME
 from flows.sweep import compare_arms, job_overrides, run_compare
-from flows.validate import validate
+from flows.validate import hand_over, load_config
 from qrpo.errors import InputError
 
 
@@ -26,8 +26,7 @@ def run(overrides: list[str]) -> dict | list[dict]:
     """Validate, then run the flow (experiment=compare: every arm, see flows/sweep.py); bad input exits with
     one line and status 2, before any work."""
     try:
-        config = compose_config(overrides)
-        validate(config)
+        config, sections = load_config(overrides)
         arms = compare_arms(config)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -36,15 +35,20 @@ def run(overrides: list[str]) -> dict | list[dict]:
         rows = run_compare(overrides, arms, run_flow)
         print("\n" + format_comparison(rows))
         return rows
-    return run_flow(overrides, config)
+    return run_flow(overrides, config, sections)
 
 
-def run_flow(overrides: list[str], config: dict) -> dict:
-    """One pipeline run of a validated config; prints and returns its summary."""
+def run_flow(overrides: list[str], config: dict, sections=None) -> dict:
+    """One pipeline run of a validated config; prints and returns its summary. The flow takes the config
+    checked here (`hand_over`) instead of composing and validating it again, unless a sweep job's overrides
+    gain the sweep's sample count (another config)."""
     from flows.pipeline import qrpo_pipeline
 
     os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)  # Prefect's own history, under QRPO_HOME by default
-    overrides = job_overrides(overrides, config)  # in a sweep: sample the sweep's largest K + M once
+    final = job_overrides(overrides, config)  # in a sweep: sample the sweep's largest K + M once
+    if sections is not None and final == overrides:
+        hand_over(final, config, sections)
+    overrides = final
     try:
         summary = qrpo_pipeline(overrides)
     except InputError as err:  # found mid-run (e.g. every pair tied): same one line, finished artifacts kept

@@ -22,10 +22,9 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import tasks
-from flows.config import compose_config
 from flows.step import step_runners
 from flows.sweep import PARENT_ENV
-from flows.validate import validate
+from flows.validate import load_config
 from qrpo.artifacts import ArtifactStore
 from qrpo.tracking import RunLogger, artifact_location, flatten, redact, tracking_uri
 
@@ -62,8 +61,7 @@ def _start_mlflow_run(config: dict, experiment: str) -> str:
 def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     """Run the whole experiment for these Hydra overrides; return its summary."""
     overrides = list(overrides or [])
-    config = compose_config(overrides)
-    sections = validate(config)  # the typed sections, built once; each task gets those it reads
+    config, sections = load_config(overrides)  # the typed sections, built once; each task gets those it reads
     store = ArtifactStore(config.get("artifact_root"))
     run_id = _start_mlflow_run(config, config["mlflow_experiment"])
     logger = RunLogger(run_id)

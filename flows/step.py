@@ -4,7 +4,7 @@ With `dispatch.pool=gpu` (conf/config.yaml) the pipeline runs each step named in
 a run of the deployment `qrpo-step/qrpo-step-gpu` (prefect.yaml), waits for it, and goes on with the
 artifact key it made; the other steps run in the pipeline's own process. The step's flow run is a
 subflow of the pipeline run (Prefect UI: under the pipeline's step task), it composes and validates
-the config from the pipeline's own Hydra overrides (the same `compose_config` + `validate` as the CLI),
+the config from the pipeline's own Hydra overrides (the same `load_config` as the CLI),
 calls the same task body the in-process pipeline calls (`tasks.<step>.fn`) with the typed sections that
 `validate` built and its own artifact store (only the JSON arguments travel), logs its metrics to the
 pipeline's MLflow run (`run_id` is one of its arguments) and records {step, key, cached} as a table
@@ -29,7 +29,6 @@ from prefect.cache_policies import NONE
 from prefect.states import Completed
 
 from flows import tasks
-from flows.config import compose_config
 from qrpo.artifacts import ArtifactStore
 from qrpo.config import Sections, check_type
 from qrpo.errors import InputError
@@ -93,12 +92,11 @@ def check_dispatch(config: dict) -> None:
 def qrpo_step(step: str, overrides: list[str] | None = None, arguments: dict | None = None) -> dict:
     """Run one pipeline step (`step`: one of STEPS) for the config of these Hydra overrides, with the
     step's other arguments (artifact keys, numbers, the MLflow `run_id`); return {step, key, cached}."""
-    from flows.validate import validate
+    from flows.validate import load_config
 
     if step not in STEPS:
         raise InputError(f"step={step!r} is not one of {', '.join(STEPS)}")
-    config = compose_config(list(overrides or []))
-    sections = validate(config)
+    config, sections = load_config(list(overrides or []))
     from_config = config_arguments(STEPS[step].fn, sections, ArtifactStore(config.get("artifact_root")))
     state = STEPS[step].fn(**from_config, **(arguments or {}))  # the in-process pipeline's own task body
     result = {"step": step, "key": state.data, "cached": state.name == "Cached"}

@@ -67,17 +67,17 @@ class SweepCallback(Callback):
     def start(self, task: list[str], params: dict, jobs: list[list[str]]) -> list[dict]:
         """Compose and validate every job (one bad job: one line, exit 2), open the parent run, export its id
         and the largest K + M to the jobs; return the jobs' configs."""
-        from flows.config import compose_config
-        from flows.validate import validate
+        from flows.validate import hand_over, load_config
         from qrpo.errors import InputError
 
         try:
-            configs = [compose_config(job) for job in jobs]
-            for job_config in {repr(c): c for c in configs}.values():  # each distinct job once
-                validate(job_config)
+            checked = [load_config(job) for job in jobs]
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        for job, (config, sections) in zip(jobs, checked):  # each job's `qrpo-pipeline` call takes it as checked here
+            hand_over(job, config, sections)
+        configs = [config for config, _ in checked]
         largest = max(samples_per_prompt(c) for c in configs)
         os.environ[MIN_SAMPLES_ENV] = str(largest)
         self.parent_id = self._start_parent(configs[0], task, params, jobs, largest)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from flows.config import compose_config
 from flows.step import check_dispatch
 from flows.tasks import build_algorithm
 from qrpo import data
@@ -23,6 +24,26 @@ from qrpo.training_data import check_algorithm_fits
 SECTIONS = {"model": ModelConfig, "dataset": DatasetConfig, "sampler": SamplerConfig, "reward": RewardConfig,
             "quantiles": QuantileConfig, "train": TrainConfig, "eval": EvalConfig,
             "regime": RegimeConfig, "distributed": DistributedConfig}
+
+
+_handed: dict[tuple[str, ...], tuple[dict, Sections]] = {}  # checked by the front door, not yet run
+
+
+def load_config(overrides: list[str]) -> tuple[dict, Sections]:
+    """The composed config and its typed sections for these overrides: the one function every way in
+    (the CLI, a `--multirun` job, a deployment run, a `qrpo-step` run) composes and validates through.
+    A config the front door has just checked and handed over (`hand_over`) is taken as it is, so a CLI
+    run composes and validates once, not again inside the flow."""
+    found = _handed.pop(tuple(overrides), None)
+    if found is not None:
+        return found
+    config = compose_config(list(overrides))
+    return config, validate(config)
+
+
+def hand_over(overrides: list[str], config: dict, sections: Sections) -> None:
+    """Give the next `load_config(overrides)` in this process (the flow about to run) this checked config."""
+    _handed[tuple(overrides)] = (config, sections)
 
 
 def validate(config: dict) -> Sections:

@@ -125,3 +125,19 @@ def test_a_deployment_run_validates_with_the_same_function_before_any_work(qrpo_
     with pytest.raises(InputError, match=re.escape(expected)):
         qrpo_pipeline.fn(overrides)
     assert not qrpo_home.exists()
+
+
+@pytest.mark.slow
+def test_a_cli_run_composes_and_validates_its_config_once(qrpo_home, prefect_server, monkeypatch):
+    """The front door checks the config and the flow runs that same config: one compose, one validation,
+    through `flows.validate.load_config` (a deployment run, entering at the flow, also does it once)."""
+    import flows.validate as front_door
+
+    composed, validated = [], []
+    compose, validate = front_door.compose_config, front_door.validate
+    monkeypatch.setattr(front_door, "compose_config", lambda overrides: composed.append(list(overrides)) or compose(overrides))
+    monkeypatch.setattr(front_door, "validate", lambda config: validated.append(1) or validate(config))
+    summary = run(["experiment=smoke"])
+    assert composed == [["experiment=smoke"]] and len(validated) == 1
+    assert summary["metrics"]["reward_mean"] == summary["metrics"]["reward_mean"]  # the flow ran to its report
+    assert not front_door._handed, "a handed-over config was left behind"
