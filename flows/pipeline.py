@@ -26,21 +26,23 @@ from flows.step import step_runners
 from flows.sweep import PARENT_ENV
 from flows.validate import load_config
 from qrpo.artifacts import ArtifactStore
+from qrpo.config import Sections
 from qrpo.tracking import RunLogger, artifact_location, flatten, redact, tracking_uri
 
 
-def _start_mlflow_run(config: dict, experiment: str) -> str:
+def _start_mlflow_run(config: dict, sections: Sections) -> str:
     client = MlflowClient(tracking_uri())
+    experiment = config["mlflow_experiment"]
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifact_location())
     tags = {
-        "algorithm": tasks.algorithm_name(config),
-        "method": tasks.method_name(config),
-        "beta": config["algorithm"].get("beta"),
-        "num_ref_samples": config["sampler"]["num_ref_samples"],
-        "model": config["model"]["name"],
-        "dataset": config["dataset"]["name"],
-        "reward": config["reward"]["name"],
+        "algorithm": sections.algorithm.name,
+        "method": sections.algorithm.method,
+        "beta": sections.algorithm.arguments.get("beta"),
+        "num_ref_samples": sections.sampler.num_ref_samples,
+        "model": sections.model.name,
+        "dataset": sections.dataset.name,
+        "reward": sections.reward.name,
         "prefect.flow_run_id": flow_run.get_id() or "",
         "prefect.flow_run_name": flow_run.get_name() or "",
     }
@@ -63,7 +65,7 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     overrides = list(overrides or [])
     config, sections = load_config(overrides)  # the typed sections, built once; each task gets those it reads
     store = ArtifactStore(config.get("artifact_root"))
-    run_id = _start_mlflow_run(config, config["mlflow_experiment"])
+    run_id = _start_mlflow_run(config, sections)
     logger = RunLogger(run_id)
     steps = step_runners(config, overrides)  # the heavy steps: in this process, or (dispatch.pool) on that pool's workers
     try:

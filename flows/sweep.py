@@ -56,18 +56,23 @@ class SweepCallback(Callback):
         self.parent_id: str | None = None
         self.client = None
         self.started = 0.0
+        self.jobs: list[list[str]] = []
         self.killed = False  # stopped by SIGTERM (a scheduler, `kill`, docker stop): the parent ends KILLED
         self.rows: list[dict] = []  # the comparison table logged last, one row per child
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
         params = OmegaConf.to_container(config.hydra.sweeper.params, resolve=False) if config.hydra.sweeper.get("params") else {}
-        self.start(task, params, sweep_jobs(task, params))
+        from flows.validate import hand_over
 
-    def start(self, task: list[str], params: dict, jobs: list[list[str]]) -> list[dict]:
+        jobs = sweep_jobs(task, params)
+        for job, (config, sections) in zip(jobs, self.start(task, params, jobs)):
+            hand_over(job, config, sections)  # each job's `qrpo-pipeline` call takes its config as checked here
+
+    def start(self, task: list[str], params: dict, jobs: list[list[str]]) -> list[tuple[dict, Any]]:
         """Compose and validate every job (one bad job: one line, exit 2), open the parent run, export its id
-        and the largest K + M to the jobs; return the jobs' configs."""
-        from flows.validate import hand_over, load_config
+        and the largest K + M to the jobs; return each job's (config, typed sections)."""
+        from flows.validate import load_config
         from qrpo.errors import InputError
 
         try:
@@ -75,8 +80,7 @@ class SweepCallback(Callback):
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        for job, (config, sections) in zip(jobs, checked):  # each job's `qrpo-pipeline` call takes it as checked here
-            hand_over(job, config, sections)
+        self.jobs = jobs
         configs = [config for config, _ in checked]
         largest = max(samples_per_prompt(c) for c in configs)
         os.environ[MIN_SAMPLES_ENV] = str(largest)
@@ -86,7 +90,7 @@ class SweepCallback(Callback):
         atexit.register(self._close_if_open)
         self._exit_on_sigterm()
         print(f"sweep: {len(jobs)} jobs, parent MLflow run {self.parent_id}, sampling K+M = {largest} per train prompt once")
-        return configs
+        return checked
 
     def _start_parent(self, config: dict, task: list[str], params: dict, jobs: list[list[str]], largest: int) -> str:
         from mlflow.entities import Param
@@ -172,6 +176,10 @@ class SweepCallback(Callback):
         self._forget()
 
     def _forget(self) -> None:
+        from flows.validate import discard
+
+        for job in self.jobs:  # a job that never ran leaves no handed-over config behind
+            discard(job)
         self.parent_id = None
         for name in (PARENT_ENV, MIN_SAMPLES_ENV):
             os.environ.pop(name, None)
@@ -195,9 +203,9 @@ def run_compare(overrides: list[str], arms: dict[str, list[str]], run_job) -> li
     pipeline and returns its summary. Returns the table's rows."""
     jobs = [[*overrides, *arm, f"run_name={name}"] for name, arm in arms.items()]
     sweep = SweepCallback()
-    configs = sweep.start(list(overrides), {"arms": " ".join(arms)}, jobs)
+    checked = sweep.start(list(overrides), {"arms": " ".join(arms)}, jobs)
     try:
-        for i, (name, job, config) in enumerate(zip(arms, jobs, configs), 1):
+        for i, (name, job, (config, _)) in enumerate(zip(arms, jobs, checked), 1):
             print(f"compare: arm {i}/{len(jobs)} {name}: {' '.join(arms[name])}", flush=True)
             run_job(job, config)
     finally:

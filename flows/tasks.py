@@ -360,16 +360,6 @@ def make_report(algorithm: AlgorithmConfig, model: ModelConfig, dataset: Dataset
     return metrics
 
 
-def algorithm_name(config: dict) -> str:
-    """"qrpo", "dpo": the algorithm class `_target_` names, lower case (the `algorithm` tag)."""
-    return algorithm_section(config["algorithm"]).name
-
-
-def method_name(config: dict) -> str:
-    """"qrpo-log", "dpo": the algorithm, with QRPO's transform (the `method` tag and the comparison's rows)."""
-    return algorithm_section(config["algorithm"]).method
-
-
 def method_label(config: dict) -> str:
     """"DPO (β=0.1)", "QRPO (β=0.1, identity)", "SFT": the method a run trained, for titles and the summary."""
     return algorithm_section(config["algorithm"]).label

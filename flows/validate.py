@@ -46,6 +46,11 @@ def hand_over(overrides: list[str], config: dict, sections: Sections) -> None:
     _handed[tuple(overrides)] = (config, sections)
 
 
+def discard(overrides: list[str]) -> None:
+    """Drop a handed-over config that no flow took (a sweep that stopped early)."""
+    _handed.pop(tuple(overrides), None)
+
+
 def validate(config: dict) -> Sections:
     check_type("mlflow_experiment", config.get("mlflow_experiment"), str)
     if not config["mlflow_experiment"].strip():
