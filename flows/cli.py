@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from flows.config import CONFIG_DIR, CONFIG_NAME
 from flows.sweep import compare_arms, job_overrides, run_compare
+from flows.termination import exit_on_sigterm
 from flows.validate import hand_over, load_config
 from qrpo.errors import InputError
 
@@ -122,7 +123,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Plain overrides run directly (bad input: one line, exit 2); Hydra flags such as --multirun,
-    --cfg job or --help go through hydra.main, whose jobs call the same `run`."""
+    --cfg job or --help go through hydra.main, whose jobs call the same `run`. SIGTERM (a scheduler,
+    `kill`, docker stop) ends the process with status 143 and its MLflow runs closed, none left RUNNING."""
+    exit_on_sigterm()
     args = sys.argv[1:]
     if any(arg.startswith("-") for arg in args):
         _hydra_main()

@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 from flows import tasks
 from flows.step import step_runners
 from flows.sweep import PARENT_ENV
+from flows.termination import noting_sigterm, stop_if_terminated
 from flows.validate import load_config
 from qrpo.artifacts import ArtifactStore
 from qrpo.config import Sections
@@ -60,6 +61,7 @@ def _start_mlflow_run(config: dict, sections: Sections) -> str:
 
 
 @flow(name="qrpo-pipeline", log_prints=True)
+@noting_sigterm()  # a SIGTERM is recorded even where its exception is dropped: the next step's end stops the run
 def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     """Run the whole experiment for these Hydra overrides; return its summary."""
     overrides = list(overrides or [])
@@ -112,7 +114,8 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
                                                              run_id)
         metrics = tasks.make_report(algorithm, sections.model, sections.dataset, reward, store, trained, evaluated, eval_scored, run_id,
                                     alpaca_states["alpaca_eval"].result() if alpaca_states else None)
-    except BaseException:
+        stop_if_terminated()
+    except BaseException:  # SIGTERM included (flows/termination.py): the run never stays RUNNING
         logger.client.set_terminated(run_id, "FAILED")
         raise
     logger.client.set_terminated(run_id, "FINISHED")

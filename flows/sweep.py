@@ -10,7 +10,8 @@
 - on_multirun_end: reads the children's metrics by name and logs to the parent a comparison table
   (comparison.md, comparison.csv, and an MLflow table comparison.json: method, beta, lr, M, reward,
   LC reward, KL, win rate) and plots (reward_vs_kl.png: the frontier per method; reward_vs_M.png).
-  A sweep that stops early (a failed job) still closes its parent, as FAILED.
+  A sweep that stops early still closes its parent: FAILED after a failed job, KILLED after SIGTERM
+  (flows/termination.py; the running child ends FAILED and no further job starts).
 
 `experiment=compare` (conf/compare/) is the same parent-and-children run without `--multirun`: its arms
 are named override lists (a method, its transform, its beta) that a Cartesian grid cannot express, run
@@ -21,9 +22,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
 import sys
-import threading
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from flows.termination import exit_on_sigterm, stop_if_terminated, terminated
 
 PARENT_ENV = "QRPO_PARENT_RUN_ID"
 MIN_SAMPLES_ENV = "QRPO_SWEEP_MIN_SAMPLES"
@@ -57,7 +58,6 @@ class SweepCallback(Callback):
         self.client = None
         self.started = 0.0
         self.jobs: list[list[str]] = []
-        self.killed = False  # stopped by SIGTERM (a scheduler, `kill`, docker stop): the parent ends KILLED
         self.rows: list[dict] = []  # the comparison table logged last, one row per child
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -88,7 +88,7 @@ class SweepCallback(Callback):
         os.environ[PARENT_ENV] = self.parent_id
         self.started = time.time()
         atexit.register(self._close_if_open)
-        self._exit_on_sigterm()
+        exit_on_sigterm()  # a SIGTERM mid-sweep: the running child ends FAILED, the parent KILLED
         print(f"sweep: {len(jobs)} jobs, parent MLflow run {self.parent_id}, sampling K+M = {largest} per train prompt once")
         return checked
 
@@ -110,17 +110,25 @@ class SweepCallback(Callback):
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sweep_params.items()])
         return run.info.run_id
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        stop_if_terminated()  # a SIGTERM some code swallowed: no further job
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        stop_if_terminated()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.end()
 
     def end(self) -> None:
-        """Log the comparison to the parent and close it (FAILED when a child did not finish)."""
+        """Log the comparison to the parent and close it (FAILED when a child did not finish, KILLED after
+        SIGTERM)."""
         if self.parent_id is None:
             return
         children = self.log_comparison(self.parent_id)
         failed = [r for r in children if r.info.status != "FINISHED"]
         self.client.log_metric(self.parent_id, "sweep/wall_time_s", time.time() - self.started)
-        self.client.set_terminated(self.parent_id, "FAILED" if failed or not children else "FINISHED")
+        status = "KILLED" if terminated() else "FAILED" if failed or not children else "FINISHED"
+        self.client.set_terminated(self.parent_id, status)
         from qrpo.tracking import mlflow_ui_command
 
         print(f"sweep: {len(children)} children logged to parent run {self.parent_id} (comparison/comparison.md)\n"
@@ -149,20 +157,6 @@ class SweepCallback(Callback):
         self.client.log_metric(parent_id, "sweep/children", len(children))
         return children
 
-    def _exit_on_sigterm(self) -> None:
-        """SIGTERM ends the process without running atexit; turn it into SystemExit(143), so the running
-        child's pipeline marks its run FAILED and `_close_if_open` closes the parent as KILLED instead of
-        leaving both RUNNING for ever. Only where nobody else handles SIGTERM (the main thread, default)."""
-        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-            return
-
-        def stop(signum, frame):
-            self.killed = True
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-            raise SystemExit(128 + signum)
-
-        signal.signal(signal.SIGTERM, stop)
-
     def _close_if_open(self) -> None:
         """atexit: a sweep that ended early still gets its comparison, and a FAILED parent (a job raised)
         or a KILLED one (SIGTERM)."""
@@ -170,7 +164,7 @@ class SweepCallback(Callback):
             return
         try:
             self.log_comparison(self.parent_id)
-            self.client.set_terminated(self.parent_id, "KILLED" if self.killed else "FAILED")
+            self.client.set_terminated(self.parent_id, "KILLED" if terminated() else "FAILED")
         except Exception:
             pass
         self._forget()
@@ -206,6 +200,7 @@ def run_compare(overrides: list[str], arms: dict[str, list[str]], run_job) -> li
     checked = sweep.start(list(overrides), {"arms": " ".join(arms)}, jobs)
     try:
         for i, (name, job, (config, _)) in enumerate(zip(arms, jobs, checked), 1):
+            stop_if_terminated()  # a SIGTERM some code swallowed: no further arm
             print(f"compare: arm {i}/{len(jobs)} {name}: {' '.join(arms[name])}", flush=True)
             run_job(job, config)
     finally:

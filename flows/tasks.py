@@ -30,6 +30,7 @@ from prefect.cache_policies import NONE
 from prefect.states import Completed
 from transformers import AutoTokenizer
 
+from flows.termination import stop_if_terminated
 from qrpo import data, evaluation, logprobs, models, report, sampling, trainer
 from qrpo import training_data as training_data_lib
 from qrpo.algorithms import Algorithm
@@ -61,6 +62,7 @@ def build_algorithm(section: AlgorithmConfig | dict) -> Algorithm:
 
 def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str):
     RunLogger(run_id).metrics(artifact.manifest.get("metrics", {}), prefix=prefix)
+    stop_if_terminated()  # the step's artifact is complete: a SIGTERM whose exception was dropped stops here
     return Completed(name="Cached" if cached else "Completed", data=artifact.key, message=str(artifact.path))
 
 
