@@ -168,7 +168,7 @@ def test_sigterm_during_a_sweep_closes_the_parent_as_killed_and_the_running_chil
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == 143, stderr[-5000:]  # SystemExit(128 + SIGTERM), not a completed sweep
     runs = {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name("qrpo").experiment_id])}
     parent = runs[children[0].data.tags["mlflow.parentRunId"]]
     assert parent.info.status == "KILLED", stderr[-3000:]
