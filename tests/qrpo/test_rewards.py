@@ -109,7 +109,8 @@ def _code_prompts(n=3):
 
 def test_code_tests_reward_is_the_fraction_of_tests_passed_per_sample():
     prompts, rows = _code_prompts()
-    reward = build_reward(build_section(RewardConfig, {"name": "c", "kind": "code_tests", "wall_seconds": 8.0, "max_workers": 6}))  # generous: a busy machine must not time out a correct answer; the endless loop costs this long
+    # a generous limit: a busy machine must not time out a correct answer (the endless loop costs this long)
+    reward = build_reward(build_section(RewardConfig, {"name": "c", "kind": "code_tests", "wall_seconds": 8.0, "max_workers": 6}))
     evens = rows[0]
     partial = evens["completion"].replace("x % 2 == 0", "x % 2 == 0 and x > 0")  # wrong only when a negative even is present
     samples = pa.table({"prompt_id": [evens["task_id"]] * 4 + [rows[1]["task_id"]],
