@@ -113,9 +113,6 @@ class SweepCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         stop_if_terminated()  # a SIGTERM some code swallowed: no further job
 
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        stop_if_terminated()
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.end()
 

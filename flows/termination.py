@@ -11,7 +11,7 @@ catches BaseException. Inside a flow run, Prefect's own handler is in charge (it
 TerminationSignal, marks the flow run Crashed and passes the signal on to ours). So the pipeline runs
 under `noting_sigterm`, which records the signal before Prefect's handler sees it, and
 `stop_if_terminated` raises the stop again where we decide: after each step's artifact is complete
-(flows/tasks.py), before the pipeline marks its run FINISHED, and before and after each sweep job.
+(flows/tasks.py), before the pipeline marks its run FINISHED, and before each sweep job or compare arm.
 A dropped stop therefore still ends the run FAILED and starts no further job.
 
 Not covered: a signal that lands in Prefect's engine after the flow's own code has returned. Prefect
@@ -29,7 +29,7 @@ from collections.abc import Iterator
 STATUS = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
 _received = threading.Event()  # set by the first SIGTERM, never cleared in this process
-_raised = threading.Event()  # our handler has raised its SystemExit once
+_stopping = threading.Event()  # a SystemExit for it has been raised: the process is cleaning up
 
 
 def terminated() -> bool:
@@ -40,16 +40,16 @@ def terminated() -> bool:
 def stop_if_terminated() -> None:
     """Raise `SystemExit(143)` if SIGTERM arrived, even where the exception its handler raised was dropped."""
     if _received.is_set():
+        _stopping.set()
         raise SystemExit(STATUS)
 
 
 def _exit(signum: int, frame: object) -> None:
-    if _raised.is_set():  # a second SIGTERM while we clean up: end the process as SIGTERM does
+    if _stopping.is_set():  # a second SIGTERM while we clean up: end the process as SIGTERM does
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
     _received.set()
-    _raised.set()
-    raise SystemExit(128 + signum)
+    stop_if_terminated()
 
 
 def _in_main_thread() -> bool:
