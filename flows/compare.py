@@ -10,7 +10,9 @@ Runs are read by metric name, so a metric a run did not log is a blank cell, nev
 eval/reward_mean (reward), eval/reward_lc_mean (length-controlled reward), eval/kl_k3 (KL), eval/win_rate_vs_ref,
 eval/alpaca_eval_lc_win_rate and eval/alpaca_eval_win_rate (AlpacaEval LC / WR), eval/leetcode_pass_rate (LeetCode).
 For each (method, dataset) the best configuration is the one with the highest selection-half reward
-eval_selection/reward_mean when logged (else eval/reward_mean); its test-half numbers fill the cell.
+eval_selection/reward_mean (`qrpo.evaluation.select_run`); its reporting-half numbers fill the cell. A run
+without a finite eval_selection/reward_mean takes no part in the choice (its reporting-half numbers would
+bias the pick upwards): it is excluded and named on a line under the table.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ RESULT_COLUMNS = [
     ("alpaca_lc", "metric:eval/alpaca_eval_lc_win_rate"), ("alpaca_wr", "metric:eval/alpaca_eval_win_rate"),
     ("pass_rate", "metric:eval/leetcode_pass_rate"),
 ]
-SELECTION_METRIC, FALLBACK_SELECTION = "eval_selection/reward_mean", "eval/reward_mean"
+SELECTION = "reward_mean"  # chosen on the selection half only (qrpo/evaluation/selection.py)
+SELECTION_METRIC = f"eval_selection/{SELECTION}"
 
 
 def field(run, source: str) -> Any:
@@ -149,25 +152,45 @@ def plot_sweep(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     return paths
 
 
+def selectable(run) -> bool:
+    """Whether the run logged a finite selection-half reward, the only number a selection may use."""
+    value = run.data.metrics.get(SELECTION_METRIC)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def results_table(runs: Iterable) -> list[dict[str, Any]]:
-    """One row per (method, dataset): the best configuration by the selection-half reward, with its numbers."""
-    best: dict[tuple[str, str], tuple[float, Any, str]] = {}
+    """One row per (method, dataset): the best configuration by the selection-half reward, with its numbers.
+    Runs without it (`excluded_from_selection`) take no part; a group with none of them has no row."""
+    from qrpo.evaluation.selection import select_run
+
+    groups: dict[tuple[str, str], list] = {}
     for run in runs:
-        metrics = run.data.metrics
-        selector = SELECTION_METRIC if SELECTION_METRIC in metrics else FALLBACK_SELECTION
-        if selector not in metrics:
-            continue
-        group = (field(run, "method") or "?", run.data.tags.get("dataset", "?"))
-        if group not in best or metrics[selector] > best[group][0]:
-            best[group] = (metrics[selector], run, selector)
+        if selectable(run):
+            groups.setdefault((field(run, "method") or "?", run.data.tags.get("dataset", "?")), []).append(run)
     rows = []
-    for (method, dataset), (score, run, selector) in sorted(best.items()):
+    for (method, dataset), members in sorted(groups.items()):
+        run = members[select_run([m.data.metrics for m in members], SELECTION)[0]]
         row = {"method": method, "dataset": dataset}
         row.update({column: field(run, source) for column, source in RESULT_COLUMNS})
         row.update({"beta": field(run, "param:algorithm.beta"), "lr": field(run, "param:train.learning_rate"),
-                    "M": field(run, "param:sampler.num_ref_samples"), "selected_by": selector, "run_id": run.info.run_id})
+                    "M": field(run, "param:sampler.num_ref_samples"), "selected_by": SELECTION_METRIC, "run_id": run.info.run_id})
         rows.append(row)
     return rows
+
+
+def excluded_from_selection(runs: Iterable) -> list:
+    """The runs `results_table` leaves out: no finite selection-half reward."""
+    return [run for run in runs if not selectable(run)]
+
+
+def excluded_line(runs: list) -> str:
+    """One line naming the excluded runs and why (empty when none)."""
+    if not runs:
+        return ""
+    names = ", ".join(f"{run.info.run_id} ({run.info.run_name}, {field(run, 'method') or '?'}/{run.data.tags.get('dataset', '?')})"
+                      for run in runs)
+    return (f"excluded from selection: {len(runs)} run(s) without a finite {SELECTION_METRIC} "
+            f"(selection uses the selection half only, never the reporting-half eval/ numbers): {names}")
 
 
 def find_runs(client, experiment: str | None, parent_run: str | None, filter_string: str | None) -> list:
@@ -215,14 +238,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         client = MlflowClient(args.tracking_uri or tracking_uri())
-        rows = results_table(find_runs(client, args.experiment, args.parent_run, args.filter))
+        runs = find_runs(client, args.experiment, args.parent_run, args.filter)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    rows, excluded = results_table(runs), excluded_line(excluded_from_selection(runs))
     if not rows:
-        print("error: no finished run with eval/reward_mean matches; check --experiment / --parent-run / --filter", file=sys.stderr)
+        print(f"error: no finished run with a finite {SELECTION_METRIC} matches; check --experiment / --parent-run / --filter"
+              + (f"; {excluded}" if excluded else ""), file=sys.stderr)
         return 2
-    markdown = to_markdown(rows)
+    markdown = to_markdown(rows) + (f"\n{excluded}\n" if excluded else "")
     print(markdown, end="")
     if args.out:
         out = Path(args.out)

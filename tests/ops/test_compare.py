@@ -42,9 +42,17 @@ def _fill(uri, tmp_path):
         "qrpo_b": log_run(client, exp, algorithm="qrpo", dataset="chat", beta=0.3, parent=parent, metrics={
             "eval_selection/reward_mean": 0.40, "eval/reward_mean": 0.35, "eval/kl_k3": 0.1, "eval/reward_lc_mean": 0.33}),
         "dpo_chat": log_run(client, exp, algorithm="dpo", dataset="chat", beta=0.1, metrics={
-            "eval/reward_mean": 0.30, "eval/kl_k3": 0.5, "eval/alpaca_eval_lc_win_rate": 0.21, "eval/alpaca_eval_win_rate": 0.19}),
+            "eval_selection/reward_mean": 0.28, "eval/reward_mean": 0.30, "eval/kl_k3": 0.5,
+            "eval/alpaca_eval_lc_win_rate": 0.21, "eval/alpaca_eval_win_rate": 0.19}),
+        # DPO on chat without selection-half metrics: its reporting-half reward is the group's highest, but
+        # choosing on it would bias the reported number upwards, so it is excluded from selection and named
+        "dpo_no_selection": log_run(client, exp, algorithm="dpo", dataset="chat", beta=0.3, metrics={
+            "eval/reward_mean": 0.90, "eval/kl_k3": 0.9, "eval/alpaca_eval_lc_win_rate": 0.60}),
         "dpo_code": log_run(client, exp, algorithm="dpo", dataset="code", beta=0.1, metrics={
-            "eval/reward_mean": 0.10, "eval/kl_k3": 0.2, "eval/leetcode_pass_rate": 0.25}),
+            "eval_selection/reward_mean": 0.12, "eval/reward_mean": 0.10, "eval/kl_k3": 0.2, "eval/leetcode_pass_rate": 0.25}),
+        # a (method, dataset) with no selection-half metrics at all: no row, never one picked on eval/ numbers
+        "simpo_no_selection": log_run(client, exp, algorithm="simpo", dataset="chat", beta=2.5, metrics={
+            "eval/reward_mean": 0.70, "eval/kl_k3": 0.4}),
         "qrpo_failed": log_run(client, exp, algorithm="qrpo", dataset="chat", beta=1.0, status="FAILED", metrics={
             "eval_selection/reward_mean": 9.0, "eval/reward_mean": 9.0}),
     }
@@ -59,16 +67,33 @@ def test_compare_picks_the_best_config_by_the_selection_half_and_leaves_missing_
     _, _, _, ids = store
     assert main(["--experiment", "paper", "--out", str(tmp_path / "out")]) == 0
     rows = {(r["method"], r["dataset"]): r for r in rows_of((tmp_path / "out" / "results.csv").read_text())}
-    assert set(rows) == {("qrpo", "chat"), ("dpo", "chat"), ("dpo", "code")}
+    assert set(rows) == {("qrpo", "chat"), ("dpo", "chat"), ("dpo", "code")}, "simpo has no selection-half run: no row"
     qrpo = rows[("qrpo", "chat")]
     assert qrpo["run_id"] == ids["qrpo_b"] and float(qrpo["beta"]) == 0.3, "chosen by eval_selection, not the test half"
-    assert float(qrpo["reward"]) == 0.35 and float(qrpo["lc_reward"]) == 0.33 and qrpo["selected_by"] == "eval_selection/reward_mean"
+    assert float(qrpo["reward"]) == 0.35 and float(qrpo["lc_reward"]) == 0.33
     assert qrpo["pass_rate"] == "" and qrpo["alpaca_lc"] == ""
-    assert float(rows[("dpo", "chat")]["alpaca_lc"]) == 0.21 and rows[("dpo", "chat")]["selected_by"] == "eval/reward_mean"
+    dpo = rows[("dpo", "chat")]
+    assert dpo["run_id"] == ids["dpo_chat"], "a run without eval_selection/ metrics is never chosen on its eval/ numbers"
+    assert float(dpo["reward"]) == 0.30 and float(dpo["alpaca_lc"]) == 0.21
     assert float(rows[("dpo", "code")]["pass_rate"]) == 0.25
+    assert {r["selected_by"] for r in rows.values()} == {"eval_selection/reward_mean"}
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert markdown == capsys.readouterr().out.split("written:")[0]
-    assert markdown.startswith("| method | dataset | reward | lc_reward | kl |") and markdown.count("\n") == 5
+    table, note = markdown.split("\n\n")
+    assert table.startswith("| method | dataset | reward | lc_reward | kl |") and table.count("\n") == 4
+    excluded = [line for line in note.splitlines() if line.startswith("excluded from selection:")]
+    assert len(excluded) == 1 and "2 run(s) without a finite eval_selection/reward_mean" in excluded[0]
+    assert ids["dpo_no_selection"] in excluded[0] and ids["simpo_no_selection"] in excluded[0]
+    assert "dpo/chat" in excluded[0] and "simpo/chat" in excluded[0]
+    assert not any(ids[k] in excluded[0] for k in ("qrpo_a", "qrpo_b", "dpo_chat", "dpo_code")), "only the runs left out"
+
+
+def test_compare_with_only_unselectable_runs_is_an_error_naming_them(store, capsys):
+    _, _, _, ids = store
+    assert main(["--experiment", "paper", "--filter", "tags.algorithm = 'simpo'"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: no finished run with a finite eval_selection/reward_mean") and "\n" not in err.strip()
+    assert "excluded from selection: 1 run(s)" in err and ids["simpo_no_selection"] in err
 
 
 def test_compare_filters_by_parent_run_and_by_tag(store, tmp_path, capsys):
