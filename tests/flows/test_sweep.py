@@ -68,6 +68,58 @@ def test_job_overrides_pass_the_sweep_minimum_only_when_the_config_knows_the_key
     assert job_overrides(base, {"sampler": {"min_samples_per_prompt": 0}}) == base
 
 
+def test_sweep_summary_reads_each_childs_own_metrics_and_leaves_a_missing_one_blank(tmp_path):
+    """The parent's comparison (csv, md, json) on a store with hand-logged children: each cell is that child's
+    own logged value; a metric a child did not log (LC reward here, everything for a child that failed
+    before eval) is a blank cell, never 0 and never another child's number."""
+    import json
+
+    from mlflow.entities import Metric, Param
+
+    from flows.sweep import SweepCallback
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("qrpo", artifact_location=(tmp_path / "mlruns").as_uri())
+    parent = client.create_run(experiment_id, tags={"qrpo.sweep": "true"}).info.run_id
+    logged = {"with_lc": {"eval/reward_mean": 0.61, "eval/reward_lc_mean": 0.47, "eval/kl_k3": 0.12, "eval/win_rate_vs_ref": 0.7},
+              "without_lc": {"eval/reward_mean": 0.35, "eval/kl_k3": 0.08, "eval/win_rate_vs_ref": 0.55},
+              "failed": {}}
+    ids = {}
+    for i, (name, metrics) in enumerate(logged.items()):  # started in this order: the table's row order
+        run = client.create_run(experiment_id, start_time=1000 + i, run_name=name,
+                                tags={"mlflow.parentRunId": parent, "method": "qrpo-identity"})
+        client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+                         params=[Param("algorithm.beta", str(0.1 * (i + 1))), Param("sampler.num_ref_samples", "4")])
+        client.set_terminated(run.info.run_id, "FAILED" if name == "failed" else "FINISHED")
+        ids[name] = run.info.run_id
+    sweep = SweepCallback()
+    sweep.client = client
+    assert {r.info.run_id for r in sweep.log_comparison(parent)} == set(ids.values())
+
+    rows = {r["run_id"]: r for r in csv.DictReader(io.StringIO(open(client.download_artifacts(parent, "comparison/comparison.csv")).read()))}
+    lines = [line for line in open(client.download_artifacts(parent, "comparison/comparison.md")).read().splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    markdown = {r["run_id"]: r for r in (dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:])}
+    table = json.load(open(client.download_artifacts(parent, "comparison.json")))
+    stored = {r[table["columns"].index("run_id")]: dict(zip(table["columns"], r)) for r in table["data"]}
+    assert set(rows) == set(markdown) == set(stored) == set(ids.values())
+    for column, metric in [("lc_reward", "eval/reward_lc_mean"), ("reward", "eval/reward_mean"), ("kl", "eval/kl_k3"),
+                           ("win_rate", "eval/win_rate_vs_ref")]:
+        for name, run_id in ids.items():
+            value = client.get_run(run_id).data.metrics.get(metric)  # what that child logged, read back from MLflow
+            assert (value is None) == (metric not in logged[name])
+            where = f"{column} of child {name!r}"
+            if value is None:
+                assert rows[run_id][column] == "" and markdown[run_id][column] == "" and stored[run_id][column] == "", where
+            else:
+                assert float(rows[run_id][column]) == pytest.approx(value), where
+                assert float(markdown[run_id][column]) == pytest.approx(value, rel=1e-3), where
+                assert stored[run_id][column] == pytest.approx(value), where
+    assert rows[ids["without_lc"]]["lc_reward"] == "" and rows[ids["with_lc"]]["lc_reward"] != ""  # both branches ran
+    assert rows[ids["failed"]]["status"] == "FAILED" and rows[ids["failed"]]["reward"] == ""
+    assert client.get_run(parent).data.metrics["sweep/children"] == 3
+
+
 @pytest.mark.slow
 def test_multirun_makes_one_parent_run_with_four_children(sweep):
     _, _, client, runs, _ = sweep
@@ -101,8 +153,11 @@ def test_parent_run_carries_the_comparison_table_and_plots(sweep):
         assert float(row["reward"]) == pytest.approx(child.data.metrics["eval/reward_mean"])
         assert float(row["kl"]) == pytest.approx(child.data.metrics["eval/kl_k3"])
         assert float(row["win_rate"]) == pytest.approx(child.data.metrics["eval/win_rate_vs_ref"])
-        lc = child.data.metrics.get("eval/reward_lc_mean")
-        assert row["lc_reward"] == ("" if lc is None else row["lc_reward"])  # a metric a child lacks is a blank cell
+        lc = client.get_run(row["run_id"]).data.metrics.get("eval/reward_lc_mean")  # the child's own logged value
+        if lc is None:
+            assert row["lc_reward"] == "", "a metric a child lacks is a blank cell"
+        else:
+            assert float(row["lc_reward"]) == pytest.approx(lc)
     markdown = open(client.download_artifacts(parent.info.run_id, "comparison/comparison.md")).read()
     assert markdown.count("\n| ") == 4 and "| method |" in markdown
     assert parent.data.metrics["sweep/children"] == 4
