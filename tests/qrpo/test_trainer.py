@@ -2,9 +2,11 @@ import pyarrow as pa
 import pytest
 import torch
 
+import qrpo.logprobs
 from qrpo.algorithms import DPO, QRPO, REBEL, SFT, PairBatch, PointwiseBatch, SimPO
 from qrpo.config import TrainConfig
 from qrpo.errors import InputError
+from qrpo.fused_head import output_head
 from qrpo.logprobs import batched_sequence_logps
 from qrpo.trainer import (
     PairExamples, PointwiseExamples, cosine_schedule, epoch_order, latest_checkpoint, make_examples, micro_batch, train_policy,
@@ -32,7 +34,8 @@ def _pairs(model, pad_id, n=8):
 
 
 def _pointwise(model, pad_id, n=8):
-    prompts, completions = _token_lists(n, 3, 0), _token_lists(n, 4, 3)
+    """Two completions per prompt (rows 2k and 2k + 1 share prompt p{k}), as the pointwise regime builds them."""
+    prompts, completions = [p for p in _token_lists(n // 2, 3, 0) for _ in range(2)], _token_lists(n, 4, 3)
     return pa.table({
         "prompt_id": [f"p{i // 2}" for i in range(n)], "prompt_ids": prompts, "completion_ids": completions,
         "reward": [float(i % 4) for i in range(n)], "quantile": [(i % 4) / 4 for i in range(n)], "num_ref": [4] * n,
@@ -52,6 +55,8 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS, ids=repr)
 def test_every_algorithm_trains_through_the_same_loop_and_lowers_its_loss(tiny_policy, algorithm):
+    """Finite losses that fall. That the pair methods move the right way (chosen up over rejected) is
+    `test_pair_methods_raise_every_chosen_completion_over_its_rejected_one`."""
     model, tokenizer = tiny_policy
     pairs = _pairs(model, tokenizer.pad_token_id)
     history = train_policy(model, pairs, algorithm, _cfg(epochs=6), tokenizer.pad_token_id)
@@ -59,6 +64,44 @@ def test_every_algorithm_trains_through_the_same_loop_and_lowers_its_loss(tiny_p
     losses = [h["loss"] for h in history]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-2:]) < sum(losses[:2])
+
+
+def _logps_by_hand(model, prompts, completions) -> torch.Tensor:
+    """log pi(completion | prompt) of each row from its own unpadded forward pass (model(ids).logits,
+    log_softmax, the completion tokens gathered): none of the trainer's padding, batching or LM-head code."""
+    out = []
+    with torch.no_grad():
+        for p, c in zip(prompts, completions):
+            logp = model(input_ids=torch.tensor([p + c])).logits[0].float().log_softmax(-1)  # [T, V]
+            out.append(logp[torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(c)].sum())
+    return torch.stack(out)
+
+
+PAIR_METHODS = [DPO(beta=0.5), SimPO(beta=2.0), REBEL(beta=0.5), QRPO(beta=0.5)]
+
+
+@pytest.mark.parametrize("algorithm", PAIR_METHODS, ids=repr)
+def test_pair_methods_raise_every_chosen_completion_over_its_rejected_one(tiny_policy, algorithm):
+    """A lower loss alone proves little (Adam lowers any loss, also one with chosen and rejected swapped).
+    The margin m_i = log pi(chosen_i | x_i) - log pi(rejected_i | x_i), recomputed by hand from the
+    table's ids before and after training, must grow on every one of the 8 pairs by more than 0.25 nats
+    (measured: DPO 5.0-6.7, SimPO 5.4-7.4, REBEL 0.65-1.7 and QRPO 1.0-2.2; REBEL and QRPO regress onto
+    finite margins, 1.2 and 1.5 nats); so must the per-token margin m_i / length that SimPO ranks by.
+    With chosen and rejected swapped anywhere in the trainer every margin falls instead."""
+    model, tokenizer = tiny_policy
+    pairs = _pairs(model, tokenizer.pad_token_id)
+    prompts, chosen, rejected = (pairs.column(name).to_pylist() for name in ("prompt_ids", "chosen_ids", "rejected_ids"))
+    chosen_len, rejected_len = (torch.tensor([len(c) for c in side], dtype=torch.float32) for side in (chosen, rejected))
+
+    def margins():
+        logp_chosen, logp_rejected = _logps_by_hand(model, prompts, chosen), _logps_by_hand(model, prompts, rejected)
+        return logp_chosen - logp_rejected, logp_chosen / chosen_len - logp_rejected / rejected_len
+
+    before, before_per_token = margins()
+    train_policy(model, pairs, algorithm, _cfg(epochs=6), tokenizer.pad_token_id)
+    after, after_per_token = margins()
+    assert (after - before).min() > 0.25, (after - before).tolist()
+    assert (after_per_token - before_per_token).min() > 0, (after_per_token - before_per_token).tolist()
 
 
 def test_qrpo_pushes_the_log_ratios_towards_their_regression_targets(tiny_policy):
@@ -106,33 +149,91 @@ def test_reference_free_methods_need_no_reference_column(tiny_policy):
         train_policy(model, pairs, DPO(beta=0.1), _cfg(epochs=1), tokenizer.pad_token_id)
 
 
-def test_precomputed_reference_logps_equal_the_trainers_live_logps(tiny_policy):
-    """Reference log-probs computed ahead (other batch sizes, sorted by length) equal what the trainer
-    computes live for the same weights, to 1e-5: one tokenisation and one padding rule for both."""
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The devices of the tensors handed to each call of the chunked LM head (`qrpo.fused_head.token_logps`,
+    the real function, wrapped): a test knows whether the fused path ran, and on which device."""
+    seen = []
+
+    def spy(hidden, weight, bias, targets, *args, **kwargs):
+        seen.append({"hidden": hidden.device.type, "weight": weight.device.type, "targets": targets.device.type})
+        return token_logps(hidden, weight, bias, targets, *args, **kwargs)
+
+    token_logps = qrpo.logprobs.token_logps
+    monkeypatch.setattr(qrpo.logprobs, "token_logps", spy)
+    return seen
+
+
+def _count_forward_calls(model) -> list:
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-head", "logits"])
+@pytest.mark.parametrize("share_prompts", [True, False], ids=["shared-prompts", "flat"])
+def test_precomputed_reference_logps_equal_the_trainers_live_logps(tiny_policy, share_prompts, fused, fused_calls):
+    """Reference log-probs computed ahead (flat pass, fused head, other batch sizes, sorted by length) equal
+    what the trainer computes live for the same weights, to 1e-5, whichever pass the trainer takes: a
+    pair's prompt run once (the default) or twice, through the fused LM head (the default) or the logits.
+    One tokenisation and one padding rule for both; the spies check that the pass asked for really ran."""
     model, tokenizer = tiny_policy
     pairs = _pairs(model, tokenizer.pad_token_id)
     examples = make_examples(pairs, DPO(0.1))
+    forward_calls = _count_forward_calls(model)
     with torch.no_grad():
         for rows in ([0, 5, 2], [7], [1, 3, 4, 6]):
-            _, _, batch = micro_batch(model, examples, torch.tensor(rows).numpy(), DPO(0.1), tokenizer.pad_token_id)
+            forward_calls.clear()
+            fused_calls.clear()
+            _, _, batch = micro_batch(model, examples, torch.tensor(rows).numpy(), DPO(0.1), tokenizer.pad_token_id,
+                                      share_prompts=share_prompts, fused_lm_head=fused)
+            assert len(forward_calls) == (2 if share_prompts else 1)  # shared: a prompt pass, then a completion pass
+            assert len(fused_calls) == (1 if fused else 0)
             torch.testing.assert_close(batch.policy_chosen_logps, batch.ref_chosen_logps, atol=1e-5, rtol=0)
             torch.testing.assert_close(batch.policy_rejected_logps, batch.ref_rejected_logps, atol=1e-5, rtol=0)
 
 
+class _MetaCache:
+    """A key/value cache stand-in: one state per prompt, repeated per completion by `batch_select_indices`."""
+
+    def __init__(self, state):
+        self.state = state  # [P, H]
+
+    def batch_select_indices(self, indices):
+        assert indices.device.type == "meta", indices.device
+        self.state = self.state[indices]  # [N, H]
+
+
 class _MetaCausalLM(torch.nn.Module):
-    """A causal LM with the transformers calling convention whose weights live on the `meta` device:
-    any tensor the trainer builds on the host instead of the model's device shows up as 'cpu'."""
+    """A causal LM with the transformers calling convention (`logits_to_keep` as an int, 1-D or per-row
+    positions; a cache for the shared-prompt pass; `get_output_embeddings` giving its nn.Linear head)
+    whose weights live on the `meta` device: any tensor the trainer builds on the host instead of the
+    model's device shows up as 'cpu'."""
 
     def __init__(self, vocab=300, hidden=8):
         super().__init__()
         self.embed = torch.nn.Embedding(vocab, hidden, device="meta")
         self.head = torch.nn.Linear(hidden, vocab, device="meta")
+        self.calls = []  # per forward call: (on a prompt cache?, with position ids?)
 
-    def forward(self, input_ids, attention_mask, logits_to_keep, use_cache):
-        assert input_ids.device.type == attention_mask.device.type == logits_to_keep.device.type == "meta"
+    def get_output_embeddings(self):
+        return self.head
+
+    def forward(self, input_ids, attention_mask, use_cache, logits_to_keep=0, position_ids=None, past_key_values=None):
+        self.calls.append((past_key_values is not None, position_ids is not None))
+        for t in (input_ids, attention_mask, logits_to_keep, position_ids):
+            assert not isinstance(t, torch.Tensor) or t.device.type == "meta", t.device
         hidden = self.embed(input_ids)  # [B, T, H]
-        kept = hidden[torch.arange(len(input_ids), device=input_ids.device)[:, None], logits_to_keep]  # [B, C, H]
-        return type("Out", (), {"logits": self.head(kept)})
+        if past_key_values is not None:  # completions attend to their prompt
+            hidden = hidden + past_key_values.state[:, None]
+        if isinstance(logits_to_keep, int):
+            kept = hidden[:, -logits_to_keep:]  # 0: every position
+        elif logits_to_keep.dim() == 1:
+            kept = hidden[:, logits_to_keep]
+        else:
+            kept = hidden[torch.arange(len(input_ids), device=input_ids.device)[:, None], logits_to_keep]  # [B, C, H]
+        cache = _MetaCache(hidden.mean(1)) if use_cache and past_key_values is None else past_key_values
+        return type("Out", (), {"logits": self.head(kept), "past_key_values": cache})
 
 
 class _RecordingAlgorithm:
@@ -149,14 +250,32 @@ class _RecordingAlgorithm:
         return logps * 1.0, {"value": logps.detach()}
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-head", "logits"])
+@pytest.mark.parametrize("share_prompts", [True, False], ids=["shared-prompts", "flat"])
 @pytest.mark.parametrize("kind", ["pairs", "pointwise"])
-def test_every_tensor_handed_to_the_algorithm_is_on_the_policys_device(tiny_policy, kind):
+def test_every_tensor_handed_to_the_algorithm_is_on_the_policys_device(tiny_policy, kind, share_prompts, fused, fused_calls,
+                                                                       monkeypatch):
+    """On a `meta` model, through each of the four passes (shared or flat prompts, fused head or logits),
+    the model's inputs, the chunked head's inputs, every batch field, the losses and the diagnostics are
+    on `meta`, and the backward pass runs. `output_head` turns a head on `meta` down (its values cannot
+    be checked against the model's logits), so for the fused path the test accepts this model's plain
+    Linear head itself and skips the value check `head_matches`; the spy shows the fused head ran."""
     model, tokenizer = tiny_policy
     table = _pairs(model, tokenizer.pad_token_id) if kind == "pairs" else _pointwise(model, tokenizer.pad_token_id)
     algorithm = _RecordingAlgorithm(needs_pairs=kind == "pairs")
     examples = make_examples(table, algorithm)
     assert isinstance(examples, PairExamples if kind == "pairs" else PointwiseExamples)
-    losses, diagnostics, batch = micro_batch(_MetaCausalLM(), examples, torch.arange(4).numpy(), algorithm, tokenizer.pad_token_id)
+    meta = _MetaCausalLM()
+    assert output_head(meta) is None
+    monkeypatch.setattr(qrpo.logprobs, "output_head", lambda m: m.get_output_embeddings())
+    monkeypatch.setattr(qrpo.logprobs, "head_matches", lambda head, seen, logits: True)
+    fused_calls.clear()  # the table's reference log-probs went through the tiny policy's fused head
+    losses, diagnostics, batch = micro_batch(meta, examples, torch.arange(4).numpy(), algorithm, tokenizer.pad_token_id,
+                                             share_prompts=share_prompts, fused_lm_head=fused)
+    # rows 0-3 repeat their prompts (a pair's two sides; pointwise rows 2k, 2k + 1): the shared pass runs
+    # the prompts, then the completions on their cache
+    assert meta.calls == ([(False, True), (True, True)] if share_prompts else [(False, False)])
+    assert fused_calls == ([{"hidden": "meta", "weight": "meta", "targets": "meta"}] if fused else [])
     expected = 11 if kind == "pairs" else 6  # every field of the batch, the reference log-probs included
     assert len(algorithm.devices) == expected and set(algorithm.devices.values()) == {"meta"}, algorithm.devices
     assert losses.device.type == "meta" and all(v.device.type == "meta" for v in diagnostics.values())
@@ -290,11 +409,24 @@ class _MatmulDtypes(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class _LogRatioRecordingQRPO(QRPO):
+    """QRPO that records each example's log-ratio log pi_theta(y|x) - log pi_ref(y|x) as the trainer hands it over."""
+
+    def __init__(self, beta):
+        super().__init__(beta=beta)
+        self.log_ratios = []
+
+    def __call__(self, batch):
+        self.log_ratios.append((batch.policy_logps - batch.ref_logps).detach().double())
+        return super().__call__(batch)
+
+
 @pytest.mark.parametrize("precision, compute", [("bf16", torch.bfloat16), ("no", torch.float32)])
 def test_mixed_precision_bf16_computes_training_and_reference_logps_in_bf16_over_fp32_weights_on_cpu(tiny_model_dir, precision, compute):
     """train.mixed_precision=bf16 on a CPU: every matmul of the reference log-probs and of training runs
     in bf16 (autocast), the weights stay fp32; "no" keeps everything fp32. Reference and policy passes
-    share the arithmetic, so the first step's log-ratios stay near 0."""
+    share the arithmetic, so every example's first-step log-ratio stays within 1e-5 nats of 0 (measured:
+    exactly 0 in bf16, <= 2e-6 in fp32; an fp32 reference under a bf16 policy is off by up to 1.4e-3)."""
     from qrpo.models import load_policy
 
     torch.manual_seed(0)
@@ -308,11 +440,12 @@ def test_mixed_precision_bf16_computes_training_and_reference_logps_in_bf16_over
         "reward": [float(i % 4) for i in range(8)], "quantile": [(i % 4) / 4 for i in range(8)], "num_ref": [4] * 8,
         "ref_logp": ref.tolist(),
     })
+    algorithm = _LogRatioRecordingQRPO(beta=0.5)
     with _MatmulDtypes() as training:
-        history = train_policy(model, table, QRPO(beta=0.5), _cfg(epochs=1, learning_rate=1e-9, mixed_precision=precision),
-                               tokenizer.pad_token_id)
+        train_policy(model, table, algorithm, _cfg(epochs=1, learning_rate=1e-9, mixed_precision=precision), tokenizer.pad_token_id)
     assert training.dtypes == {compute}
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-    # the first step's policy is the reference: beta * (policy - reference) log-prob is rounding only, and
-    # small because both passes computed in the same precision (fp32 reference under a bf16 policy: ~1e-4)
-    assert abs(history[0]["implicit_reward"]) < 2e-5
+    # the first step's policy is the reference, so each of its 4 examples' log-ratio is rounding only: at
+    # most 1e-5 nats in absolute value, per example (a batch mean would let errors of both signs cancel)
+    first_step = torch.cat(algorithm.log_ratios[:2])  # its 2 micro-batches of 2
+    assert len(first_step) == 4 and first_step.abs().max() < 1e-5, first_step.tolist()
