@@ -10,7 +10,8 @@ those positions go through the output projection, and (by default, `fused=True`)
 `qrpo.fused_head.token_logps`: the final hidden states at the real completion positions [N, H] are
 projected onto the vocabulary a chunk of rows at a time, so neither the [B, T, V] logits of the
 whole sequence nor the [N, V] logits of the completions are ever formed, in the forward or the
-backward pass (a test checks that no tensor of N x V elements is allocated). The hidden states come
+backward pass (`tests/qrpo/test_fused_head.py::test_fused_head_never_creates_a_tokens_by_vocab_tensor`
+checks that no tensor of N x V elements is allocated). The hidden states come
 from the model's ordinary forward call (a hook on its LM head), so wrappers such as DDP see the
 forward they expect.
 
@@ -19,7 +20,8 @@ scaled after the head, sharded parameters, weights on `meta`) and `fused=False` 
 path: the model projects only the scoring positions (`logits_to_keep` with per-row positions
 [B, C]; models that ignore it return full logits, gathered at the same positions), and a
 cross-entropy over contiguous rows gives the log-probs. Both paths compute the same function (equal
-to float rounding, values and gradients, checked by tests).
+to float rounding, values and gradients: `test_fused_head_gives_the_logits_paths_values_and_gradients`
+in tests/qrpo/test_fused_head.py).
 
 Computing log pi on the exact sampled token ids (not on re-tokenised text) keeps pi_ref(y|x) the
 probability of what was actually sampled.
@@ -111,8 +113,10 @@ def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list
     it. The first completion token is scored from the prompt pass's last position, the others from
     the completion pass, through the fused head or the logits as in `sequence_logps`. Gradients flow
     through the cache into the prompt pass, so this is the same function of the weights as the flat
-    pass (equal to float rounding, checked by a test), with prompt tokens computed once instead of
-    once per completion. Falls back to the flat pass when no prompt repeats.
+    pass (values and gradients equal to float rounding, fused head and logits path:
+    `tests/qrpo/test_logprobs.py::test_shared_prompt_pass_gives_the_flat_pass_values_and_gradients`),
+    with prompt tokens computed once instead of once per completion. Falls back to the flat pass when
+    no prompt repeats.
     """
     index_of: dict[tuple[int, ...], int] = {}
     for p in prompt_ids:

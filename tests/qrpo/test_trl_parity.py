@@ -8,12 +8,16 @@ token ids we build ourselves, and the tests first check that those are exactly t
 model: the prompt's bytes, then the completion's bytes and one EOS (the tiny byte tokenizer has no BOS).
 
 Tolerances (float32 on CPU, which is what the pipeline trains in): the loss to 1e-5 relative, and each
-parameter's gradient to 5e-5 of that gradient's largest entry. TRL computes log-probs with a tiled
-log-softmax over hidden states (its fused LM head) or `selective_log_softmax`, we with one
-`cross_entropy` over the full logits; the two differ only in float32 summation order, measured here
-at <= 1e-6 relative on the loss and <= 1e-6 of the largest entry on every gradient. A real mismatch is
-orders of magnitude above the tolerance: `test_tolerance_catches_a_completion_one_token_short` shows
-that losing one token per completion moves the gradients by ~0.5 of their scale (asserted: > 1e-2).
+parameter's gradient to 5e-5 of that gradient's largest entry. TRL's DPOTrainer computes log-probs
+through its fused LM head (`trl.trainer.utils.add_fused_lm_head`: the head applied in tiles to the
+hidden states of the labelled positions), its CPOTrainer with `selective_log_softmax` over the model's
+full logits. Ours, for policy and reference alike, take `sequence_logps`'s default path, the chunked LM
+head `qrpo.fused_head.token_logps` (the tiny Llama's plain Linear `lm_head` applied a chunk of rows at
+a time to the final hidden states at the completion positions, logsumexp in float32, its own backward;
+never the [tokens, vocab] logits). The paths differ only in float32 summation order, measured here at
+<= 3e-7 relative on the loss (DPO: equal) and <= 6e-7 of the largest entry on every gradient. A real
+mismatch is orders of magnitude above the tolerance: `test_tolerance_catches_a_completion_one_token_short`
+shows that losing one token per completion moves the gradients by ~0.5 of their scale (asserted: > 1e-2).
 """
 
 from __future__ import annotations
