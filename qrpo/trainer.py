@@ -346,7 +346,7 @@ def train_policy(
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4g}", tok_per_s=f"{record['tokens_per_s']:.0f}")
     bar.close()
-    model = accelerator.unwrap_model(model)
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # drop the autocast wrapper of bf16 training
     if cfg.lora_r > 0:
         model = model.merge_and_unload()
     model.eval()
