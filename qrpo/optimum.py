@@ -66,10 +66,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy import optimize, special
 
 from qrpo.errors import InputError
 from qrpo.transforms import Identity, Log, NormalIcdf, ScaledNormalIcdf, Sqrt, Square, Transform, get_transform
+
+# scipy is imported inside the functions that need it: training with the identity or log transform, and
+# the GPU checks (tests/gpu), run where scipy is not installed.
 
 # beta range the solvers search (and the range the numerics are built for)
 BETA_MIN, BETA_MAX = 1e-6, 1e6
@@ -180,6 +182,8 @@ def _square_stats(transform: Transform, beta: float) -> OptimumStats:
     E[q^2] = 1/(2 u D(u)) - 1/(2 u^2).  KL = x E[q^2] - log Z.
     For x < 1/2, E[q^2] and KL from the cumulants of U^2 (moments 1/(2k+1)): KL = 2x^2/45 + ...
     """
+    from scipy import special
+
     x = 1.0 / beta
     u = math.sqrt(x)
     dawson = float(special.dawsn(u))
@@ -238,6 +242,8 @@ def _normal_stats(transform: Transform, beta: float) -> OptimumStats:
          = P(W - Z <= 0) with W - Z ~ N(-m, 2), = Phi(m / sqrt 2) = Phi(sigma / (beta sqrt 2)).
     (beta = 1: E[q] = Phi(1/sqrt 2) = 0.760, KL = 0.5 nats.)
     """
+    from scipy import special
+
     mu, sigma = transform.mu, transform.sigma
     expected_quantile = float(special.ndtr(sigma / (beta * math.sqrt(2.0))))
     return OptimumStats(
@@ -284,6 +290,8 @@ def _mesh(transform: Transform) -> _Mesh:
     in which p* lives, so the rule stays accurate for beta down to BETA_MIN = 1e-6 (tested) and below, while
     that layer is wider than ~1e-15. Near a finite endpoint the grading also resolves integrable
     singularities such as t^x log t at 0. Cached per transform object (f is evaluated once)."""
+    from scipy import optimize
+
     try:
         return _MESH_CACHE[transform]
     except (KeyError, TypeError):  # TypeError: a transform class that is not hashable is not cached
@@ -386,6 +394,8 @@ def optimum_stats(transform: str | Transform, beta: float) -> OptimumStats:
 def _solve_log_beta(stat: Callable[[float], float], target: float) -> float:
     """The beta in [BETA_MIN, BETA_MAX] where the decreasing function stat(beta) equals target, by
     Brent's method in log beta (the caller has checked that the target lies between the endpoints)."""
+    from scipy import optimize
+
     root = optimize.brentq(
         lambda log_beta: stat(math.exp(log_beta)) - target,
         math.log(BETA_MIN),

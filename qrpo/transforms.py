@@ -33,7 +33,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy import integrate, special
 
 from qrpo.quantiles import clamp_quantiles
 
@@ -139,6 +138,8 @@ class Square(Transform):
         return q.square()
 
     def log_partition(self, beta):
+        from scipy import special  # imported where used: the identity and log transforms run without scipy
+
         beta = check_beta(beta)
         return 0.5 * math.log(beta) + 1.0 / beta + math.log(special.dawsn(1.0 / math.sqrt(beta)))
 
@@ -223,6 +224,8 @@ class QuadratureTransform(Transform):
         return self._f(torch.as_tensor(t, dtype=torch.float64)).numpy()
 
     def log_partition(self, beta):
+        from scipy import integrate
+
         beta = check_beta(beta)
         if beta not in self._cache:
             grid = np.linspace(1e-12 if self.infinite_at_zero else 0.0, 1 - 1e-12 if self.infinite_at_one else 1.0, 100_001)
