@@ -17,6 +17,19 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need a CUDA device: without one each is skipped, saying so (run them with `make gpu-check`)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False); `make gpu-check` runs it on a GPU machine")
+        for item in gpu:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def qrpo_home(tmp_path, monkeypatch):
     """A private QRPO_HOME: artifacts under it, MLflow in sqlite under it."""
