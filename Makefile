@@ -7,7 +7,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: install experiment smoke test bench gpu-check clean-cache
+.PHONY: install experiment smoke test bench gpu-check mutate clean-cache
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 gpu-check:
 	PYTHONPATH=. $(GPU_PY) -m pytest -q -m gpu -p no:cacheprovider -rs tests/gpu tests/qrpo/test_sampling_vllm.py
 	PYTHONPATH=. $(GPU_PY) benchmarks/bench_gpu.py
+
+# Mutation testing of the modules whose numbers users trust (minutes; not part of `make test`):
+# per-unit scores, goal >= 90% killed; UNITS="losses optimum" for some. Scores: docs/testing.md.
+mutate: install
+	$(PY) tests/mutation_score.py run $(UNITS)
 
 bench: install
 	$(PY) benchmarks/bench_quantile_table.py
