@@ -83,18 +83,107 @@ def test_qrpo_loss_equals_quantiles_then_regression_for_every_tie_policy():
         torch.testing.assert_close(via_rewards.losses, direct.losses, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(
-    "name, params", [("identity", {}), ("log", {}), ("square", {}), ("sqrt", {}), ("normal_icdf", {}),
-                     ("scaled_normal_icdf", {"mu": 0.5, "sigma": 0.2})]
-)
-def test_qrpo_loss_vanishes_at_the_kl_regularised_optimum_for_every_transform(name, params):
-    """log pi*(y) - log pi_ref(y) = f(q)/beta - log Z_f(beta) makes every residual zero."""
-    transform = get_transform(name, **params)
-    q = torch.linspace(0.05, 0.95, 19, dtype=f64)
-    beta = 0.37
-    ref = -torch.linspace(1.0, 5.0, 19, dtype=f64)
-    optimum = ref + transform(q) / beta - transform.log_partition(beta)
-    out = qrpo_loss_from_quantiles(optimum, ref, q, beta, transform)
+# --- the optimum, enumerated --------------------------------------------------------------------
+#
+# A completion space small enough to write down: six completions y of one prompt with their reference
+# probabilities and raw rewards (y0 and y2 tie). Their quantile q is the randomised probability
+# integral transform: a completion whose reward r has reference mass P(r) gets q ~ U[F(r-), F(r)]
+# (F the reference CDF of the reward), which is exactly Uniform(0, 1) under pi_ref: the atoms tile
+# [0, 1]. So the extended completions (y, q) carry the transformed reward R = f(q), and the
+# KL-regularised optimum pi*(y, q) = pi_ref(y, q) exp(f(q)/beta) / Z is enumerated here: a sum over
+# the six completions of the integral over each one's quantile interval (Gauss-Legendre in
+# z = Phi^{-1}(q)). Nothing of qrpo.transforms enters that Z; the loss must vanish at pi* only if its
+# closed-form log Z_f(beta) equals the enumerated one. The ties="mid" estimator against a reference
+# set that IS the reference distribution (each completion repeated 20 pi_ref(y) times) gives the
+# middle of each atom, so qrpo_loss from raw rewards is checked at pi* as well.
+
+PI_REF = (0.10, 0.25, 0.05, 0.30, 0.20, 0.10)  # multiples of 1/20
+REWARDS = (1.3, -0.2, 1.3, 0.7, 2.5, 0.1)
+REFERENCE_SET = tuple(r for r, p in zip(REWARDS, PI_REF) for _ in range(round(20 * p)))  # the population, M = 20
+
+# the transformed reward, written here as a function of z = Phi^{-1}(q) (what the quadrature needs,
+# accurate in both tails) and of q (for the targets): the table of qrpo/transforms.py, not its code
+_NDTR, _LOG_NDTR, _NDTRI = torch.special.ndtr, torch.special.log_ndtr, torch.special.ndtri
+REWARD_OF_QUANTILE = {  # name, params -> (f(Phi(z)), f(q))
+    ("identity", ()): (_NDTR, lambda q: q),
+    ("log", ()): (_LOG_NDTR, torch.log),
+    ("square", ()): (lambda z: _NDTR(z) ** 2, lambda q: q**2),
+    ("sqrt", ()): (lambda z: _NDTR(z).sqrt(), torch.sqrt),
+    ("normal_icdf", ()): (lambda z: z, _NDTRI),
+    ("scaled_normal_icdf", (("mu", 0.5), ("sigma", 0.2))): (lambda z: 0.5 + 0.2 * z, lambda q: 0.5 + 0.2 * _NDTRI(q)),
+}
+Z_CUT = 38.0  # |z| > 38: the normal density is below e^-722, nothing any of these rewards can lift
+
+
+def _atoms():
+    """Each completion's quantile interval [F(r-), F(r)] (ties share one)."""
+    below = [sum(p for r2, p in zip(REWARDS, PI_REF) if r2 < r) for r in REWARDS]
+    mass = [sum(p for r2, p in zip(REWARDS, PI_REF) if r2 == r) for r in REWARDS]
+    return [(lo, lo + m) for lo, m in zip(below, mass)]
+
+
+def _log_integral(reward_of_z, beta: float, lo: float, hi: float) -> float:
+    """log of integral_lo^hi exp(f(q)/beta) dq = integral over z in [Phi^-1(lo), Phi^-1(hi)] of
+    exp(f(Phi(z))/beta) phi(z) dz, by 40-point Gauss-Legendre on pieces 1/4 wide."""
+    import numpy as np
+
+    za = -Z_CUT if lo == 0 else float(_NDTRI(torch.tensor(lo, dtype=f64)))
+    zb = Z_CUT if hi >= 1 else float(_NDTRI(torch.tensor(hi, dtype=f64)))
+    nodes, weights = np.polynomial.legendre.leggauss(40)
+    edges = np.linspace(za, zb, max(1, math.ceil((zb - za) / 0.25)) + 1)
+    half = (edges[1:] - edges[:-1])[:, None] / 2
+    z = torch.tensor((edges[:-1, None] + half * (nodes[None, :] + 1)).ravel(), dtype=f64)
+    log_w = torch.tensor(np.log(half * weights[None, :]).ravel(), dtype=f64)
+    return float(torch.logsumexp(reward_of_z(z) / beta - z**2 / 2 - 0.5 * math.log(2 * math.pi) + log_w, 0))
+
+
+def enumerated_log_partition(reward_of_z, beta: float) -> float:
+    """log Z = log sum_y pi_ref(y) E_{q ~ U(atom of y)} exp(f(q)/beta), completion by completion."""
+    terms = [math.log(p) - math.log(hi - lo) + _log_integral(reward_of_z, beta, lo, hi)
+             for p, (lo, hi) in zip(PI_REF, _atoms())]
+    return float(torch.logsumexp(torch.tensor(terms, dtype=f64), 0))
+
+
+def test_the_enumerated_completion_space_has_uniform_quantiles_under_the_reference():
+    """The premise of the enumeration: the atoms tile [0, 1] with widths equal to their reference
+    mass, and the ties="mid" quantiles of the population reference set are the atoms' middles."""
+    atoms = sorted(set(_atoms()))
+    assert math.isclose(sum(PI_REF), 1.0) and atoms[0][0] == 0 and math.isclose(atoms[-1][1], 1.0)
+    assert all(math.isclose(a[1], b[0]) for a, b in zip(atoms, atoms[1:]))
+    mid = quantile_rewards(t(*REWARDS), t(*REFERENCE_SET).expand(len(REWARDS), -1), ties="mid")
+    assert mid.tolist() == pytest.approx([(lo + hi) / 2 for lo, hi in _atoms()], abs=1e-15)
+    # and the quadrature integrates the identity's atoms as their antiderivative beta (e^{b/beta} - e^{a/beta}) does
+    for lo, hi in atoms:
+        exact = math.log(0.37 * (math.exp(hi / 0.37) - math.exp(lo / 0.37)))
+        assert _log_integral(_NDTR, 0.37, lo, hi) == pytest.approx(exact, abs=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.37, 2.0, 20.0])
+@pytest.mark.parametrize("key", list(REWARD_OF_QUANTILE), ids=[name for name, _ in REWARD_OF_QUANTILE])
+def test_qrpo_loss_vanishes_at_the_enumerated_kl_regularised_optimum(key, beta):
+    """At pi*(y, q) = pi_ref(y, q) exp(f(q)/beta) / Z_enumerated every QRPO residual
+    f(q) - beta log Z_f - beta log(pi*/pi_ref) = beta (log Z_enumerated - log Z_f) must be zero."""
+    name, params = key
+    reward_of_z, reward_of_q = REWARD_OF_QUANTILE[key]
+    transform = get_transform(name, **dict(params))
+    log_z = enumerated_log_partition(reward_of_z, beta)
+    ref = torch.log(t(*PI_REF))  # log pi_ref(y | x) of each completion
+
+    # three quantiles inside every completion's interval, straight into the regression
+    fractions = t(0.1, 0.5, 0.9)
+    lo, hi = (t(*edge) for edge in zip(*_atoms()))
+    q = (lo[:, None] + (hi - lo)[:, None] * fractions[None, :]).ravel()  # [6 * 3]
+    ref_q = ref.repeat_interleave(3)
+    optimum = ref_q + reward_of_q(q) / beta - log_z  # log pi*: the same completion, reweighted
+    out = qrpo_loss_from_quantiles(optimum, ref_q, q, beta, transform)
+    assert out.beta_log_partition == pytest.approx(beta * log_z, rel=1e-11, abs=1e-11)
+    assert out.residuals.abs().max().item() < 1e-12, (out.beta_log_partition, beta * log_z)
+
+    # from raw rewards: q = the mid-rank among the population reference set (each atom's middle)
+    middle = (lo + hi) / 2
+    out = qrpo_loss(ref + reward_of_q(middle) / beta - log_z, ref, t(*REWARDS),
+                    t(*REFERENCE_SET).expand(len(REWARDS), -1), beta, transform, ties="mid")
+    assert out.quantiles.tolist() == pytest.approx(middle.tolist(), abs=1e-15)
     assert out.losses.max().item() < 1e-24
 
 
