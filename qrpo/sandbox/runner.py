@@ -14,6 +14,12 @@ the program returned (type-tagged JSON after a per-run random nonce) and the par
 with the expected Python literal. Cases of many programs run in one bounded thread pool (one
 worker per core by default), so partial credit is exact and the whole batch uses every core.
 
+While a case runs, the parent looks at its process tree every few milliseconds (through
+/proc/PID/task/TID/children) and records the most processes + threads it saw at once (bubblewrap
+and its init are two of them) and the largest peak RSS (VmHWM) of any one of them, so the limits
+can be seen at work. Both are sampled, so they are lower bounds: a process that lives less than a
+sampling interval, or grows in its last one, may be missed.
+
 Where the kernel does not permit unprivileged namespaces, `Sandbox` refuses with an InputError
 unless `allow_unsandboxed=True`, which runs the same harness with the same rlimits, an empty
 environment and a temporary working directory but WITHOUT isolation (for trusted code only).
@@ -32,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -79,6 +86,8 @@ class CaseResult:
     seconds: float
     got: str = ""  # repr of the returned value (truncated)
     error: str = ""  # what went wrong, one line (truncated)
+    max_tasks: int | None = None  # most processes + threads seen at once in its process tree (None: not observable here)
+    max_rss_mb: float | None = None  # largest peak RSS (VmHWM) seen of any one process of the tree
 
 
 @dataclass
@@ -288,6 +297,53 @@ def _set_limits(limits: SandboxLimits, nproc: int):
 
 
 @lru_cache(maxsize=None)
+def _children_listed() -> bool:
+    """Whether this kernel lists a thread's children in /proc (CONFIG_PROC_CHILDREN)."""
+    return os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
+
+
+def _sample(root: int) -> tuple[int, int]:
+    """(processes + threads, the largest peak RSS in kB of one process) now in the tree under `root`."""
+    tasks, peak_kb, stack = 0, 0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+            with open(f"/proc/{pid}/status") as fh:
+                peak_kb = max([peak_kb] + [int(line.split()[1]) for line in fh if line.startswith("VmHWM:")])
+        except (OSError, ValueError, IndexError):  # exited meanwhile
+            continue
+        tasks += len(tids)
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                    stack += [int(child) for child in fh.read().split()]
+            except (OSError, ValueError):
+                continue
+    return tasks, peak_kb
+
+
+def _watch(proc: subprocess.Popen, deadline: float) -> tuple[bool, int | None, float | None]:
+    """Wait for `proc` until `deadline`, sampling its process tree meanwhile.
+    Returns (timed out, most tasks seen, largest peak RSS seen in MB); None where /proc cannot tell."""
+    observe = _children_listed()
+    most, peak_kb, delay = 0, 0, 0.001
+    timed_out = False
+    while True:
+        if observe:  # not yet reaped (only we reap it), so proc.pid is still this child, if a zombie
+            tasks, kb = _sample(proc.pid)
+            most, peak_kb = max(most, tasks), max(peak_kb, kb)
+        if proc.poll() is not None:
+            break
+        if time.monotonic() >= deadline:
+            timed_out = True
+            break
+        time.sleep(delay)
+        delay = min(2 * delay, 0.01)
+    return timed_out, (most if observe else None), (peak_kb / 1024 if observe else None)
+
+
+@lru_cache(maxsize=None)
 def namespaces_problem() -> str:
     """'' when bubblewrap can start an isolated interpreter here, else bubblewrap's reason."""
     with tempfile.TemporaryDirectory(prefix="qrpo-sandbox-probe-") as task:
@@ -356,21 +412,18 @@ class Sandbox:
         else:
             cmd, cwd = [_python(), "-I", "-S", str(Path(task, "harness.py")), str(Path(task, "solution.py"))], tempfile.mkdtemp(prefix="qrpo-unsandboxed-")
         start = time.monotonic()
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            stdin.write(request)  # a file, not a pipe: writing it never waits on a child that does not read
+            stdin.seek(0)
             try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=cwd, env={"PATH": "/usr/bin:/bin"},
+                proc = subprocess.Popen(cmd, stdin=stdin, stdout=out, stderr=err, cwd=cwd, env={"PATH": "/usr/bin:/bin"},
                                         start_new_session=True, preexec_fn=_set_limits(self.limits, self._nproc),
                                         pass_fds=() if seccomp_fd is None else (seccomp_fd,))
             finally:
                 if seccomp_fd is not None:
                     os.close(seccomp_fd)
-            timed_out = False
             try:
-                proc.communicate(request, timeout=self.limits.wall_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            except BrokenPipeError:  # the child died before reading its input
-                pass
+                timed_out, max_tasks, max_rss_mb = _watch(proc, start + self.limits.wall_seconds)
             finally:
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)  # the whole group, whatever the program left behind
@@ -385,8 +438,9 @@ class Sandbox:
             err.seek(0, os.SEEK_END)
             err.seek(max(0, err.tell() - 2000))
             stderr = err.read().decode(errors="replace").strip()
+        used = {"max_tasks": max_tasks, "max_rss_mb": max_rss_mb}
         if timed_out:
-            return CaseResult(False, "timeout", seconds, error=f"wall-clock limit of {self.limits.wall_seconds} s")
+            return CaseResult(False, "timeout", seconds, error=f"wall-clock limit of {self.limits.wall_seconds} s", **used)
         passed, status, got, error = judge(stdout, nonce, expected)
         if status == "no_result":
             code = proc.returncode
@@ -394,5 +448,5 @@ class Sandbox:
                 code = 128 - code
             why = f"killed by {_signal_name(-code)}" if code < 0 else f"exit status {code}"
             last = stderr.splitlines()[-1] if stderr else ""
-            return CaseResult(False, "killed" if code < 0 else "no_result", seconds, error=f"{error}; {why}; {last}"[:500])
-        return CaseResult(passed, status, seconds, got=got, error=error)
+            return CaseResult(False, "killed" if code < 0 else "no_result", seconds, error=f"{error}; {why}; {last}"[:500], **used)
+        return CaseResult(passed, status, seconds, got=got, error=error, **used)

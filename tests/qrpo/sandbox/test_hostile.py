@@ -4,6 +4,13 @@ All programs run in ONE batch through the sandbox's pool, next to honest ones th
 exact scores. For each hostile program the expected output is what it would return if its cheat
 worked (the leaked secret, the host file's contents, "connected", ...), so a score of 0 means the
 cheat failed, and the statuses show it failed for the right reason (not because the harness broke).
+
+The wall clock (8 s) is far above the CPU limit (1 s), so a program that spins is ended by RLIMIT_CPU
+("killed", by SIGKILL: the soft and hard limits are equal) and only a program that blocks may end
+in "timeout": a bomb that a limit failed to stop cannot hide behind the wall clock. Whatever each
+program does, the parent's view of its process tree (CaseResult.max_tasks, max_rss_mb) must show
+no process or thread beyond bubblewrap, its init and the one interpreter, and no process larger
+than the address-space limit.
 """
 
 import os
@@ -19,31 +26,35 @@ from qrpo.sandbox import Sandbox, SandboxLimits, TestCase
 
 SECRET = "qrpo-secret-7f3a9c"
 TOKEN = "q9x-expected-token"
+LIMITS = SandboxLimits(wall_seconds=8, cpu_seconds=1, memory_mb=256)
+SANDBOX_TASKS = 3  # bubblewrap, its init (PID 1 of the sandbox) and the interpreter: one thread each
+CPU_KILL = "killed by SIGKILL"  # RLIMIT_CPU with soft == hard: the kernel sends SIGKILL
 
 
 def _programs(parent_pid, host_file, escape_path, port):
-    """name -> (source, entry point, [(input, expected output)], allowed statuses)."""
+    """name -> (source, entry point, [(input, expected output)], allowed statuses, text the error must contain)."""
     P = {}
 
-    def add(name, source, cases, statuses, entry="f"):
-        P[name] = (textwrap.dedent(source), entry, cases, statuses)
+    def add(name, source, cases, statuses, entry="f", reason=""):
+        P[name] = (textwrap.dedent(source), entry, cases, statuses, reason)
 
     one = [("", "1")]
-    add("infinite_loop", "def f():\n    while True: pass\n", one, {"timeout", "killed"})
+    add("infinite_loop", "def f():\n    while True: pass\n", one, {"killed"}, reason=CPU_KILL)
     add("sleep_forever", "import time\ndef f():\n    time.sleep(1000)\n", one, {"timeout"})
-    add("fork_bomb", "import os\ndef f():\n    while True: os.fork()\n", one, {"error", "killed"})
+    add("fork_bomb", "import os\ndef f():\n    while True: os.fork()\n", one, {"error"}, reason="PermissionError: [Errno 1] Operation not permitted")
     add("fork_bomb_ctypes", """
         import ctypes
         def f():
             libc = ctypes.CDLL(None)
             while True:
                 if libc.fork() < 0: raise OSError("fork refused")
-        """, one, {"error", "killed"})
-    add("thread_bomb", "import threading, time\ndef f():\n    while True: threading.Thread(target=time.sleep, args=(100,)).start()\n", one, {"error"})
+        """, one, {"error"}, reason="OSError: fork refused")
+    add("thread_bomb", "import threading, time\ndef f():\n    while True: threading.Thread(target=time.sleep, args=(100,)).start()\n", one, {"error"},
+        reason="can't start new thread")
     add("subprocess_shell", "import subprocess\ndef f():\n    return subprocess.run(['sh', '-c', 'echo 1'], capture_output=True).stdout.strip().decode()\n", [("", "'1'")], {"error"})
-    add("memory_bomb_at_once", "def f():\n    x = bytearray(8 * 10**9)\n    return 1\n", one, {"error"})
-    add("memory_bomb_gradual", "def f():\n    xs = []\n    while True: xs.append(' ' * 10**7)\n", one, {"error", "killed"})
-    add("huge_stdout", "import sys\ndef f():\n    while True: sys.stdout.write('x' * 65536)\n", one, {"timeout", "killed"})
+    add("memory_bomb_at_once", "def f():\n    x = bytearray(8 * 10**9)\n    return 1\n", one, {"error"}, reason="MemoryError")
+    add("memory_bomb_gradual", "def f():\n    xs = []\n    while True: xs.append(' ' * 10**7)\n", one, {"error"}, reason="MemoryError")
+    add("huge_stdout", "import sys\ndef f():\n    while True: sys.stdout.write('x' * 65536)\n", one, {"killed"}, reason=CPU_KILL)
     add("huge_stderr", "import sys\ndef f():\n    while True: sys.stderr.write('x' * 65536)\n", one, {"killed", "error", "no_result"})
     add("huge_output_on_every_fd", """
         import os
@@ -52,7 +63,7 @@ def _programs(parent_pid, host_file, escape_path, port):
                 for fd in range(0, 12):
                     try: os.write(fd, b'1\\n' * 32768)
                     except OSError: pass
-        """, one, {"timeout", "killed", "no_result"})  # Python ignores SIGXFSZ: writes fail, it spins
+        """, one, {"killed"}, reason=CPU_KILL)  # Python ignores SIGXFSZ: writes fail, it spins
     add("huge_return_value", "def f():\n    return 'x' * (20 * 2**20)\n", [("", repr("x" * 10))], {"killed", "no_result", "wrong_answer"})
     add("int_too_long_to_print", "def f():\n    return 10 ** 100000\n", [("", "1")], {"error", "no_result"})
     add("write_outside_workdir", f"def f():\n    open({str(escape_path)!r}, 'w').write('escaped')\n    return 1\n", one, {"error"})
@@ -86,7 +97,7 @@ def _programs(parent_pid, host_file, escape_path, port):
                         except OSError: continue
                         if 'q9x-expected' in text and name != 'solution.py': return 'q9x-expected' + '-token'
             return 'nothing'
-        """, [("", repr(TOKEN))], {"wrong_answer"})
+        """, [("", repr(TOKEN))], {"timeout"})  # it blocks reading /dev/ptmx (idle, not spinning): the wall clock ends it
     add("socket_to_host_loopback", f"""
         import socket
         def f():
@@ -158,7 +169,7 @@ def _programs(parent_pid, host_file, escape_path, port):
             try: resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
             except (ValueError, OSError): pass
             while True: pass
-        """, one, {"killed", "timeout"})
+        """, one, {"killed"}, reason=CPU_KILL)
     add("raise_memory_limit_back", """
         import resource
         def f():
@@ -171,7 +182,7 @@ def _programs(parent_pid, host_file, escape_path, port):
             signal.signal(s, signal.SIG_IGN)
         def f():
             while True: pass
-        """, one, {"timeout", "killed"})
+        """, one, {"killed"}, reason=CPU_KILL)
     add("slow_import", "import time\ntime.sleep(1000)\ndef f():\n    return 1\n", one, {"timeout"})
     add("import_outside_stdlib", "import numpy\ndef f():\n    return 1\n", one, {"error"})
     add("hang_in_atexit", "import atexit\natexit.register(lambda: __import__('time').sleep(1000))\ndef f():\n    return 0\n", one, {"timeout", "wrong_answer"})
@@ -210,8 +221,8 @@ def test_hostile_battery_is_contained_and_scores_zero_while_honest_programs_keep
     sentinel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
     hostile = _programs(os.getpid(), host_file, escape_path, listener.getsockname()[1])
     assert len(hostile) >= 30
-    jobs = {**{k: (s, e, c) for k, (s, e, c, _) in hostile.items()}, **{k: (s, e, c) for k, (s, e, c, _) in HONEST.items()}}
-    sandbox = Sandbox(SandboxLimits(wall_seconds=2, cpu_seconds=1, memory_mb=256), max_workers=6)
+    jobs = {**{k: (s, e, c) for k, (s, e, c, _, _) in hostile.items()}, **{k: (s, e, c) for k, (s, e, c, _) in HONEST.items()}}
+    sandbox = Sandbox(LIMITS, max_workers=6)
     try:
         results = sandbox.run_many([(s, e, [TestCase(i, o) for i, o in c]) for s, e, c in jobs.values()])
         by_name = dict(zip(jobs, results))
@@ -225,10 +236,15 @@ def test_hostile_battery_is_contained_and_scores_zero_while_honest_programs_keep
         os.killpg(sentinel.pid, signal.SIGKILL)
         sentinel.wait()
         listener.close()
-    for name, (_, _, _, statuses) in hostile.items():
-        result = by_name[name]
-        assert result.passed == 0, (name, result.cases)
-        # on a loaded machine any CPU-heavy program may be cut by the wall clock before its own failure
-        assert {c.status for c in result.cases} <= statuses | {"timeout"}, (name, result.cases)
+    problems = []  # every program checked, then one assertion: a broken limit shows all it breaks
+    for name, (_, _, _, statuses, reason) in hostile.items():
+        for c in by_name[name].cases:
+            if c.passed or c.status not in statuses or reason not in c.error:
+                problems.append(f"{name}: {c.status} ({c.error[:160]!r}), expected {sorted(statuses)} with {reason!r}")
+            if c.max_tasks is None or not 1 <= c.max_tasks <= SANDBOX_TASKS:
+                problems.append(f"{name}: {c.max_tasks} processes + threads seen at once, at most {SANDBOX_TASKS} allowed")
+            if c.max_rss_mb is None or c.max_rss_mb > LIMITS.memory_mb:
+                problems.append(f"{name}: a process of {c.max_rss_mb} MB resident, limit {LIMITS.memory_mb} MB")
+    assert not problems, "\n".join(problems)
     for name, (_, _, _, expected) in HONEST.items():
         assert by_name[name].passed == expected, (name, by_name[name].cases)
