@@ -331,6 +331,9 @@ class DistributedConfig:
             raise InputError(f"distributed.num_processes must be an integer >= 1; got {self.num_processes!r}")
         if self.topology == "none" and self.num_processes != 1:
             raise InputError("distributed.num_processes > 1 needs distributed.topology=ddp, fsdp or deepspeed")
+        if self.use_cpu and self.topology in ("fsdp", "deepspeed"):  # accelerate would train with DDP instead
+            raise InputError(f"distributed.use_cpu=true runs DDP only; accelerate has no {self.topology} on CPU processes "
+                             "(it would train with DDP instead): use distributed=ddp, or GPUs")
 
     @property
     def launches(self) -> bool:

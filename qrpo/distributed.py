@@ -48,10 +48,20 @@ def accelerate_config(cfg: DistributedConfig) -> dict[str, Any]:
     }
 
 
+def write_accelerate_config(cfg: DistributedConfig, path: Path) -> Path:
+    """Write the file `accelerate launch --config_file` reads for this topology."""
+    path.write_text(yaml.safe_dump(accelerate_config(cfg)))
+    return path
+
+
 def launch_command(cfg: DistributedConfig, config_file: Path, args: list[str]) -> list[str]:
     """`accelerate launch` for GPU topologies; torchrun for DDP over CPU processes (accelerate's own
     multi-CPU launcher runs a single process unless mpirun is set up), where accelerate's Accelerator
-    then picks up the gloo process group from torchrun's environment."""
+    then picks up the gloo process group from torchrun's environment.
+
+    FSDP and DeepSpeed on CPU processes are refused: accelerate makes a run FSDP/DeepSpeed only on
+    accelerator devices (CUDA, XPU, ...) and trains CPU processes with plain DDP whatever the config says."""
+    cfg.validate()
     if cfg.use_cpu:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.num_processes}",
                 "-m", "qrpo.distributed", *args]
@@ -73,8 +83,7 @@ def launch_training(cfg: DistributedConfig, model_dir: Path, table_file: Path, a
                     out_dir: Path, checkpoint_dir: Path | None = None) -> dict:
     """Run training under `accelerate launch` with this topology and wait for it; return the history file's content."""
     with tempfile.TemporaryDirectory() as tmp:
-        config_file = Path(tmp) / "accelerate.yaml"
-        config_file.write_text(yaml.safe_dump(accelerate_config(cfg)))
+        config_file = write_accelerate_config(cfg, Path(tmp) / "accelerate.yaml")
         args = ["--model", str(model_dir), "--table", str(table_file), "--algorithm", algorithm_spec(algorithm),
                 "--train", json.dumps(train), "--out", str(out_dir)]
         if checkpoint_dir is not None:
@@ -84,6 +93,17 @@ def launch_training(cfg: DistributedConfig, model_dir: Path, table_file: Path, a
     if proc.returncode != 0:
         raise RuntimeError(f"distributed training ({cfg.topology}, {cfg.num_processes} processes) failed with exit status {proc.returncode}; see its log above")
     return json.loads((out_dir / "history.json").read_text())
+
+
+def full_state_dict(model) -> dict | None:
+    """The whole model's weights on the main process (on CPU) when FSDP2 left them sharded (DTensor
+    parameters, which `save_pretrained` cannot write); None when every process holds them whole.
+    Every process of the run must call it (the shards are gathered)."""
+    if not any(hasattr(p, "full_tensor") for p in model.parameters()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,9 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = load_policy(args.model, torch.device("cpu"), dtype=torch.float32)
     history = train_policy(model, pq.read_table(args.table), build_algorithm_from_spec(json.loads(args.algorithm)),
                            TrainConfig(**json.loads(args.train)), tokenizer.pad_token_id, checkpoint_dir=args.checkpoint_dir)
+    state_dict = full_state_dict(model)  # every process takes part: FSDP2 gathers the shards
     if int(os.environ.get("RANK", "0")) == 0:
         args.out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(args.out / "policy")
+        model.save_pretrained(args.out / "policy", state_dict=state_dict)
         tokenizer.save_pretrained(args.out / "policy")
         (args.out / "history.json").write_text(json.dumps(history))
 
