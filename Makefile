@@ -25,7 +25,7 @@ smoke: install
 	$(VENV)/bin/qrpo-pipeline experiment=smoke
 
 test: install
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15   # the 15 slowest tests, so that a slow one shows in every CI run
 
 # On a machine with a CUDA GPU: the `gpu` tests (tests/gpu, and the real-vLLM test when QRPO_VLLM_PYTHON
 # names a python with vllm) and the bf16 throughput line, in <= 10 minutes. It needs only torch,
