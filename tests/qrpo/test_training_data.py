@@ -292,3 +292,32 @@ def test_offline_completions_are_finished_samples_with_their_token_counts():
         offline_completions(prompts, {}, list, "chosen", "answer_b", 0)
     assert str(err.value) == ("regime=offline needs the dataset's column 'answer_b' in the prompt table (columns: prompt_id, chosen, "
                               "rejected); add it to dataset.keep_columns or set regime.chosen_column/rejected_column")
+
+
+def test_random_pairs_are_drawn_per_prompt_and_are_a_stable_function_of_seed_and_prompt():
+    """Prompts with the same rewards get their own pairings (not one pattern copied to all). The pairing
+    of (seed, prompt_id) is pinned: a training table rebuilt by a later version of the code, from the
+    same samples and config, must pair the same candidates (cached artifacts and reruns stay comparable)."""
+    rewards = [0.1, 0.7, 0.3, 0.9, 0.5, 0.2, 0.0, 0.4]
+    many, _ = build_training_data(_samples({f"p{i}": rewards for i in range(8)}), RegimeConfig("random_pairs", seed=3), 6, 2)
+    pairings = {p: frozenset((r["chosen_ids"][0], r["rejected_ids"][0]) for r in many.to_pylist() if r["prompt_id"] == p)
+                for p in many.column("prompt_id").to_pylist()}
+    assert len(set(pairings.values())) > 1
+    table, _ = build_training_data(_samples({"a": rewards, "b": rewards}), RegimeConfig("random_pairs", seed=3), 6, 2)
+    assert [(r["prompt_id"], r["chosen_ids"][0], r["rejected_ids"][0]) for r in table.to_pylist()] == [
+        ("a", 103, 101), ("a", 105, 100), ("a", 104, 102), ("b", 105, 100), ("b", 104, 102), ("b", 103, 101)]
+
+
+def test_tables_have_the_documented_column_types_even_for_integer_rewards_or_no_rows():
+    pair_types = {"prompt_id": pa.string(), "prompt_ids": pa.list_(pa.int64()), "chosen_ids": pa.list_(pa.int64()),
+                  "rejected_ids": pa.list_(pa.int64()), "chosen_reward": pa.float64(), "rejected_reward": pa.float64(),
+                  "ref_rewards": pa.list_(pa.float64()), "chosen_quantile": pa.float64(), "rejected_quantile": pa.float64(),
+                  "num_ref": pa.int64()}
+    pointwise_types = {"prompt_id": pa.string(), "prompt_ids": pa.list_(pa.int64()), "completion_ids": pa.list_(pa.int64()),
+                       "reward": pa.float64(), "ref_rewards": pa.list_(pa.float64()), "quantile": pa.float64(), "num_ref": pa.int64()}
+    integer = _samples({"a": [1, 0, 0, 1, 1, 0]})
+    for regime, types in (("best_worst", pair_types), ("pointwise", pointwise_types)):
+        table, _ = build_training_data(integer, RegimeConfig(regime), 2, 4)
+        assert dict(zip(table.schema.names, table.schema.types)) == types, regime
+    empty, _ = build_training_data(_samples({"a": [1, 1, 0, 1]}), RegimeConfig("best_worst"), 2, 2)  # the one pair ties
+    assert empty.num_rows == 0 and dict(zip(empty.schema.names, empty.schema.types)) == pair_types
