@@ -288,21 +288,34 @@ def test_metrics_match_an_independent_per_prompt_computation_and_scipys_paired_t
     assert evaluation_metrics(pol, ref, "all")["length_slope"] != m["length_slope"]
 
 
-def test_length_control_by_hand_with_a_constant_length_prompt_taking_the_pooled_sd():
-    """Reference: p0 rewards 0, 2 at lengths 10, 20; p1 rewards 1, 1, 4 all at length 7 (sd 0: it takes the
-    pooled within-prompt length sd sqrt((50 + 0) / (1 + 2)))."""
-    ref_r, ref_l, ref_g = np.array([0.0, 2.0, 1.0, 1.0, 4.0]), np.array([10.0, 20.0, 7.0, 7.0, 7.0]), np.array([0, 0, 1, 1, 1])
-    r, l, g = np.array([3.0, 2.0]), np.array([25.0, 9.0]), np.array([0, 1])
-    lc, ref_lc, slope = length_controlled_rewards(r, l, g, ref_r, ref_l, ref_g)
-    sd_l, sd_r = np.array([np.sqrt(50), np.sqrt(50 / 3)]), np.array([np.sqrt(2), np.sqrt(3)])
-    zr_ref = np.array([-1 / np.sqrt(2), 1 / np.sqrt(2), -1 / np.sqrt(3), -1 / np.sqrt(3), 2 / np.sqrt(3)])
-    zl_ref = np.array([-5 / sd_l[0], 5 / sd_l[0], 0, 0, 0])
+def test_length_control_by_hand_with_constant_length_and_single_sample_prompts_taking_the_pooled_sd():
+    """Reference: p0 rewards 0, 2 at lengths 10, 20; p1 rewards 1, 1, 4 all at length 7; p2 one sample
+    (reward 5, length 12). p1's length sd is 0 and p2 has none: they take the pooled within-prompt sd,
+    sqrt((50 + 0) / (1 + 2 + 0)) for length, sqrt((2 + 6) / 3) for p2's reward -- without a warning."""
+    import warnings
+
+    ref_r, ref_l, ref_g = np.array([0.0, 2.0, 1.0, 1.0, 4.0, 5.0]), np.array([10.0, 20.0, 7.0, 7.0, 7.0, 12.0]), np.array([0, 0, 1, 1, 1, 2])
+    r, l, g = np.array([3.0, 2.0, 6.0]), np.array([25.0, 9.0, 14.0]), np.array([0, 1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lc, ref_lc, slope = length_controlled_rewards(r, l, g, ref_r, ref_l, ref_g)
+    sd_l, sd_r = np.array([np.sqrt(50), np.sqrt(50 / 3), np.sqrt(50 / 3)]), np.array([np.sqrt(2), np.sqrt(3), np.sqrt(8 / 3)])
+    zr_ref = np.array([-1 / np.sqrt(2), 1 / np.sqrt(2), -1 / np.sqrt(3), -1 / np.sqrt(3), 2 / np.sqrt(3), 0.0])
+    zl_ref = np.array([-5 / sd_l[0], 5 / sd_l[0], 0, 0, 0, 0])
     assert slope == pytest.approx(zr_ref @ zl_ref / (zl_ref @ zl_ref), rel=1e-12)
-    expected = r - slope * sd_r[g] * (l - np.array([15.0, 7.0])) / sd_l[g]
+    expected = r - slope * sd_r[g] * (l - np.array([15.0, 7.0, 12.0])) / sd_l[g]
     np.testing.assert_allclose(lc, expected, rtol=1e-12)
     np.testing.assert_allclose(ref_lc, ref_r - slope * sd_r[ref_g] * zl_ref, rtol=1e-12)
     with pytest.raises(InputError, match=r"^length-controlled reward: fit_on='policy' is not one of all, reference$"):
         length_controlled_rewards(r, l, g, ref_r, ref_l, ref_g, fit_on="policy")
+
+
+def test_length_control_fits_lengths_that_vary_by_less_than_one_token_sd():
+    """Length sd 0.71 per prompt (lengths 5, 6): still a length effect to remove, slope = corr = 1 here."""
+    ref_g, ref_l, ref_r = np.array([0, 0, 1, 1]), np.array([5.0, 6.0, 5.0, 6.0]), np.array([0.0, 0.1, 1.0, 1.1])
+    lc, ref_lc, slope = length_controlled_rewards(np.array([0.2]), np.array([7.0]), np.array([0]), ref_r, ref_l, ref_g)
+    assert slope == pytest.approx(1.0) and ref_lc == pytest.approx([0.05, 0.05, 1.05, 1.05])
+    assert lc == pytest.approx([0.2 - 0.1 * 1.5])  # sd_r / sd_l = 0.1 per token, 1.5 tokens above the mean
 
 
 def test_length_control_with_constant_rewards_changes_nothing():
