@@ -192,6 +192,7 @@ def test_pointwise_tie_policy_reaches_the_quantiles_and_the_quantile_mean():
     le, le_stats = build_training_data(samples, RegimeConfig("pointwise"), 2, 2, ties="le")
     mid, mid_stats = build_training_data(samples, RegimeConfig("pointwise"), 2, 2, ties="mid")
     assert le.column("quantile").to_pylist() == [1.0, 0.5] and le_stats["quantile_mean"] == 0.75
+    assert [le_stats[f"quantile_hist_{i:02d}"] for i in range(10)] == [0, 0, 0, 0, 0, 1, 0, 0, 0, 1]  # bins of [0, 1], not of the data
     assert mid.column("quantile").to_pylist() == [0.75, 0.25] and mid_stats["quantile_mean"] == 0.5
     loo, _ = build_training_data(samples, RegimeConfig("pointwise", leave_one_out=True), 2, 2, ties="mid")
     assert loo.column("quantile").to_pylist() == pytest.approx([5 / 6, 1 / 6, 5 / 6, 1 / 6])  # among the other three
@@ -321,3 +322,28 @@ def test_tables_have_the_documented_column_types_even_for_integer_rewards_or_no_
         assert dict(zip(table.schema.names, table.schema.types)) == types, regime
     empty, _ = build_training_data(_samples({"a": [1, 1, 0, 1]}), RegimeConfig("best_worst"), 2, 2)  # the one pair ties
     assert empty.num_rows == 0 and dict(zip(empty.schema.names, empty.schema.types)) == pair_types
+
+
+def test_best_worst_pairs_the_highest_and_the_lowest_of_many_candidates():
+    rng = np.random.default_rng(0)
+    rewards = {f"p{i}": rng.permutation(10).tolist() for i in range(6)}  # K = 8 candidates, M = 2
+    pairs, _ = build_training_data(_samples(rewards), RegimeConfig("best_worst"), 8, 2)
+    for row in pairs.to_pylist():
+        candidates = rewards[row["prompt_id"]][:8]
+        assert (row["chosen_reward"], row["rejected_reward"]) == (max(candidates), min(candidates))
+        assert (row["chosen_ids"], row["rejected_ids"]) == ([100 + candidates.index(max(candidates))], [100 + candidates.index(min(candidates))])
+
+
+def test_former_api_on_no_samples_gives_an_empty_table():
+    schema = pa.schema([("prompt_id", pa.string()), ("sample_index", pa.int64()), ("prompt_ids", pa.list_(pa.int64())),
+                        ("completion_ids", pa.list_(pa.int64())), ("reward", pa.float64())])
+    pairs, stats = build_training_pairs(schema.empty_table(), num_train_samples=4)
+    assert pairs.num_rows == 0 and stats["examples"] == stats["prompts"] == 0
+
+
+def test_offline_completions_append_no_eos_when_the_tokenizer_has_none():
+    from qrpo.training_data import offline_completions
+
+    prompts = pa.Table.from_pylist([{"prompt_id": "a", "chosen": "ab", "rejected": "c"}])
+    rows = offline_completions(prompts, {"a": [5]}, lambda text: [ord(ch) for ch in text], "chosen", "rejected", eos_id=None)
+    assert rows.column("completion_ids").to_pylist() == [[97, 98], [99]] and rows.column("num_tokens").to_pylist() == [2, 1]
