@@ -215,7 +215,11 @@ def test_cluster_mean_weighs_every_group_equally_whatever_its_size():
     mean, se, per_group = cluster_mean_se(values, groups, 3)
     assert per_group.tolist() == [1.0, 4.0, 10.0] and mean == 5.0
     assert se == pytest.approx(np.std([1.0, 4.0, 10.0], ddof=1) / np.sqrt(3))
-    mean, se, _ = cluster_mean_se(np.array([2.0, 4.0]), np.array([0, 0]), 1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "degrees of freedom <= 0" warning either
+        mean, se, _ = cluster_mean_se(np.array([2.0, 4.0]), np.array([0, 0]), 1)
     assert mean == 3.0 and np.isnan(se)  # one group: no standard error
 
 
@@ -363,6 +367,7 @@ def test_evaluate_halves_computes_each_half_on_its_own_prompts_and_skips_an_empt
 
 def test_gain_in_words_at_the_boundaries_without_an_interval_and_with_a_prefix():
     assert gain_in_words({}) == "no interval (fewer than two prompts)"
+    assert gain_in_words({"reward_gain_ci_high": 1.0}) == gain_in_words({"reward_gain_ci_low": 1.0}) == "no interval (fewer than two prompts)"
     assert gain_in_words({"reward_gain_ci_low": float("nan"), "reward_gain_ci_high": 1.0}) == "no interval (fewer than two prompts)"
     assert gain_in_words({"reward_gain_ci_low": 0.0, "reward_gain_ci_high": 0.2}) == "within noise: the 95% interval contains 0"
     assert gain_in_words({"reward_gain_ci_low": -0.2, "reward_gain_ci_high": 0.0}) == "within noise: the 95% interval contains 0"
@@ -384,3 +389,22 @@ def test_selection_skips_runs_without_a_finite_number_and_reports_only_the_repor
     with pytest.raises(InputError) as err:
         select_run(runs, "kl_k1")
     assert str(err.value) == "no run has a finite eval_selection/kl_k1; selection needs each run's eval_selection/ metrics"
+
+
+def test_length_control_with_one_reference_sample_per_prompt_has_no_sd_and_changes_nothing():
+    import warnings
+
+    g, ref_g = np.array([0, 1]), np.array([0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no within-prompt degrees of freedom: no 0/0 warning, no fit
+        lc, ref_lc, slope = length_controlled_rewards(np.array([1.0, 2.0]), np.array([3.0, 9.0]), g,
+                                                      np.array([0.0, 5.0]), np.array([4.0, 8.0]), ref_g)
+    assert slope == 0.0 and lc.tolist() == [1.0, 2.0] and ref_lc.tolist() == [0.0, 5.0]
+
+
+def test_length_control_pools_one_degree_of_freedom():
+    """p0: two reference samples (rewards 0, 1 at lengths 4, 6): 1 degree of freedom, sd_r = 0.71, sd_l = 1.41;
+    p1: one sample, which takes those pooled sds. The slope is p0's correlation, 1."""
+    ref_r, ref_l, ref_g = np.array([0.0, 1.0, 3.0]), np.array([4.0, 6.0, 10.0]), np.array([0, 0, 1])
+    lc, _, slope = length_controlled_rewards(np.array([3.0]), np.array([12.0]), np.array([1]), ref_r, ref_l, ref_g)
+    assert slope == pytest.approx(1.0) and lc == pytest.approx([3.0 - np.sqrt(0.5) * 2 / np.sqrt(2)])

@@ -577,3 +577,15 @@ def test_length_grouping_sorts_within_windows_of_64_batches_and_shuffles_the_bat
     assert starts != sorted(starts) and sorted(starts) == list(range(0, 128, 2))
     two_windows = epoch_order(130, 2, seed=0, epoch=0, tokens=np.arange(130))
     assert not all(consecutive(b) for b in two_windows)
+
+
+def test_length_grouping_keeps_the_epochs_shuffle_among_rows_of_equal_length():
+    """Two lengths (rows 0-63 short, 64-127 long), one window. Grouping sorts by length only: the short rows
+    pair up in the order the epoch's shuffle (the plain, ungrouped order of the same seed) put them."""
+    import numpy as np
+
+    tokens = np.repeat([10, 20], 64)
+    shuffled = np.concatenate(epoch_order(128, 2, seed=4, epoch=1, tokens=None)).tolist()
+    by_length = [r for r in shuffled if tokens[r] == 10] + [r for r in shuffled if tokens[r] == 20]
+    expected = {frozenset(by_length[i : i + 2]) for i in range(0, 128, 2)}
+    assert {frozenset(b.tolist()) for b in epoch_order(128, 2, seed=4, epoch=1, tokens=tokens)} == expected

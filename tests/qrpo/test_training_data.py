@@ -171,8 +171,13 @@ def test_stats_count_prompts_and_report_quantile_means_margins_and_the_histogram
 
 
 def test_a_table_whose_every_pair_ties_is_empty_and_its_means_are_nan():
-    table, stats = build_training_data(_samples({"a": [0.3, 0.3, 0.0, 1.0]}), RegimeConfig("best_worst"), 2, 2)
-    assert table.num_rows == 0 and stats["examples"] == 0 and stats["dropped_tied_pairs"] == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice"
+        table, stats = build_training_data(_samples({"a": [0.3, 0.3, 0.0, 1.0], "b": [0.5, 0.5, 0.1, 0.2]}),
+                                           RegimeConfig("best_worst"), 2, 2)
+    assert table.num_rows == 0 and stats["examples"] == 0 and stats["dropped_tied_pairs"] == 2
     assert np.isnan(stats["quantile_mean"]) and np.isnan(stats["num_ref_mean"])
     assert "chosen_quantile_mean" not in stats and sum(stats[f"quantile_hist_{i:02d}"] for i in range(10)) == 0
 
@@ -244,12 +249,12 @@ def test_offline_rows_skip_prompts_without_samples_and_drop_ties_one_at_a_time()
     samples = _samples({"a": [0.1, 0.4, 0.6, 0.9], "b": [0.0, 0.5, 0.5, 0.5]})
     row = lambda p, c, r: {"prompt_id": p, "prompt_ids": [9], "chosen_ids": [7], "rejected_ids": [8],  # noqa: E731
                            "chosen_reward": c, "rejected_reward": r}
-    offline = pa.Table.from_pylist([row("z", 0.1, 0.2), row("a", 0.3, 0.3), row("b", 0.8, 0.2)])
+    offline = pa.Table.from_pylist([row("z", 0.1, 0.2), row("a", 0.3, 0.3), row("b", 0.8, 0.2), row("b", 0.4, 0.4)])
     table, stats = build_training_data(samples, RegimeConfig("offline"), 2, 2, offline=offline)
     assert table.to_pylist()[0] | {"chosen_quantile": None, "rejected_quantile": None} == {
         "prompt_id": "b", "prompt_ids": [9], "chosen_ids": [7], "rejected_ids": [8], "chosen_reward": 0.8, "rejected_reward": 0.2,
         "ref_rewards": [0.0, 0.5, 0.5, 0.5], "chosen_quantile": None, "rejected_quantile": None, "num_ref": 4}
-    assert stats["examples"] == 1 and stats["dropped_tied_pairs"] == 1 and stats["prompts"] == 2
+    assert stats["examples"] == 1 and stats["dropped_tied_pairs"] == 2 and stats["prompts"] == 2
 
 
 def test_former_api_takes_every_sample_past_k_as_a_reference_and_passes_the_tie_policy():
@@ -347,3 +352,19 @@ def test_offline_completions_append_no_eos_when_the_tokenizer_has_none():
     prompts = pa.Table.from_pylist([{"prompt_id": "a", "chosen": "ab", "rejected": "c"}])
     rows = offline_completions(prompts, {"a": [5]}, lambda text: [ord(ch) for ch in text], "chosen", "rejected", eos_id=None)
     assert rows.column("completion_ids").to_pylist() == [[97, 98], [99]] and rows.column("num_tokens").to_pylist() == [2, 1]
+
+
+def test_every_row_carries_its_own_prompts_token_ids():
+    samples = _samples({"a": [0.1, 0.7, 0.3, 0.9], "b": [0.4, 0.2, 0.0, 0.5]})
+    samples = samples.set_column(2, "prompt_ids", pa.array([[1]] * 4 + [[2, 2]] * 4))
+    for regime in ("best_worst", "random_pairs", "pointwise"):
+        table, _ = build_training_data(samples, RegimeConfig(regime), 2, 2)
+        assert [(r["prompt_id"], r["prompt_ids"]) for r in table.to_pylist()] == [("a", [1])] * (table.num_rows // 2) + [
+            ("b", [2, 2])] * (table.num_rows // 2), regime
+
+
+def test_quantile_histogram_has_equal_bins_of_the_unit_interval_with_one_in_the_last():
+    from qrpo.training_data import quantile_histogram
+
+    assert quantile_histogram(np.array([0.0, 0.3, 0.5, 0.74, 1.0]), bins=4) == [1, 1, 2, 1]
+    assert quantile_histogram(np.array([0.55, 0.6])) == [0, 0, 0, 0, 0, 2, 0, 0, 0, 0]
