@@ -449,3 +449,143 @@ def test_mixed_precision_bf16_computes_training_and_reference_logps_in_bf16_over
     # most 1e-5 nats in absolute value, per example (a batch mean would let errors of both signs cancel)
     first_step = torch.cat(algorithm.log_ratios[:2])  # its 2 micro-batches of 2
     assert len(first_step) == 4 and first_step.abs().max() < 1e-5, first_step.tolist()
+
+
+def _pair_table():
+    """Three pairs whose every value differs, so a test sees which row and column each batch field came from."""
+    return pa.table({
+        "prompt_id": ["a", "b", "c"], "prompt_ids": [[1], [2, 2], [3, 3, 3]], "chosen_ids": [[11], [12, 12], [13]],
+        "rejected_ids": [[21, 21], [22], [23, 23, 23]], "chosen_reward": [0.1, 0.2, 0.3], "rejected_reward": [-0.1, -0.2, -0.3],
+        "chosen_quantile": [0.5, 0.6, 0.7], "rejected_quantile": [0.05, 0.06, 0.07], "num_ref": [4, 5, 6],
+        "chosen_ref_logp": [-1.0, -2.0, -3.0], "rejected_ref_logp": [-4.0, -5.0, -6.0],
+    })
+
+
+def test_pair_examples_give_chosen_then_rejected_sequences_and_the_rows_values_in_the_batch():
+    import numpy as np
+
+    examples = make_examples(_pair_table(), DPO(0.1))
+    assert isinstance(examples, PairExamples) and len(examples) == 3
+    assert examples.tokens().tolist() == [2 * 1 + 1 + 2, 2 * 2 + 2 + 1, 2 * 3 + 1 + 3]  # the prompt twice, both completions
+    rows = np.array([2, 0])
+    assert examples.sequences(rows) == ([[3, 3, 3], [1], [3, 3, 3], [1]], [[13], [11], [23, 23, 23], [21, 21]])
+    logps, lengths = torch.tensor([-7.0, -8.0, -9.0, -10.0]), torch.tensor([1, 1, 3, 2])
+    batch = examples.batch(rows, logps, lengths)
+    expected = {"policy_chosen_logps": [-7.0, -8.0], "policy_rejected_logps": [-9.0, -10.0], "ref_chosen_logps": [-3.0, -1.0],
+                "ref_rejected_logps": [-6.0, -4.0], "chosen_lengths": [1.0, 1.0], "rejected_lengths": [3.0, 2.0],
+                "chosen_rewards": [0.3, 0.1], "rejected_rewards": [-0.3, -0.1], "chosen_quantiles": [0.7, 0.5],
+                "rejected_quantiles": [0.07, 0.05], "num_ref": [6.0, 4.0]}
+    tensors = batch.tensors()
+    assert set(tensors) == set(expected)
+    for name, values in expected.items():
+        assert tensors[name].dtype == torch.float32, name
+        torch.testing.assert_close(tensors[name], torch.tensor(values), msg=name)
+    free = make_examples(_pair_table(), SimPO(2.0)).batch(rows, logps, lengths)  # reference-free: no reference log-probs
+    assert free.ref_chosen_logps is None and free.ref_rejected_logps is None
+
+
+def test_pointwise_examples_give_each_completion_with_its_rows_values_in_the_batch():
+    import numpy as np
+
+    table = pa.table({"prompt_id": ["a", "a", "b"], "prompt_ids": [[1], [1], [2, 2]], "completion_ids": [[11, 11], [12], [13, 13, 13]],
+                      "reward": [0.1, 0.2, 0.3], "quantile": [0.5, 0.6, 0.7], "num_ref": [4, 5, 6], "ref_logp": [-1.0, -2.0, -3.0]})
+    examples = make_examples(table, QRPO(0.1))
+    assert isinstance(examples, PointwiseExamples) and len(examples) == 3
+    assert examples.tokens().tolist() == [3, 2, 5]
+    rows = np.array([2, 1])
+    assert examples.sequences(rows) == ([[2, 2], [1]], [[13, 13, 13], [12]])
+    batch = examples.batch(rows, torch.tensor([-7.0, -8.0]), torch.tensor([3, 1]))
+    expected = {"policy_logps": [-7.0, -8.0], "ref_logps": [-3.0, -2.0], "lengths": [3.0, 1.0], "rewards": [0.3, 0.2],
+                "quantiles": [0.7, 0.6], "num_ref": [6.0, 5.0]}
+    tensors = batch.tensors()
+    assert set(tensors) == set(expected)
+    for name, values in expected.items():
+        assert tensors[name].dtype == torch.float32, name
+        torch.testing.assert_close(tensors[name], torch.tensor(values), msg=name)
+    assert PointwiseExamples(table.drop_columns(["ref_logp"]), False).batch(rows, torch.zeros(2), torch.ones(2)).ref_logps is None
+
+
+def test_examples_name_the_missing_columns_and_a_pair_method_refuses_single_completions():
+    with pytest.raises(InputError) as err:
+        make_examples(_pair_table().drop_columns(["chosen_quantile", "rejected_ref_logp"]), DPO(0.1))
+    assert str(err.value) == "the training table lacks column(s) chosen_quantile, rejected_ref_logp; rebuild it with the training_data step"
+    pointwise = pa.table({"prompt_id": ["a"], "prompt_ids": [[1]], "completion_ids": [[2]], "reward": [0.0], "quantile": [0.5], "num_ref": [2]})
+    with pytest.raises(InputError) as err:
+        make_examples(pointwise, SimPO(2.0))
+    assert str(err.value) == ("algorithm simpo needs preference pairs but the training table holds single completions "
+                              "(regime=pointwise); use regime=best_worst or regime=random_pairs, or algorithm=qrpo")
+
+
+def test_micro_batch_takes_the_flat_fused_pass_by_default_and_detaches_the_diagnostics(monkeypatch):
+    import numpy as np
+
+    import qrpo.trainer
+
+    calls = []
+
+    def fake_logps(name):
+        def logps(model, prompts, completions, pad_id, fused):
+            calls.append((name, prompts, completions, pad_id, fused))
+            return torch.arange(len(prompts), dtype=torch.float32, requires_grad=True), torch.ones(len(prompts), dtype=torch.long)
+        return logps
+
+    monkeypatch.setattr(qrpo.trainer, "sequence_logps", fake_logps("flat"))
+    monkeypatch.setattr(qrpo.trainer, "shared_prompt_logps", fake_logps("shared"))
+
+    class Half:
+        name, needs_pairs, needs_reference = "half", True, False
+
+        def __call__(self, batch):
+            d = batch.policy_chosen_logps.double() * 2
+            return batch.policy_chosen_logps * 0.5, {"twice": d}
+
+    examples = make_examples(_pair_table(), Half())
+    losses, diagnostics, batch = micro_batch("model", examples, np.array([1]), Half(), pad_id=7)
+    assert calls == [("flat", [[2, 2], [2, 2]], [[12, 12], [22]], 7, True)]
+    assert losses.requires_grad and losses.tolist() == [0.0]
+    assert diagnostics["twice"].dtype == torch.float32 and not diagnostics["twice"].requires_grad
+    assert batch.policy_rejected_logps.tolist() == [1.0]
+    micro_batch("model", examples, np.array([1]), Half(), pad_id=7, share_prompts=True, fused_lm_head=False)
+    assert calls[-1] == ("shared", [[2, 2], [2, 2]], [[12, 12], [22]], 7, False)
+
+
+def test_epoch_order_gives_full_batches_only_and_depends_on_the_seed():
+    import numpy as np
+
+    for tokens in (None, np.arange(23)):
+        batches = epoch_order(23, 4, seed=0, epoch=0, tokens=tokens)
+        assert [len(b) for b in batches] == [4] * 5  # the last 3 rows wait for another epoch
+        assert len(set(np.concatenate(batches).tolist())) == 20
+        assert epoch_order(24, 4, 0, 0, tokens=None if tokens is None else np.arange(24))[0].size == 4
+        assert len(epoch_order(24, 4, 0, 0, tokens=None if tokens is None else np.arange(24))) == 6
+        other = epoch_order(23, 4, seed=1, epoch=0, tokens=tokens)
+        assert [b.tolist() for b in other] != [b.tolist() for b in batches]
+    plain = np.concatenate(epoch_order(64, 4, seed=0, epoch=0, tokens=None))
+    assert plain.tolist() != sorted(plain.tolist())  # shuffled
+
+
+def test_length_grouping_sorts_within_windows_of_64_batches_and_shuffles_the_batches():
+    """Distinct lengths (length = row index). An epoch of 64 batches is one window: every batch holds rows
+    of consecutive length rank; of 65 batches, two windows of 65 rows each, sorted apart: some batches
+    are not consecutive in the global ranking. The batches come in a random order, not by length."""
+    import numpy as np
+
+    consecutive = lambda b: b.max() - b.min() == len(b) - 1  # noqa: E731
+    one_window = epoch_order(128, 2, seed=0, epoch=0, tokens=np.arange(128))
+    assert all(consecutive(b) for b in one_window) and len(one_window) == 64
+    starts = [int(b.min()) for b in one_window]
+    assert starts != sorted(starts) and sorted(starts) == list(range(0, 128, 2))
+    two_windows = epoch_order(130, 2, seed=0, epoch=0, tokens=np.arange(130))
+    assert not all(consecutive(b) for b in two_windows)
+
+
+def test_length_grouping_keeps_the_epochs_shuffle_among_rows_of_equal_length():
+    """Two lengths (rows 0-63 short, 64-127 long), one window. Grouping sorts by length only: the short rows
+    pair up in the order the epoch's shuffle (the plain, ungrouped order of the same seed) put them."""
+    import numpy as np
+
+    tokens = np.repeat([10, 20], 64)
+    shuffled = np.concatenate(epoch_order(128, 2, seed=4, epoch=1, tokens=None)).tolist()
+    by_length = [r for r in shuffled if tokens[r] == 10] + [r for r in shuffled if tokens[r] == 20]
+    expected = {frozenset(by_length[i : i + 2]) for i in range(0, 128, 2)}
+    assert {frozenset(b.tolist()) for b in epoch_order(128, 2, seed=4, epoch=1, tokens=tokens)} == expected
