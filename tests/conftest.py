@@ -30,6 +30,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _torch_global_state_is_left_as_found():
+    """A test that switches torch's global grad mode off (and leaves it so) would make every later training
+    test fail far from the cause; this names the test that did it."""
+    torch = sys.modules.get("torch")
+    before = torch.is_grad_enabled() if torch else True
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.is_grad_enabled() != before:
+        torch.set_grad_enabled(before)
+        pytest.fail(f"this test left torch's global grad mode {'off' if before else 'on'} (it was {'on' if before else 'off'}): "
+                    "use `with torch.no_grad():` rather than torch.set_grad_enabled(...)")
+
+
 @pytest.fixture
 def qrpo_home(tmp_path, monkeypatch):
     """A private QRPO_HOME: artifacts under it, MLflow in sqlite under it."""
