@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 import flows  # noqa: F401  (offline defaults before Prefect and MLflow load)
@@ -67,11 +68,25 @@ def format_comparison(rows: list[dict]) -> str:
     return "comparison (held-out reporting half; gain = reward - reference reward, 95% interval):\n" + to_markdown(rows, columns)
 
 
+def prefect_ui_command(flow_run_id: str) -> str:
+    """How to look at this flow run: its page on the Prefect server the run used, or, after a run on the
+    temporary local API, the command that opens a server on that API's database (PREFECT_HOME) and the page."""
+    from prefect.settings import PREFECT_API_URL
+
+    from qrpo.tracking import tool_command
+
+    api = PREFECT_API_URL.value()
+    if api:
+        return f"open {api.rstrip('/').removesuffix('/api')}/runs/flow-run/{flow_run_id}"
+    home = shlex.quote(os.path.abspath(os.path.expanduser(os.environ["PREFECT_HOME"])))
+    return f"PREFECT_HOME={home} {tool_command('prefect')} server start   then open http://127.0.0.1:4200/runs/flow-run/{flow_run_id}"
+
+
 def format_summary(summary: dict) -> str:
     """The run in a few lines: the method trained, the held-out gain with its 95% interval (in words when
     it is within noise), KL and length; all on the reporting half of the eval prompts."""
     from qrpo.evaluation import gain_in_words
-    from qrpo.tracking import mlflow_ui_command, tool_command
+    from qrpo.tracking import mlflow_ui_command
 
     m = summary["metrics"]
     uri = summary["tracking_uri"]
@@ -111,7 +126,7 @@ def format_summary(summary: dict) -> str:
         "",
         f"  MLflow:  {mlflow_ui_command(uri)}   then open http://127.0.0.1:5000 (run {summary['mlflow_run_id']})"
         if not uri.startswith(("http://", "https://")) else f"  MLflow:  {uri} (run {summary['mlflow_run_id']})",
-        f"  Prefect: {tool_command('prefect')} server start   then open http://127.0.0.1:4200/runs/flow-run/{summary['flow_run_id']}",
+        f"  Prefect: {prefect_ui_command(summary['flow_run_id'])}",
     ]
     return "\n".join(lines)
 

@@ -1,10 +1,13 @@
 """Shared fixtures: every test runs with its own QRPO_HOME (artifacts, MLflow SQLite) and offline."""
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -15,6 +18,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the caches the code writes (datasets' Arrow files and locks, matplotlib's font list) go to one folder of
+# this session, removed at its end, not to ~/.cache (a run puts them under QRPO_HOME: flows/__init__.py)
+_CACHE = tempfile.mkdtemp(prefix="qrpo-tests-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(_CACHE, "huggingface", "datasets"))
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_CACHE, "matplotlib"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,14 +1,25 @@
 """What a new user meets: the stores actually used, commands that work as printed, Prefect's history
-under QRPO_HOME, and no stray `Default` experiment."""
+under QRPO_HOME, and no stray `Default` experiment.
 
+The whole first run (fresh HOME, no QRPO_HOME, no Prefect server, an empty folder): everything it writes
+lands under `$QRPO_HOME` (its default, ~/.cache/qrpo): nothing else under HOME (Hugging Face `datasets`
+cache, matplotlib's cache, ~/.prefect), nothing in the folder it ran from; and the summary's `Prefect:`
+line, run as printed (only the port moved off 4200, through Prefect's own setting), opens this run.
+"""
+
+import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from qrpo import tracking
+from tests.ops.conftest import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,3 +61,43 @@ def test_prefect_home_defaults_under_qrpo_home_and_is_not_created_by_an_import(t
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()) == home / "prefect"
     assert not home.exists(), "importing the flows must write nothing"
+
+
+@pytest.mark.slow
+def test_a_first_run_writes_only_under_qrpo_home_and_its_prefect_line_opens_the_run(tmp_path):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("QRPO_", "PREFECT_", "MLFLOW_", "HF_", "MPLCONFIGDIR", "XDG_"))}
+    env.update(HOME=str(home), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "experiment=smoke", "dataset.max_train_prompts=8"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    qrpo_home = home / ".cache" / "qrpo"
+    outside = sorted(str(p.relative_to(home)) for p in home.rglob("*")
+                     if p.is_file() and not p.is_relative_to(qrpo_home))
+    assert outside == [], f"written under HOME outside QRPO_HOME: {outside}"
+    assert list(cwd.iterdir()) == [], "a run writes nothing in the folder it runs from"
+    assert (qrpo_home / "cache" / "huggingface" / "datasets").is_dir(), "the datasets cache moved under QRPO_HOME"
+
+    line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("Prefect:"))
+    match = re.fullmatch(r"\s*Prefect: (PREFECT_HOME=\S+ \S+ server start)   then open http://127\.0\.0\.1:4200/runs/flow-run/(\S+)", line)
+    assert match, line
+    command, flow_run_id = match.groups()
+    assert f"PREFECT_HOME={qrpo_home / 'prefect'} " in command
+
+    port = free_port()
+    server = subprocess.Popen(["bash", "-c", command], env={**env, "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_ENABLED": "false"},
+                              cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/health", 180, server)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/flow_runs/{flow_run_id}", timeout=10) as response:
+            flow_run = json.load(response)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    assert flow_run["id"] == flow_run_id and flow_run["state_type"] == "COMPLETED"
+    outside = sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file() and not p.is_relative_to(qrpo_home))
+    assert outside == [], f"the printed server command wrote under HOME outside QRPO_HOME: {outside}"
