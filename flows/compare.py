@@ -133,6 +133,9 @@ def plot_sweep(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    all_ms = sorted({r["M"] for r in done if r.get("M") is not None})
+    if all_ms:  # M is a count: ticks at the values swept, never fractions
+        ax.set_xticks(all_ms, [f"{m:g}" for m in all_ms])
     for method in methods:
         by_m: dict[Any, list[float]] = {}
         for r in done:

@@ -115,3 +115,19 @@ def test_compare_bad_input_is_one_line_and_exit_2(store, capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_reward_vs_m_ticks_are_the_integer_ms_swept(tmp_path, monkeypatch):
+    """M counts reference samples: the plot's ticks are the values swept (1, 2, 4, 16), no fractions."""
+    import matplotlib.pyplot as plt
+
+    from flows.compare import plot_sweep
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figures to read their axes
+    rows = [{"method": method, "M": m, "reward": 0.1 * m, "kl": 0.01 * m} for method in ("qrpo-identity", "qrpo-log") for m in (1, 2, 4, 16)]
+    paths = plot_sweep(rows, tmp_path)
+    assert [p.name for p in paths] == ["reward_vs_kl.png", "reward_vs_M.png"] and all(p.stat().st_size for p in paths)
+    axis = figures[1].axes[0]
+    assert list(axis.get_xticks()) == [1, 2, 4, 16]
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["1", "2", "4", "16"]
