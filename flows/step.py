@@ -29,65 +29,14 @@ from prefect.cache_policies import NONE
 from prefect.states import Completed
 
 from flows import tasks
+from flows.dispatch import DEPLOYMENT, DISPATCHABLE, check_dispatch, dispatch_section  # noqa: F401  (check_dispatch re-exported)
 from qrpo.artifacts import ArtifactStore
-from qrpo.config import Sections, check_type
+from qrpo.config import Sections
 from qrpo.errors import InputError
 
-# The steps that can run on another pool: those that load a model or a reward model.
-STEPS = {name: getattr(tasks, name) for name in ("sample", "score", "ref_logps", "train", "eval_logps")}
+# The steps that can run on another pool (flows.dispatch.DISPATCHABLE): those that load a model or a reward model.
+STEPS = {name: getattr(tasks, name) for name in DISPATCHABLE}
 ARTIFACT_STEPS = {"sample": "samples", "score": "rewards", "ref_logps": "ref_logps", "train": "train", "eval_logps": "eval_logps"}
-DEPLOYMENT = "qrpo-step/qrpo-step-{pool}"  # dispatch.pool=gpu: qrpo-step/qrpo-step-gpu (prefect.yaml)
-RESULT_ARTIFACT = "qrpo-step-result"  # the table artifact (one row: step, key, cached) each step run leaves
-
-
-def dispatch_section(config: dict) -> tuple[str | None, list[str]]:
-    """(dispatch.pool, dispatch.steps), type-checked: one InputError naming the key."""
-    section = config.get("dispatch") or {}
-    if not isinstance(section, dict):
-        raise InputError(f"dispatch must be a mapping (pool: ..., steps: [...]); got {section!r}")
-    unknown = sorted(set(section) - {"pool", "steps"})
-    if unknown:
-        raise InputError(f"unknown key(s) {', '.join('dispatch.' + k for k in unknown)}; known: pool, steps")
-    pool, steps = section.get("pool"), section.get("steps", list(STEPS))
-    check_type("dispatch.pool", pool, str | None)
-    check_type("dispatch.steps", steps, list[str])
-    if pool is not None and not pool.strip():
-        raise InputError("dispatch.pool is empty; name a work pool (dispatch.pool=gpu) or leave it null to run every step here")
-    for name in steps:
-        if name not in STEPS:
-            raise InputError(f"dispatch.steps: {name!r} is not one of {', '.join(STEPS)} (the steps that can run on another pool)")
-    return pool, list(steps)
-
-
-def check_dispatch(config: dict) -> None:
-    """dispatch.pool set: a Prefect server must be configured and know the step deployment of that pool
-    (its workers pick the steps up); checked before any work, so a bad setup is one line, not a hung run."""
-    pool, _ = dispatch_section(config)
-    if pool is None:
-        return
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_API_URL
-
-    api, name = PREFECT_API_URL.value(), DEPLOYMENT.format(pool=pool)
-    if not api:
-        raise InputError(f"dispatch.pool={pool} needs a Prefect server whose workers run the steps, but PREFECT_API_URL is not set "
-                         "(a run without it uses a temporary local API that no worker sees); set PREFECT_API_URL=http://<host>:4200/api, "
-                         "or leave dispatch.pool=null to run every step in this process")
-    try:
-        with get_client(sync_client=True) as client:
-            deployment = client.read_deployment_by_name(name)
-    except ObjectNotFound:
-        raise InputError(f"dispatch.pool={pool}: the Prefect server at {api} has no deployment {name}; register it from the "
-                         f"repository root with `prefect --no-prompt deploy --name {name.split('/')[1]}` (prefect.yaml)") from None
-    except Exception as err:  # connection refused, timeouts, HTTP errors
-        raise InputError(f"dispatch.pool={pool}: cannot read deployment {name} from the Prefect server at {api}: "
-                         f"{' '.join(str(err).split())[:200]}") from None
-    if deployment.work_pool_name != pool:
-        raise InputError(f"dispatch.pool={pool}: deployment {name} is on work pool {deployment.work_pool_name!r}, not {pool!r}; "
-                         "fix its work_pool in prefect.yaml and deploy it again")
-
-
 @flow(name="qrpo-step", log_prints=True)
 def qrpo_step(step: str, overrides: list[str] | None = None, arguments: dict | None = None) -> dict:
     """Run one pipeline step (`step`: one of STEPS) for the config of these Hydra overrides, with the

@@ -23,8 +23,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 import pyarrow.compute as pc
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from prefect import task, unmapped
 from prefect.cache_policies import NONE
 from prefect.states import Completed
@@ -33,9 +31,8 @@ from transformers import AutoTokenizer
 from flows.termination import stop_if_terminated
 from qrpo import data, evaluation, logprobs, models, report, sampling, trainer
 from qrpo import training_data as training_data_lib
-from qrpo.algorithms import Algorithm
 from qrpo.artifacts import Artifact, ArtifactStore, write_table
-from qrpo.binding import cache_section, check_arguments, locate
+from qrpo.binding import build_algorithm, cache_section, locate  # noqa: F401  (tasks.build_algorithm: the pipeline)
 from qrpo.config import (
     AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
     SamplerConfig, TrainConfig, algorithm_section, composed,
@@ -46,18 +43,6 @@ from qrpo.evaluation import alpaca_eval as alpaca_eval_lib
 from qrpo.evaluation.logratios import policy_and_ref_logps
 from qrpo.rewards import build_reward, score_samples
 from qrpo.tracking import RunLogger
-
-
-def build_algorithm(section: AlgorithmConfig | dict) -> Algorithm:
-    """The algorithm its `_target_` names, its arguments type-checked first (one InputError naming the key);
-    `section`: the typed algorithm section (or the composed mapping it comes from)."""
-    section = algorithm_section(section) if isinstance(section, dict) else section
-    check_arguments("algorithm", locate("algorithm._target_", section._target_), section.arguments)
-    try:
-        return instantiate(composed(section))
-    except InstantiationException as err:
-        cause = err.__cause__ or err
-        raise InputError(f"algorithm ({section._target_}): {cause}") from None
 
 
 def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str):

@@ -9,17 +9,13 @@ from pathlib import Path
 from typing import Optional
 
 from flows.config import compose_config
-from flows.step import check_dispatch
-from flows.tasks import build_algorithm
-from qrpo import data
-from qrpo.binding import locate, target_of
+from flows.dispatch import check_dispatch
+from qrpo.binding import build_algorithm, locate, target_of
 from qrpo.config import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
     Sections, TrainConfig, check_type, typed_sections,
 )
 from qrpo.errors import InputError
-from qrpo.models import gguf_file
-from qrpo.training_data import check_algorithm_fits
 
 SECTIONS = {"model": ModelConfig, "dataset": DatasetConfig, "sampler": SamplerConfig, "reward": RewardConfig,
             "quantiles": QuantileConfig, "train": TrainConfig, "eval": EvalConfig,
@@ -58,14 +54,21 @@ def validate(config: dict) -> Sections:
     check_type("artifact_root", config.get("artifact_root"), Optional[str])
     check_type("run_name", config.get("run_name"), Optional[str])
     sections = typed_sections(config)  # built once: the flow passes each task the sections it reads
-    for name in ("model", "sampler", "reward"):  # each `_target_` imports (your own class or function included)
-        locate(f"{name}._target_", target_of(name, getattr(sections, name)))
+    # the cheap checks first, and their imports here, not at the top: a bad value is answered before
+    # transformers loads (the model, sampler and reward targets import it)
+    from qrpo import data
+    from qrpo.training_data import check_algorithm_fits
+
     check_algorithm_fits(sections.regime, build_algorithm(sections.algorithm))  # e.g. DPO on pointwise data
     data.load_prompts(sections.dataset)  # columns, splits, JSON: all checked here
     model = sections.model
-    if model.source == "gguf":
-        gguf_file(model)
-    elif model.source == "pretrained" and model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().is_dir():
+    if model.source == "pretrained" and model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().is_dir():
         raise InputError(f"model.path={model.path!r} is not a readable folder; point it at a saved model (config.json + weights)")
+    for name in ("model", "sampler", "reward"):  # each `_target_` imports (your own class or function included)
+        locate(f"{name}._target_", target_of(name, getattr(sections, name)))
+    if model.source == "gguf":
+        from qrpo.models import gguf_file
+
+        gguf_file(model)
     check_dispatch(config)  # dispatch.pool: the Prefect server and its step deployment, last (it asks the server)
     return sections

@@ -7,12 +7,13 @@ works the same way once it is importable. `locate` imports it, or raises one Inp
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import typing
 from typing import Any
 
-from qrpo.config import MODEL_TARGETS, REWARD_TARGETS, SAMPLER_TARGETS, check_type
+from qrpo.config import MODEL_TARGETS, REWARD_TARGETS, SAMPLER_TARGETS, AlgorithmConfig, algorithm_section, check_type
 from qrpo.errors import InputError
 
 
@@ -57,6 +58,19 @@ def check_arguments(section: str, target: Any, kwargs: dict[str, Any]) -> None:
     for name, value in kwargs.items():
         if name in hints and name != "return":
             check_type(f"{section}.{name}", value, hints[name])
+
+
+def build_algorithm(section: AlgorithmConfig | dict) -> Any:
+    """The algorithm its `_target_` names (qrpo.algorithms.QRPO, DPO, ... or your own class), built with the
+    section's keyword arguments, type-checked first against its signature; any error is one InputError,
+    "algorithm (<target>): <cause>". `section`: the typed algorithm section or the mapping it comes from."""
+    section = algorithm_section(section) if isinstance(section, dict) else section
+    target = locate("algorithm._target_", section._target_)
+    check_arguments("algorithm", target, section.arguments)
+    try:
+        return target(**copy.deepcopy(section.arguments))
+    except Exception as err:  # an unknown keyword (TypeError), a value the class refuses (ValueError, InputError)
+        raise InputError(f"algorithm ({section._target_}): {err}") from None
 
 
 _CHOICES = {"model": (MODEL_TARGETS, "source"), "sampler": (SAMPLER_TARGETS, "backend"), "reward": (REWARD_TARGETS, "kind")}

@@ -528,7 +528,7 @@ def composed(section: Any) -> dict[str, Any]:
 class AlgorithmConfig:
     """The `algorithm` section: `_target_`, the class that implements the method (qrpo.algorithms.QRPO, or
     your own), and the keyword arguments it is built with (beta, transform, ...). The arguments are typed by
-    that class's signature: flows.tasks.build_algorithm checks them and builds the algorithm."""
+    that class's signature: qrpo.binding.build_algorithm checks them and builds the algorithm."""
 
     _target_: str
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -557,7 +557,7 @@ class AlgorithmConfig:
 
 def algorithm_section(values: dict[str, Any]) -> AlgorithmConfig:
     """The `algorithm` mapping as an AlgorithmConfig (its `_target_` is imported, and its arguments checked,
-    where the algorithm is built: flows.tasks.build_algorithm)."""
+    where the algorithm is built: qrpo.binding.build_algorithm)."""
     if not isinstance(values, dict):
         raise InputError(f"algorithm must be a mapping with a _target_ (see conf/algorithm/); got {values!r}")
     section = AlgorithmConfig(values.get("_target_"), {k: v for k, v in values.items() if k != "_target_"})

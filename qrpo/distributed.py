@@ -16,7 +16,6 @@ GPU node by hand.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import subprocess
@@ -73,12 +72,6 @@ def algorithm_spec(section: dict) -> str:
     return json.dumps(section)
 
 
-def build_algorithm_from_spec(spec: dict):
-    module, _, name = spec["_target_"].rpartition(".")
-    kwargs = {k: v for k, v in spec.items() if k != "_target_"}
-    return getattr(importlib.import_module(module), name)(**kwargs)
-
-
 def launch_training(cfg: DistributedConfig, model_dir: Path, table_file: Path, algorithm: dict, train: dict,
                     out_dir: Path, checkpoint_dir: Path | None = None) -> dict:
     """Run training under `accelerate launch` with this topology and wait for it; return the history file's content."""
@@ -111,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     import pyarrow.parquet as pq
     import torch
 
+    from qrpo.binding import build_algorithm
     from qrpo.config import TrainConfig
     from qrpo.models import load_policy
     from qrpo.trainer import train_policy
@@ -125,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     model, tokenizer = load_policy(args.model, torch.device("cpu"), dtype=torch.float32)
-    history = train_policy(model, pq.read_table(args.table), build_algorithm_from_spec(json.loads(args.algorithm)),
+    history = train_policy(model, pq.read_table(args.table), build_algorithm(json.loads(args.algorithm)),
                            TrainConfig(**json.loads(args.train)), tokenizer.pad_token_id, checkpoint_dir=args.checkpoint_dir)
     state_dict = full_state_dict(model)  # every process takes part: FSDP2 gathers the shards
     if int(os.environ.get("RANK", "0")) == 0:
