@@ -63,9 +63,9 @@ def _installed(model, config: GenerationConfig):
         model.generation_config = saved
 
 
-def gumbel(generator: torch.Generator, vocab: int, device) -> torch.Tensor:
-    """One step of a row's noise: V standard Gumbel draws [V]."""
-    u = torch.rand(vocab, generator=generator, device=device, dtype=torch.float32)
+def gumbel(generator: torch.Generator, vocab: int) -> torch.Tensor:
+    """One step of a row's noise: V standard Gumbel draws [V] (float32, on the generator's device)."""
+    u = torch.rand(vocab, generator=generator, device=generator.device, dtype=torch.float32)
     return -torch.log(-torch.log(u.clamp_(min=1e-20)))
 
 
@@ -82,15 +82,15 @@ class GumbelNoise(LogitsProcessor):
         self.temperature, self.top_p = temperature, top_p
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.float()  # [rows, V]
+        scores = scores.float()  # [rows, V]: dim 1 is the vocabulary
         if self.temperature != 1.0:
             scores = scores / self.temperature
         if self.top_p < 1.0:
-            sorted_scores, order = scores.sort(dim=-1, descending=True)
-            # drop a token when the tokens ranked above it already reach top_p
-            drop = sorted_scores.softmax(-1).cumsum(-1) - sorted_scores.softmax(-1) >= self.top_p
-            scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-        noise = torch.stack([gumbel(g, scores.shape[-1], scores.device) for g in self.generators])  # [rows, V]
+            sorted_scores, order = scores.sort(descending=True)
+            probs = sorted_scores.softmax(1)
+            drop = probs.cumsum(1) - probs >= self.top_p  # the tokens ranked above it already reach top_p
+            scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        noise = torch.stack([gumbel(g, scores.shape[1]) for g in self.generators])  # [rows, V]
         return scores + noise
 
 

@@ -7,7 +7,7 @@ from transformers import GenerationConfig
 
 from qrpo.sampling import HFSampler, SamplingParams, encode_prompts, row_seed, sample_completions, sample_table
 from qrpo.sampling.base import SAMPLES_SCHEMA, finish
-from qrpo.sampling.hf import exact_generation_config, gumbel, row_generators
+from qrpo.sampling.hf import GumbelNoise, exact_generation_config, gumbel, row_generators
 
 PROMPTS = pa.table({"prompt_id": [f"p{i}" for i in range(5)],
                     "prompt": [f"Say something nice number {i}." + " Please." * (i % 3) for i in range(5)]})
@@ -76,7 +76,7 @@ def test_hostile_generation_defaults_are_ignored_every_token_is_argmax_of_logits
                 logits = model(ids).logits[0, len(prompt.prompt_ids) - 1 : -1].float()  # [len(tokens), V]
             generator = row_generators([row_seed(5, prompt.prompt_id, index)], "cpu")[0]
             for t, token in enumerate(tokens):
-                assert int((logits[t] + gumbel(generator, logits.shape[-1], "cpu")).argmax()) == token
+                assert int((logits[t] + gumbel(generator, logits.shape[-1])).argmax()) == token
             repeated += len(set(tokens)) < len(tokens)
             suppressed += any(100 <= tok < 140 or tok in (150, 151) for tok in tokens)
     assert repeated, "no_repeat_ngram_size=1 leaked in: no completion repeats a token"
@@ -128,3 +128,71 @@ def test_an_interrupted_run_resumes_from_its_shards_with_identical_rows(tiny_pol
     resumed = sample_table(PowerCut(model, tokenizer, params, 4), prompts, range(2), shard_prompts=2, checkpoint_dir=tmp_path)
     assert PowerCut.calls == -99, "finished shards were redone"
     assert resumed.to_pylist() == reference.to_pylist()
+
+
+def test_gumbel_noise_is_standard_gumbel_in_float32_whatever_the_default_dtype():
+    draws = gumbel(torch.Generator().manual_seed(0), 400_000).double()
+    # Gumbel(0, 1): mean = Euler's gamma, variance = pi^2 / 6 (standard errors ~0.002 and ~0.006 here)
+    assert abs(draws.mean().item() - 0.5772156649) < 0.01 and abs(draws.var().item() - torch.pi**2 / 6) < 0.03
+    first = gumbel(torch.Generator().manual_seed(3), 50)
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:  # a user's float64 default must not re-key every sample
+        again = gumbel(torch.Generator().manual_seed(3), 50)
+    finally:
+        torch.set_default_dtype(saved)
+    assert first.dtype == again.dtype == torch.float32 and torch.equal(first, again)
+
+
+def _noise(seeds, vocab, steps=1):
+    """The rows' noise for `steps` steps, drawn independently of GumbelNoise: [steps, rows, V]."""
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    return torch.stack([torch.stack([gumbel(g, vocab) for g in generators]) for _ in range(steps)])
+
+
+def _nucleus(row: torch.Tensor, top_p: float) -> set[int]:
+    """The smallest set of most likely tokens whose probability reaches top_p, by a plain loop."""
+    probs = row.double().softmax(-1).tolist()
+    kept, mass = set(), 0.0
+    for token in sorted(range(len(probs)), key=lambda i: -probs[i]):
+        kept.add(token)
+        mass += probs[token]
+        if mass >= top_p:
+            return kept
+    return kept
+
+
+def test_gumbel_noise_adds_each_rows_own_noise_to_the_tempered_logits():
+    seeds, scores = [11, 12, 13], torch.randn(3, 40, generator=torch.Generator().manual_seed(1)) * 3
+    ids = torch.zeros(3, 1, dtype=torch.long)
+    exact = GumbelNoise(seeds, "cpu")
+    out = torch.stack([exact(ids, scores) for _ in range(2)])  # two steps: each row's generator moves on
+    assert torch.equal(out, scores + _noise(seeds, 40, steps=2)), "defaults: temperature 1, no nucleus"
+    for temperature in (0.5, 2.0):
+        assert torch.allclose(GumbelNoise(seeds, "cpu", temperature=temperature)(ids, scores),
+                              scores / temperature + _noise(seeds, 40)[0], atol=1e-6)
+
+
+def test_top_p_one_keeps_every_token_even_where_the_tail_underflows_the_cumulative_sum():
+    scores = torch.tensor([[30.0, 0.0, -5.0, -40.0, -80.0, -80.0]])  # float32 cumsum reaches 1.0 after the first token
+    out = GumbelNoise([4], "cpu", top_p=1.0)(torch.zeros(1, 1, dtype=torch.long), scores)
+    assert torch.isfinite(out).all() and torch.equal(out, scores + _noise([4], 6)[0])
+
+
+def test_top_p_keeps_exactly_the_nucleus_of_each_row():
+    generator = torch.Generator().manual_seed(2)
+    scores = torch.randn(4, 30, generator=generator) * torch.tensor([[0.5], [2.0], [4.0], [1.0]])  # rows of different spread
+    ids = torch.zeros(4, 1, dtype=torch.long)
+    for top_p in (0.3, 0.6, 0.9):
+        out = GumbelNoise([1, 2, 3, 4], "cpu", top_p=top_p)(ids, scores)
+        noise = _noise([1, 2, 3, 4], 30)[0]
+        for r in range(4):
+            kept = _nucleus(scores[r], top_p)
+            assert {i for i in range(30) if torch.isfinite(out[r, i])} == kept, (top_p, r)
+            assert torch.equal(out[r, sorted(kept)], (scores[r] + noise[r])[sorted(kept)])
+    # the boundary: a token whose higher-ranked tokens hold exactly top_p is dropped (probabilities 1/2, 1/4, 1/8, 1/8)
+    exact = torch.tensor([[3.0, 2.0, 1.0, 1.0]]) * torch.log(torch.tensor(2.0))
+    probs = exact.softmax(-1)
+    assert probs.tolist() == [[0.5, 0.25, 0.125, 0.125]]
+    out = GumbelNoise([5], "cpu", top_p=0.75)(torch.zeros(1, 1, dtype=torch.long), exact)
+    assert torch.isfinite(out[0]).tolist() == [True, True, False, False]
