@@ -8,6 +8,7 @@ integrand's peak, where for small beta all of the mass sits in a layer of width 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import mpmath
@@ -149,11 +150,16 @@ def test_optimum_built_from_log_partition_is_normalised_on_a_fine_quantile_grid(
 # --- user transforms: quadrature path ------------------------------------------------------------
 
 
-def _registered(name: str, f, open_interval: bool = False) -> Transform:
-    """Register once per process (the registry is global and refuses duplicates)."""
-    if name not in available_transforms():
-        register_transform(name, f, open_interval=open_interval)
-    return get_transform(name)
+_FRESH = itertools.count()
+
+
+def _registered(name: str, f, **where) -> Transform:
+    """Register under a name never used before in this process and return it: a fresh instance with an
+    empty log Z cache, so each test computes its quadrature itself (the registry is global, refuses
+    duplicates, and a cached log Z from an earlier test would hide what this test checks)."""
+    unique = f"{name}_{next(_FRESH)}"
+    register_transform(unique, f, **where)
+    return get_transform(unique)
 
 
 def test_registered_identity_by_quadrature_agrees_with_the_closed_form():
@@ -287,3 +293,101 @@ def test_closed_interval_transforms_accept_0_and_1_but_not_outside(name):
     for bad in (-0.1, 1.1, float("nan")):
         with pytest.raises(ValueError, match=r"needs quantiles in \[0, 1\]"):
             transform(torch.tensor([0.5, bad]))
+
+
+# --- user transforms: registration, domains, caching ---------------------------------------------
+
+
+def test_registered_transform_is_one_shared_instance_with_its_name_and_repr():
+    first = _registered("test_shared", lambda q: q)
+    assert get_transform(first.name) is first  # one instance: its log Z cache is shared
+    assert first.name.startswith("test_shared_") and first.name in available_transforms()
+    assert repr(first) == f"QuadratureTransform({first.name!r})"
+    assert first(torch.tensor([0.25], dtype=torch.float64)).tolist() == [0.25]
+
+
+def test_registering_the_same_new_name_twice_is_refused_and_keeps_the_first():
+    name = f"test_twice_{next(_FRESH)}"
+    register_transform(name, lambda q: q)
+    first = get_transform(name)
+    with pytest.raises(ValueError, match=f"transform '{name}' is already registered"):
+        register_transform(name, lambda q: 2 * q)
+    assert get_transform(name) is first
+
+
+def test_log_partition_is_cached_per_beta_and_repeat_calls_agree():
+    calls = []
+
+    def f(q):
+        calls.append(q.shape)
+        return q
+
+    transform = _registered("test_cached", f)
+    value = transform.log_partition(0.5)
+    n = len(calls)
+    assert value == transform.log_partition(0.5) == transform.log_partition(np.float64(0.5))
+    assert len(calls) == n  # served from the cache, f not evaluated again
+    assert value == pytest.approx(get_transform("identity").log_partition(0.5), rel=1e-9)
+    assert transform.log_partition(2.0) == pytest.approx(get_transform("identity").log_partition(2.0), rel=1e-9)
+
+
+def test_quadrature_hands_f_float64_tensors():
+    dtypes = set()
+
+    def f(q):
+        dtypes.add(q.dtype)
+        return q**2
+
+    _registered("test_dtype", f).log_partition(0.01)
+    assert dtypes == {torch.float64}
+
+
+@pytest.mark.parametrize("where, zero, one, domain", [
+    ({}, False, False, "[0, 1]"),
+    ({"open_interval": True}, True, True, "(0, 1)"),
+    ({"infinite_at_zero": True}, True, False, "(0, 1]"),
+    ({"infinite_at_one": True}, False, True, "[0, 1)"),
+    ({"open_interval": True, "infinite_at_zero": False}, False, True, "[0, 1)"),
+    ({"open_interval": True, "infinite_at_one": False}, True, False, "(0, 1]"),
+    ({"open_interval": False, "infinite_at_one": True}, False, True, "[0, 1)"),
+])
+def test_registered_transform_says_where_it_is_infinite(where, zero, one, domain):
+    transform = _registered("test_where", lambda q: q, **where)
+    assert (transform.infinite_at_zero, transform.infinite_at_one) == (zero, one)
+    assert transform.open_interval == (zero or one)
+    assert transform.domain == domain
+    m = 4
+    grid = torch.arange(m + 1, dtype=torch.float64) / m
+    moved = [i for i, (a, b) in enumerate(zip(transform.clamp(grid, m), grid)) if a != b]
+    assert moved == [i for i, infinite in ((0, zero), (m, one)) if infinite]
+
+
+def test_registered_log_infinite_at_zero_only_matches_the_closed_form_log():
+    by_quadrature = _registered("test_log_zero_only", torch.log, infinite_at_zero=True)
+    closed = get_transform("log")
+    for beta in [1e-4, 1e-2, 1.0, 100.0, 1e4]:
+        _assert_close_relative(by_quadrature.log_partition(beta), closed.log_partition(beta), rel=1e-8)
+    assert by_quadrature(torch.tensor([1.0], dtype=torch.float64)).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("beta", [1e-4, 3e-3, 0.1, 1.0, 30.0, 1e4])
+def test_registered_decreasing_transform_peak_at_zero_matches_closed_form(beta):
+    """f(t) = -t peaks at t = 0: Z = beta (1 - e^{-1/beta}), log Z = log beta + log(-expm1(-1/beta))."""
+    transform = _registered("test_decreasing", lambda q: -q)
+    _assert_close_relative(transform.log_partition(beta), math.log(beta) + math.log(-math.expm1(-1 / beta)), rel=1e-9)
+
+
+@pytest.mark.parametrize("beta", [1e-4, 1e-2, 1.0, 1e4])
+def test_registered_transform_with_interior_peak_and_shifted_level(beta):
+    """f(t) = 5 - |t - 0.6|/... : a kink at the interior peak t = 0.6 (the break point the quadrature
+    must use), Z = e^{5/beta} beta [(1 - e^{-0.6/beta}) + (1 - e^{-0.4/beta})]."""
+    transform = _registered("test_kink", lambda q: 5.0 - (q - 0.6).abs())
+    expected = 5.0 / beta + math.log(beta) + math.log(-math.expm1(-0.6 / beta) - math.expm1(-0.4 / beta))
+    _assert_close_relative(transform.log_partition(beta), expected, rel=1e-9)
+
+
+def test_registered_transform_refuses_bad_beta():
+    transform = _registered("test_bad_beta", lambda q: q)
+    for beta in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="beta must be a positive finite number"):
+            transform.log_partition(beta)
