@@ -391,3 +391,35 @@ def test_registered_transform_refuses_bad_beta():
     for beta in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="beta must be a positive finite number"):
             transform.log_partition(beta)
+
+
+def test_quadrature_transform_defaults_to_the_closed_interval():
+    transform = QuadratureTransform("test_direct", lambda q: q)
+    assert (transform.infinite_at_zero, transform.infinite_at_one, transform.domain) == (False, False, "[0, 1]")
+    assert transform(torch.tensor([0.0, 1.0], dtype=torch.float64)).tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("beta", [10.0, 100.0, 1e3])
+def test_registered_transform_infinite_at_zero_with_its_peak_there(beta):
+    """f(t) = -log t is +inf at t = 0, where its integrand peaks: Z = integral t^{-1/beta} dt =
+    beta / (beta - 1) for beta > 1 (the grid must stop short of the infinite end)."""
+    transform = _registered("test_minus_log", lambda q: -torch.log(q), infinite_at_zero=True)
+    _assert_close_relative(transform.log_partition(beta), math.log(beta / (beta - 1)), rel=1e-7)
+
+
+def test_registered_transform_with_a_sharp_interior_kink_at_small_beta():
+    """f(t) = 5 - |t - 0.3| at beta = 1e-5: all the mass within ~1e-5 of t = 0.3, which the peak search
+    must locate; Z = e^{5/beta} beta [(1 - e^{-0.3/beta}) + (1 - e^{-0.7/beta})]."""
+    beta = 1e-5
+    transform = _registered("test_sharp_kink", lambda q: 5.0 - (q - 0.3).abs())
+    expected = 5.0 / beta + math.log(beta) + math.log(-math.expm1(-0.3 / beta) - math.expm1(-0.7 / beta))
+    _assert_close_relative(transform.log_partition(beta), expected, rel=1e-12)
+
+
+def test_domain_error_messages_in_full():
+    with pytest.raises(ValueError) as err:
+        get_transform("log")(torch.tensor([0.0]))
+    assert str(err.value) == "transform 'log' needs quantiles in (0, 1]; clamp them with transform.clamp(q, num_ref)"
+    with pytest.raises(ValueError) as err:
+        get_transform("identity")(torch.tensor([1.5]))
+    assert str(err.value) == "transform 'identity' needs quantiles in [0, 1]"  # nothing to clamp: no hint
