@@ -423,3 +423,9 @@ def test_domain_error_messages_in_full():
     with pytest.raises(ValueError) as err:
         get_transform("identity")(torch.tensor([1.5]))
     assert str(err.value) == "transform 'identity' needs quantiles in [0, 1]"  # nothing to clamp: no hint
+
+
+def test_reprs_name_the_transform_and_its_parameters():
+    assert [repr(get_transform(n)) for n in ("identity", "log", "square", "sqrt", "normal_icdf")] == [
+        "Identity()", "Log()", "Square()", "Sqrt()", "NormalIcdf()"]
+    assert repr(get_transform("scaled_normal_icdf", mu=0.5, sigma=0.2)) == "ScaledNormalIcdf(mu=0.5, sigma=0.2)"
