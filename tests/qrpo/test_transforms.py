@@ -429,3 +429,77 @@ def test_reprs_name_the_transform_and_its_parameters():
     assert [repr(get_transform(n)) for n in ("identity", "log", "square", "sqrt", "normal_icdf")] == [
         "Identity()", "Log()", "Square()", "Sqrt()", "NormalIcdf()"]
     assert repr(get_transform("scaled_normal_icdf", mu=0.5, sigma=0.2)) == "ScaledNormalIcdf(mu=0.5, sigma=0.2)"
+
+
+# --- messages, reprs, defaults ---------------------------------------------------------------------
+
+
+def test_out_of_domain_messages_point_to_clamping_only_where_clamping_helps():
+    """Open-interval transforms name transform.clamp (it moves exactly their infinite ends); for a
+    closed-interval transform clamping would not help, so its message names only the domain."""
+    with pytest.raises(ValueError) as err:
+        get_transform("log")(torch.tensor([0.0]))
+    assert str(err.value) == "transform 'log' needs quantiles in (0, 1]; clamp them with transform.clamp(q, num_ref)"
+    with pytest.raises(ValueError) as err:
+        get_transform("identity")(torch.tensor([1.5]))
+    assert str(err.value) == "transform 'identity' needs quantiles in [0, 1]"
+
+
+def test_unknown_transform_error_lists_the_choices_comma_separated():
+    with pytest.raises(ValueError) as err:
+        get_transform("no_such_transform")
+    assert str(err.value) == f"unknown transform 'no_such_transform'; choose one of {', '.join(available_transforms())}"
+
+
+def test_builtin_reprs_name_their_class():
+    assert repr(get_transform("identity")) == "Identity()"
+    assert repr(get_transform("sqrt")) == "Sqrt()"
+    assert repr(get_transform("normal_icdf")) == "NormalIcdf()"
+    assert repr(get_transform("scaled_normal_icdf", mu=0.5, sigma=2.0)) == "ScaledNormalIcdf(mu=0.5, sigma=2.0)"
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0, 7.0])
+def test_scaled_normal_icdf_defaults_to_the_standard_normal(beta):
+    default = get_transform("scaled_normal_icdf")
+    assert (default.mu, default.sigma) == (0.0, 1.0)
+    assert default.log_partition(beta) == pytest.approx(1 / (2 * beta**2), rel=1e-15)
+    q = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    assert torch.equal(default(q), get_transform("normal_icdf")(q))
+
+
+def test_quadrature_transform_built_directly_is_finite_everywhere_by_default():
+    transform = QuadratureTransform("direct", lambda q: q)
+    assert (transform.infinite_at_zero, transform.infinite_at_one, transform.domain) == (False, False, "[0, 1]")
+    assert transform(torch.tensor([0.0, 1.0], dtype=torch.float64)).tolist() == [0.0, 1.0]
+
+
+# --- quadrature: hard integrands ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [1e-4, 1e-2, 1.0])
+def test_registered_narrow_spike_between_coarse_grid_points_matches_the_gaussian_integral(beta):
+    """f(t) = -1e4 (t - 0.3)^2, a peak of width ~0.01 sqrt(beta) at t = 0.3: with A = 1e4/beta,
+    Z = sqrt(pi/A)/2 [erf(0.7 sqrt A) + erf(0.3 sqrt A)]. The peak must be located finely enough
+    for exp(f/beta - c) not to overflow and for the quadrature to see the spike."""
+    from scipy import special
+
+    transform = _registered("test_spike", lambda q: -1e4 * (q - 0.3) ** 2)
+    a = 1e4 / beta
+    expected = 0.5 * math.log(math.pi / a) + math.log((special.erf(0.7 * math.sqrt(a)) + special.erf(0.3 * math.sqrt(a))) / 2)
+    _assert_close_relative(transform.log_partition(beta), expected, rel=1e-9)
+
+
+def test_registered_fast_oscillation_matches_mpmath():
+    """f(t) = sin(500 t): 80 periods on [0, 1], which the adaptive quadrature must subdivide finely."""
+    transform = _registered("test_oscillation", lambda q: (500 * q).sin())
+    points = [mpmath.mpf(k) / 160 for k in range(161)]
+    for beta in (1.0, 0.5):
+        reference = float(mpmath.log(mpmath.quad(lambda t: mpmath.exp(mpmath.sin(500 * t) / beta), points)))
+        _assert_close_relative(transform.log_partition(beta), reference, rel=1e-8)
+
+
+@pytest.mark.parametrize("beta", [3.0, 10.0, 100.0])
+def test_registered_transform_plus_infinite_at_zero(beta):
+    """f(t) = -log t is +inf at t = 0 (so the peak is there): Z = integral t^{-1/beta} = beta/(beta - 1), beta > 1."""
+    transform = _registered("test_neg_log", lambda q: -torch.log(q), infinite_at_zero=True)
+    _assert_close_relative(transform.log_partition(beta), math.log(beta / (beta - 1)))
