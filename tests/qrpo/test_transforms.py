@@ -503,3 +503,18 @@ def test_registered_transform_plus_infinite_at_zero(beta):
     """f(t) = -log t is +inf at t = 0 (so the peak is there): Z = integral t^{-1/beta} = beta/(beta - 1), beta > 1."""
     transform = _registered("test_neg_log", lambda q: -torch.log(q), infinite_at_zero=True)
     _assert_close_relative(transform.log_partition(beta), math.log(beta / (beta - 1)))
+
+
+@pytest.mark.parametrize("beta", [3.0, 10.0, 100.0])
+def test_registered_transform_plus_infinite_at_one(beta):
+    """f(t) = -log(1 - t) is +inf at t = 1 (the mirror of -log t): Z = beta/(beta - 1), beta > 1. Near
+    t = 1 the quadrature's nodes round to 1.0 itself, where f = +inf: a single point, no mass."""
+    transform = _registered("test_neg_log_one_minus", lambda q: -torch.log1p(-q), infinite_at_one=True)
+    _assert_close_relative(transform.log_partition(beta), math.log(beta / (beta - 1)))
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 10.0])
+def test_registered_normal_quantile_by_quadrature_agrees_with_the_closed_form(beta):
+    """The user's own Phi^{-1} (+inf at 1, -inf at 0) by quadrature: log Z = 1/(2 beta^2)."""
+    transform = _registered("test_ndtri", torch.special.ndtri, open_interval=True)
+    _assert_close_relative(transform.log_partition(beta), get_transform("normal_icdf").log_partition(beta))
