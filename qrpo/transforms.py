@@ -232,7 +232,13 @@ class QuadratureTransform(Transform):
             values = self._f_numpy(grid) / beta
             peak = int(np.argmax(values))
             c = float(values[peak])
-            integrand = lambda t: math.exp(float(self._f_numpy(np.array([t]))[0]) / beta - c)  # noqa: E731
+
+            def integrand(t: float) -> float:
+                # near an end where f = +inf the quadrature's nodes can round onto the end itself: a
+                # single point, no mass (exp(+inf) there would make log Z = inf)
+                exponent = float(self._f_numpy(np.array([t]))[0]) / beta - c
+                return 0.0 if exponent == math.inf else math.exp(exponent)
+
             t_peak = float(grid[peak])
             pieces = [(0.0, t_peak), (t_peak, 1.0)]
             total = sum(

@@ -8,6 +8,7 @@ integrand's peak, where for small beta all of the mass sits in a layer of width 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import mpmath
@@ -16,6 +17,7 @@ import pytest
 import torch
 from scipy import stats
 
+from qrpo import transforms
 from qrpo.transforms import (
     QuadratureTransform,
     Transform,
@@ -149,11 +151,27 @@ def test_optimum_built_from_log_partition_is_normalised_on_a_fine_quantile_grid(
 # --- user transforms: quadrature path ------------------------------------------------------------
 
 
-def _registered(name: str, f, open_interval: bool = False) -> Transform:
-    """Register once per process (the registry is global and refuses duplicates)."""
-    if name not in available_transforms():
-        register_transform(name, f, open_interval=open_interval)
-    return get_transform(name)
+_FRESH = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """Every test leaves the global registry as it found it: the transforms registered here (some of
+    them with log Z accurate only on part of the beta range) must not reach other test modules, which
+    loop over `available_transforms()`."""
+    saved = dict(transforms._REGISTRY)
+    yield
+    transforms._REGISTRY.clear()
+    transforms._REGISTRY.update(saved)
+
+
+def _registered(name: str, f, **where) -> Transform:
+    """Register under a name never used before in this process and return it: a fresh instance with an
+    empty log Z cache, so each test computes its quadrature itself (the registry is global, refuses
+    duplicates, and a cached log Z from an earlier test would hide what this test checks)."""
+    unique = f"{name}_{next(_FRESH)}"
+    register_transform(unique, f, **where)
+    return get_transform(unique)
 
 
 def test_registered_identity_by_quadrature_agrees_with_the_closed_form():
@@ -287,3 +305,228 @@ def test_closed_interval_transforms_accept_0_and_1_but_not_outside(name):
     for bad in (-0.1, 1.1, float("nan")):
         with pytest.raises(ValueError, match=r"needs quantiles in \[0, 1\]"):
             transform(torch.tensor([0.5, bad]))
+
+
+# --- user transforms: registration, domains, caching ---------------------------------------------
+
+
+def test_registered_transform_is_one_shared_instance_with_its_name_and_repr():
+    first = _registered("test_shared", lambda q: q)
+    assert get_transform(first.name) is first  # one instance: its log Z cache is shared
+    assert first.name.startswith("test_shared_") and first.name in available_transforms()
+    assert repr(first) == f"QuadratureTransform({first.name!r})"
+    assert first(torch.tensor([0.25], dtype=torch.float64)).tolist() == [0.25]
+
+
+def test_registering_the_same_new_name_twice_is_refused_and_keeps_the_first():
+    name = f"test_twice_{next(_FRESH)}"
+    register_transform(name, lambda q: q)
+    first = get_transform(name)
+    with pytest.raises(ValueError, match=f"transform '{name}' is already registered"):
+        register_transform(name, lambda q: 2 * q)
+    assert get_transform(name) is first
+
+
+def test_log_partition_is_cached_per_beta_and_repeat_calls_agree():
+    calls = []
+
+    def f(q):
+        calls.append(q.shape)
+        return q
+
+    transform = _registered("test_cached", f)
+    value = transform.log_partition(0.5)
+    n = len(calls)
+    assert value == transform.log_partition(0.5) == transform.log_partition(np.float64(0.5))
+    assert len(calls) == n  # served from the cache, f not evaluated again
+    assert value == pytest.approx(get_transform("identity").log_partition(0.5), rel=1e-9)
+    assert transform.log_partition(2.0) == pytest.approx(get_transform("identity").log_partition(2.0), rel=1e-9)
+
+
+def test_quadrature_hands_f_float64_tensors():
+    dtypes = set()
+
+    def f(q):
+        dtypes.add(q.dtype)
+        return q**2
+
+    _registered("test_dtype", f).log_partition(0.01)
+    assert dtypes == {torch.float64}
+
+
+@pytest.mark.parametrize("where, zero, one, domain", [
+    ({}, False, False, "[0, 1]"),
+    ({"open_interval": True}, True, True, "(0, 1)"),
+    ({"infinite_at_zero": True}, True, False, "(0, 1]"),
+    ({"infinite_at_one": True}, False, True, "[0, 1)"),
+    ({"open_interval": True, "infinite_at_zero": False}, False, True, "[0, 1)"),
+    ({"open_interval": True, "infinite_at_one": False}, True, False, "(0, 1]"),
+    ({"open_interval": False, "infinite_at_one": True}, False, True, "[0, 1)"),
+])
+def test_registered_transform_says_where_it_is_infinite(where, zero, one, domain):
+    transform = _registered("test_where", lambda q: q, **where)
+    assert (transform.infinite_at_zero, transform.infinite_at_one) == (zero, one)
+    assert transform.open_interval == (zero or one)
+    assert transform.domain == domain
+    m = 4
+    grid = torch.arange(m + 1, dtype=torch.float64) / m
+    moved = [i for i, (a, b) in enumerate(zip(transform.clamp(grid, m), grid)) if a != b]
+    assert moved == [i for i, infinite in ((0, zero), (m, one)) if infinite]
+
+
+def test_registered_log_infinite_at_zero_only_matches_the_closed_form_log():
+    by_quadrature = _registered("test_log_zero_only", torch.log, infinite_at_zero=True)
+    closed = get_transform("log")
+    for beta in [1e-4, 1e-2, 1.0, 100.0, 1e4]:
+        _assert_close_relative(by_quadrature.log_partition(beta), closed.log_partition(beta), rel=1e-8)
+    assert by_quadrature(torch.tensor([1.0], dtype=torch.float64)).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("beta", [1e-4, 3e-3, 0.1, 1.0, 30.0, 1e4])
+def test_registered_decreasing_transform_peak_at_zero_matches_closed_form(beta):
+    """f(t) = -t peaks at t = 0: Z = beta (1 - e^{-1/beta}), log Z = log beta + log(-expm1(-1/beta))."""
+    transform = _registered("test_decreasing", lambda q: -q)
+    _assert_close_relative(transform.log_partition(beta), math.log(beta) + math.log(-math.expm1(-1 / beta)), rel=1e-9)
+
+
+@pytest.mark.parametrize("beta", [1e-4, 1e-2, 1.0, 1e4])
+def test_registered_transform_with_interior_peak_and_shifted_level(beta):
+    """f(t) = 5 - |t - 0.6|/... : a kink at the interior peak t = 0.6 (the break point the quadrature
+    must use), Z = e^{5/beta} beta [(1 - e^{-0.6/beta}) + (1 - e^{-0.4/beta})]."""
+    transform = _registered("test_kink", lambda q: 5.0 - (q - 0.6).abs())
+    expected = 5.0 / beta + math.log(beta) + math.log(-math.expm1(-0.6 / beta) - math.expm1(-0.4 / beta))
+    _assert_close_relative(transform.log_partition(beta), expected, rel=1e-9)
+
+
+def test_registered_transform_refuses_bad_beta():
+    transform = _registered("test_bad_beta", lambda q: q)
+    for beta in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="beta must be a positive finite number"):
+            transform.log_partition(beta)
+
+
+def test_quadrature_transform_defaults_to_the_closed_interval():
+    transform = QuadratureTransform("test_direct", lambda q: q)
+    assert (transform.infinite_at_zero, transform.infinite_at_one, transform.domain) == (False, False, "[0, 1]")
+    assert transform(torch.tensor([0.0, 1.0], dtype=torch.float64)).tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("beta", [10.0, 100.0, 1e3])
+def test_registered_transform_infinite_at_zero_with_its_peak_there(beta):
+    """f(t) = -log t is +inf at t = 0, where its integrand peaks: Z = integral t^{-1/beta} dt =
+    beta / (beta - 1) for beta > 1 (the grid must stop short of the infinite end)."""
+    transform = _registered("test_minus_log", lambda q: -torch.log(q), infinite_at_zero=True)
+    _assert_close_relative(transform.log_partition(beta), math.log(beta / (beta - 1)), rel=1e-7)
+
+
+def test_registered_transform_with_a_sharp_interior_kink_at_small_beta():
+    """f(t) = 5 - |t - 0.3| at beta = 1e-5: all the mass within ~1e-5 of t = 0.3, which the peak search
+    must locate; Z = e^{5/beta} beta [(1 - e^{-0.3/beta}) + (1 - e^{-0.7/beta})]."""
+    beta = 1e-5
+    transform = _registered("test_sharp_kink", lambda q: 5.0 - (q - 0.3).abs())
+    expected = 5.0 / beta + math.log(beta) + math.log(-math.expm1(-0.3 / beta) - math.expm1(-0.7 / beta))
+    _assert_close_relative(transform.log_partition(beta), expected, rel=1e-12)
+
+
+def test_domain_error_messages_in_full():
+    with pytest.raises(ValueError) as err:
+        get_transform("log")(torch.tensor([0.0]))
+    assert str(err.value) == "transform 'log' needs quantiles in (0, 1]; clamp them with transform.clamp(q, num_ref)"
+    with pytest.raises(ValueError) as err:
+        get_transform("identity")(torch.tensor([1.5]))
+    assert str(err.value) == "transform 'identity' needs quantiles in [0, 1]"  # nothing to clamp: no hint
+
+
+def test_reprs_name_the_transform_and_its_parameters():
+    assert [repr(get_transform(n)) for n in ("identity", "log", "square", "sqrt", "normal_icdf")] == [
+        "Identity()", "Log()", "Square()", "Sqrt()", "NormalIcdf()"]
+    assert repr(get_transform("scaled_normal_icdf", mu=0.5, sigma=0.2)) == "ScaledNormalIcdf(mu=0.5, sigma=0.2)"
+
+
+# --- messages, reprs, defaults ---------------------------------------------------------------------
+
+
+def test_out_of_domain_messages_point_to_clamping_only_where_clamping_helps():
+    """Open-interval transforms name transform.clamp (it moves exactly their infinite ends); for a
+    closed-interval transform clamping would not help, so its message names only the domain."""
+    with pytest.raises(ValueError) as err:
+        get_transform("log")(torch.tensor([0.0]))
+    assert str(err.value) == "transform 'log' needs quantiles in (0, 1]; clamp them with transform.clamp(q, num_ref)"
+    with pytest.raises(ValueError) as err:
+        get_transform("identity")(torch.tensor([1.5]))
+    assert str(err.value) == "transform 'identity' needs quantiles in [0, 1]"
+
+
+def test_unknown_transform_error_lists_the_choices_comma_separated():
+    with pytest.raises(ValueError) as err:
+        get_transform("no_such_transform")
+    assert str(err.value) == f"unknown transform 'no_such_transform'; choose one of {', '.join(available_transforms())}"
+
+
+def test_builtin_reprs_name_their_class():
+    assert repr(get_transform("identity")) == "Identity()"
+    assert repr(get_transform("sqrt")) == "Sqrt()"
+    assert repr(get_transform("normal_icdf")) == "NormalIcdf()"
+    assert repr(get_transform("scaled_normal_icdf", mu=0.5, sigma=2.0)) == "ScaledNormalIcdf(mu=0.5, sigma=2.0)"
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0, 7.0])
+def test_scaled_normal_icdf_defaults_to_the_standard_normal(beta):
+    default = get_transform("scaled_normal_icdf")
+    assert (default.mu, default.sigma) == (0.0, 1.0)
+    assert default.log_partition(beta) == pytest.approx(1 / (2 * beta**2), rel=1e-15)
+    q = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    assert torch.equal(default(q), get_transform("normal_icdf")(q))
+
+
+def test_quadrature_transform_built_directly_is_finite_everywhere_by_default():
+    transform = QuadratureTransform("direct", lambda q: q)
+    assert (transform.infinite_at_zero, transform.infinite_at_one, transform.domain) == (False, False, "[0, 1]")
+    assert transform(torch.tensor([0.0, 1.0], dtype=torch.float64)).tolist() == [0.0, 1.0]
+
+
+# --- quadrature: hard integrands ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [1e-4, 1e-2, 1.0])
+def test_quadrature_narrow_spike_between_coarse_grid_points_matches_the_gaussian_integral(beta):
+    """f(t) = -1e4 (t - 0.3)^2, a peak of width ~0.01 sqrt(beta) at t = 0.3: with A = 1e4/beta,
+    Z = sqrt(pi/A)/2 [erf(0.7 sqrt A) + erf(0.3 sqrt A)]. The peak must be located finely enough
+    for exp(f/beta - c) not to overflow and for the quadrature to see the spike."""
+    from scipy import special
+
+    transform = QuadratureTransform("test_spike", lambda q: -1e4 * (q - 0.3) ** 2)
+    a = 1e4 / beta
+    expected = 0.5 * math.log(math.pi / a) + math.log((special.erf(0.7 * math.sqrt(a)) + special.erf(0.3 * math.sqrt(a))) / 2)
+    _assert_close_relative(transform.log_partition(beta), expected, rel=1e-9)
+
+
+def test_quadrature_fast_oscillation_matches_mpmath():
+    """f(t) = sin(500 t): 80 periods on [0, 1], which the adaptive quadrature must subdivide finely."""
+    transform = QuadratureTransform("test_oscillation", lambda q: (500 * q).sin())
+    points = [mpmath.mpf(k) / 160 for k in range(161)]
+    for beta in (1.0, 0.5):
+        reference = float(mpmath.log(mpmath.quad(lambda t: mpmath.exp(mpmath.sin(500 * t) / beta), points)))
+        _assert_close_relative(transform.log_partition(beta), reference, rel=1e-8)
+
+
+@pytest.mark.parametrize("beta", [3.0, 10.0, 100.0])
+def test_quadrature_transform_plus_infinite_at_zero(beta):
+    """f(t) = -log t is +inf at t = 0 (so the peak is there): Z = integral t^{-1/beta} = beta/(beta - 1), beta > 1."""
+    transform = QuadratureTransform("test_neg_log", lambda q: -torch.log(q), infinite_at_zero=True)
+    _assert_close_relative(transform.log_partition(beta), math.log(beta / (beta - 1)))
+
+
+@pytest.mark.parametrize("beta", [3.0, 10.0, 100.0])
+def test_quadrature_transform_plus_infinite_at_one(beta):
+    """f(t) = -log(1 - t) is +inf at t = 1 (the mirror of -log t): Z = beta/(beta - 1), beta > 1. Near
+    t = 1 the quadrature's nodes round to 1.0 itself, where f = +inf: a single point, no mass."""
+    transform = QuadratureTransform("test_neg_log_one_minus", lambda q: -torch.log1p(-q), infinite_at_one=True)
+    _assert_close_relative(transform.log_partition(beta), math.log(beta / (beta - 1)))
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 10.0])
+def test_user_normal_quantile_by_quadrature_agrees_with_the_closed_form(beta):
+    """The user's own Phi^{-1} (+inf at 1, -inf at 0) by quadrature: log Z = 1/(2 beta^2)."""
+    transform = QuadratureTransform("test_ndtri", torch.special.ndtri, open_interval=True)
+    _assert_close_relative(transform.log_partition(beta), get_transform("normal_icdf").log_partition(beta))
