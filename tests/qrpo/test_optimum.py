@@ -486,6 +486,17 @@ def test_mesh_refuses_a_transform_that_is_nan_inside_the_interval():
         optimum_stats(transform, 1.0)
 
 
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_mesh_refuses_nan_or_plus_inf_at_a_node_the_coarse_grid_misses(bad):
+    """+inf or NaN only below 1e-13: the 1e-12 .. 1 - 1e-12 grid of an open-interval transform misses it, the
+    mesh (graded down to 2^-50) does not. Inside the error: the offending q."""
+    transform = QuadratureTransform("spike", lambda q: torch.where(q < 1e-13, bad, torch.log(q)), open_interval=True)
+    with pytest.raises(InputError, match=r"^transform 'spike' is NaN or \+inf at q = ([0-9.e-]+), inside \(0, 1\)$") as info:
+        optimum_stats(transform, 1.0)
+    q = float(info.value.args[0].split("q = ")[1].split(",")[0])
+    assert 0 < q < 1e-13
+
+
 def test_a_transform_that_is_minus_inf_at_mesh_nodes_is_accepted():
     """f = -inf on a set of positive measure just zeroes p* there: f = t for t >= 1/2, -inf below:
     p* = x e^{x t}/(e^x - e^{x/2}) on [1/2, 1]; at beta = 1: E[q] = (e - e^{1/2}/2)/(e - e^{1/2}) - 1."""
