@@ -540,3 +540,106 @@ def test_mesh_is_cached_per_transform_object():
     count = len(calls)
     assert optimum_stats(transform, 0.3) == first and optimum_stats(transform, 3.0).kl > 0
     assert len(calls) == count  # f is evaluated once per transform, not once per beta
+
+
+def test_mesh_finds_a_narrow_interior_bump_between_coarse_grid_points():
+    """f = e^{-((t - c)/1e-4)^2} + t/2: the global max (~1.16) sits in a bump 1e-4 wide at c, which a coarse
+    grid would step over (the argmax then sits at t = 1, value 1/2); for beta = 1e-3 p* lives in the bump."""
+    c, width, beta = 0.3141592653589793, 1e-4, 1e-3
+    transform = QuadratureTransform("narrow_bump", lambda q: torch.exp(-(((q - c) / width) ** 2)) + q / 2)
+    f = lambda t: mpmath.exp(-(((t - c) / width) ** 2)) + t / 2  # noqa: E731
+    f_max = f(c + width**2 / 4)  # ~ the max (any shift near it serves: it cancels)
+    weight = lambda t: mpmath.exp((f(t) - f_max) / beta)  # noqa: E731
+    points = [0, *(c + k * width for k in (-5, -1, -0.1, 0, 0.1, 1, 5)), 1]
+    z = mpmath.quad(weight, points)
+    mean_q = mpmath.quad(lambda t: t * weight(t), points) / z
+    stats = optimum_stats(transform, beta)
+    assert stats.expected_quantile == pytest.approx(float(mean_q), rel=1e-9)
+    assert stats.log_partition == pytest.approx(float(f_max / beta + mpmath.log(z)), rel=1e-9)
+
+
+@pytest.mark.parametrize("beta", [0.05, 10.0, 1e3])
+def test_mesh_with_an_interior_peak_still_covers_the_whole_interval(beta):
+    """f = -(t - 0.7)^2 at moderate and large beta: p* spreads over all of [0, 1], including the stretches
+    far from the peak (E[q] -> 1/2 + ..., everything against mpmath)."""
+    transform = QuadratureTransform("bump_07", lambda q: -((q - 0.7) ** 2))
+    f = lambda t: -((t - mpmath.mpf("0.7")) ** 2)  # noqa: E731
+    weight = lambda t: mpmath.exp(f(t) / beta)  # noqa: E731
+    points = [0, 0.5, 0.7, 0.9, 1]
+    z = mpmath.quad(weight, points)
+    mean_f = mpmath.quad(lambda t: f(t) * weight(t), points) / z
+    reference = {"expected_quantile": mpmath.quad(lambda t: t * weight(t), points) / z, "expected_reward": mean_f,
+                 "kl": mean_f / beta - mpmath.log(z), "log_partition": mpmath.log(z)}
+    _assert_stats_close(optimum_stats(transform, beta), reference, rel=1e-7, log_z_abs=1e-13)
+
+
+def test_quadrature_refusal_message_names_beta_and_the_remedy():
+    clone = QuadratureTransform("normal_icdf_clone", torch.special.ndtri, open_interval=True)
+    with pytest.raises(InputError) as info:
+        optimum_stats(clone, 0.1)
+    assert str(info.value) == (
+        "at beta=0.1 the optimum of transform 'normal_icdf_clone' puts its mass within 1e-15 of q = 1, "
+        "beyond what quadrature in q resolves; use a larger beta (or a transform with a closed form)"
+    )
+
+
+@pytest.mark.parametrize("budget, message", [
+    ("much", "kl_budget must be a number; got 'much'"),
+    (None, "kl_budget must be a number; got None"),
+    (float("nan"), "kl_budget must be a number; got nan"),
+    (0.0, "kl_budget must be > 0 nats (KL(pi* || pi_ref) of any beta is positive); got 0.0"),
+    (-1, "kl_budget must be > 0 nats (KL(pi* || pi_ref) of any beta is positive); got -1"),
+])
+def test_beta_for_kl_error_messages(budget, message):
+    with pytest.raises(InputError) as info:
+        beta_for_kl("identity", budget)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("target", [0.5, 1.0, 1.2, 0.3])
+def test_beta_for_quantile_error_message_for_targets_outside_one_half_to_one(target):
+    with pytest.raises(InputError) as info:
+        beta_for_quantile("identity", target)
+    assert str(info.value) == (
+        "target_quantile must lie in (1/2, 1): 1/2 is pi_ref's own expected quantile (beta -> inf) and "
+        f"1 is reached only as beta -> 0; got {target!r}"
+    )
+    with pytest.raises(InputError, match=r"^target_quantile must be a number; got 'high'$"):
+        beta_for_quantile("identity", "high")
+
+
+@pytest.mark.parametrize("name", ["identity", "log", "normal_icdf"])
+def test_the_solvers_reachable_ranges_are_open_at_both_ends(name):
+    """The KL and E[q] of beta = BETA_MAX and BETA_MIN themselves are out of reach (the range is open), and
+    the message says what is reachable; just inside, the solver answers."""
+    for at in (BETA_MAX, BETA_MIN):
+        stats = optimum_stats(name, at)
+        with pytest.raises(InputError, match=r"nats is out of reach .* choose a budget inside that range$"):
+            beta_for_kl(name, stats.kl)
+        if 0.5 < stats.expected_quantile < 1.0:
+            with pytest.raises(InputError, match=r"is out of reach .* choose a target inside that range$"):
+                beta_for_quantile(name, stats.expected_quantile)
+    assert beta_for_kl(name, optimum_stats(name, BETA_MAX / 2).kl) == pytest.approx(BETA_MAX / 2, rel=1e-8)
+
+
+def test_the_out_of_reach_messages_in_full():
+    low, high = optimum_stats("identity", BETA_MAX).kl, optimum_stats("identity", BETA_MIN).kl
+    with pytest.raises(InputError) as info:
+        beta_for_kl("identity", 50.0)
+    assert str(info.value) == (
+        f"kl_budget=50 nats is out of reach for transform 'identity': for beta in [1e-06, 1e+06] its optimum's "
+        f"KL(pi* || pi_ref) ranges over ({low:.3g}, {high:.4g}) nats; choose a budget inside that range"
+    )
+    low, high = optimum_stats("identity", BETA_MAX).expected_quantile, optimum_stats("identity", BETA_MIN).expected_quantile
+    with pytest.raises(InputError) as info:
+        beta_for_quantile("identity", 1 - 1e-9)
+    assert str(info.value) == (
+        f"target_quantile=1 is out of reach for transform 'identity': for beta in [1e-06, 1e+06] its optimum's "
+        f"E[q] ranges over ({low:.8g}, {high:.8g}); choose a target inside that range"
+    )
+
+
+@pytest.mark.parametrize("name", ["identity", "sqrt", "normal_icdf"])
+def test_beta_for_kl_inverts_kl_to_1e_minus_11_across_twelve_decades(name):
+    for beta in np.logspace(-5.5, 5.5, 23):
+        assert beta_for_kl(name, optimum_stats(name, float(beta)).kl) == pytest.approx(float(beta), rel=1e-11)
