@@ -643,3 +643,10 @@ def test_the_out_of_reach_messages_in_full():
 def test_beta_for_kl_inverts_kl_to_1e_minus_11_across_twelve_decades(name):
     for beta in np.logspace(-5.5, 5.5, 23):
         assert beta_for_kl(name, optimum_stats(name, float(beta)).kl) == pytest.approx(float(beta), rel=1e-11)
+
+
+@pytest.mark.parametrize("beta", ["abc", None, [0.1], -0.5, float("nan")])
+def test_a_beta_that_is_not_a_positive_number_is_an_input_error(beta):
+    with pytest.raises(InputError) as info:
+        optimum_stats("identity", beta)
+    assert str(info.value) == f"beta must be a positive finite number; got {beta!r}"
