@@ -494,7 +494,8 @@ def test_mesh_refuses_nan_or_plus_inf_at_a_node_the_coarse_grid_misses(bad):
     with pytest.raises(InputError, match=r"^transform 'spike' is NaN or \+inf at q = ([0-9.e-]+), inside \(0, 1\)$") as info:
         optimum_stats(transform, 1.0)
     q = float(info.value.args[0].split("q = ")[1].split(",")[0])
-    assert 0 < q < 1e-13
+    nodes, _ = np.polynomial.legendre.leggauss(20)  # the error names the smallest offending q: the first
+    assert q == pytest.approx((1 + nodes.min()) * 2.0**-51, rel=1e-12)  # node of the piece [0, 2^-50]
 
 
 def test_a_transform_that_is_minus_inf_at_mesh_nodes_is_accepted():
@@ -650,3 +651,14 @@ def test_a_beta_that_is_not_a_positive_number_is_an_input_error(beta):
     with pytest.raises(InputError) as info:
         optimum_stats("identity", beta)
     assert str(info.value) == f"beta must be a positive finite number; got {beta!r}"
+
+
+def test_quadrature_answers_while_under_1e_minus_7_of_the_mass_is_in_the_last_resolved_piece():
+    """normal_icdf without its closed form: the last piece before the float cut-off at q = 1 is
+    [1 - 2^-49, 1 - 2^-50]; the optimum is refused once it holds more than 1e-7 of p*'s mass (beta ~0.35),
+    and answered (to ~that mass, relative) just above."""
+    clone = QuadratureTransform("normal_icdf_clone", torch.special.ndtri, open_interval=True)
+    with pytest.raises(InputError, match="within 1e-15 of q = 1"):
+        optimum_stats(clone, 0.34)  # last piece: 1.5e-7 of the mass
+    stats = optimum_stats(clone, 0.355)  # 8e-8 (and 1.2e-7 in the piece before it)
+    _assert_stats_close(stats, vars(optimum_stats("normal_icdf", 0.355)), rel=2e-5)
