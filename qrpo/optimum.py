@@ -327,7 +327,7 @@ def _mesh(transform: Transform) -> _Mesh:
     t, weights, edge = t.ravel(), weights.ravel(), edge.ravel()
     f = _f_numpy(transform, t)
     if np.isnan(f).any() or np.isposinf(f).any():
-        bad = t[np.isnan(f) | np.isposinf(f)][0]
+        bad = float(t[np.isnan(f) | np.isposinf(f)][0])
         raise InputError(f"transform {transform.name!r} is NaN or +inf at q = {bad!r}, inside (0, 1)")
     mesh = _Mesh(t, weights, f, edge)
     try:

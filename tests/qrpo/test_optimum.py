@@ -29,7 +29,7 @@ from qrpo.optimum import (
     beta_for_quantile,
     optimum_stats,
 )
-from qrpo.transforms import QuadratureTransform, available_transforms, get_transform, register_transform
+from qrpo.transforms import QuadratureTransform, Transform, available_transforms, get_transform, register_transform
 
 mpmath.mp.dps = 30
 
@@ -334,3 +334,331 @@ def test_exact_optimum_of_the_enumerable_toy_for_normal_icdf_within_its_tail_cel
         assert value == pytest.approx(stats.kl, rel=tolerance)
     for value in expected_quantile.tolist():
         assert value == pytest.approx(stats.expected_quantile, rel=tolerance)
+
+
+# --- the numerical pieces against independent computations --------------------------------------------------
+
+from fractions import Fraction  # noqa: E402
+
+from qrpo import optimum as optimum_module  # noqa: E402
+
+
+def _exact_cumulants(moments: list[Fraction]) -> list[Fraction]:
+    """kappa_n from raw moments in exact rational arithmetic, through the log of the moment generating
+    function's power series: log(1 + sum m_n x^n/n!) = sum kappa_n x^n/n! (series log, coefficient by coefficient)."""
+    n_max = len(moments)
+    a = [Fraction(0)] + [m / math.factorial(n) for n, m in enumerate(moments, start=1)]  # M(x) - 1
+    # L = log(1 + A): L' (1 + A) = A'  =>  n l_n = n a_n - sum_{k=1}^{n-1} k l_k a_{n-k}
+    log_coefficients = [Fraction(0)] * (n_max + 1)
+    for n in range(1, n_max + 1):
+        log_coefficients[n] = (n * a[n] - sum(k * log_coefficients[k] * a[n - k] for k in range(1, n))) / n
+    return [log_coefficients[n] * math.factorial(n) for n in range(1, n_max + 1)]
+
+
+def test_cumulants_of_distributions_with_known_cumulants():
+    """N(mu, s^2): kappa = (mu, s^2, 0, 0, ...); Poisson(lam): every kappa_n = lam (moments: Touchard
+    polynomials); Exp(1): m_n = n!, kappa_n = (n - 1)!."""
+    cumulants = optimum_module._cumulants_from_moments
+    mu, s2 = 0.5, 2.0  # normal raw moments: m_n = mu m_{n-1} + (n - 1) s^2 m_{n-2}
+    normal = [1.0, mu]
+    for n in range(2, 9):
+        normal.append(mu * normal[-1] + (n - 1) * s2 * normal[-2])
+    assert cumulants(normal[1:]) == pytest.approx([mu, s2, 0, 0, 0, 0, 0, 0], abs=1e-10)
+    lam = 1.5  # Poisson raw moments: m_n = lam sum_k C(n-1, k) m_k
+    poisson = [1.0]
+    for n in range(1, 9):
+        poisson.append(lam * sum(math.comb(n - 1, k) * poisson[k] for k in range(n)))
+    assert cumulants(poisson[1:]) == pytest.approx([lam] * 8, rel=1e-12)
+    assert cumulants([float(math.factorial(n)) for n in range(1, 11)]) == pytest.approx(
+        [float(math.factorial(n - 1)) for n in range(1, 11)], rel=1e-12
+    )
+
+
+def test_cumulants_of_the_uniform_law_are_bernoulli_numbers_over_n():
+    """U(0, 1): kappa_1 = 1/2, kappa_n = B_n / n for n >= 2 (B_2 = 1/6, B_4 = -1/30, odd ones 0)."""
+    kappa = optimum_module._cumulants_from_moments([1.0 / (k + 1) for k in range(1, 13)])
+    expected = [0.5] + [float(mpmath.bernoulli(n)) / n for n in range(2, 13)]
+    assert kappa == pytest.approx(expected, rel=1e-9, abs=1e-13)
+
+
+@pytest.mark.parametrize("cls, moment", [("Identity", lambda k: Fraction(1, k + 1)),
+                                         ("Square", lambda k: Fraction(1, 2 * k + 1)),
+                                         ("Sqrt", lambda k: Fraction(2, k + 2))])
+def test_series_cumulants_of_the_built_ins_match_exact_rational_cumulants(cls, moment):
+    """All 24 cumulants the series uses, against the same cumulants in exact arithmetic (another recursion)."""
+    transform_type = getattr(__import__("qrpo.transforms", fromlist=[cls]), cls)
+    exact = _exact_cumulants([moment(k) for k in range(1, optimum_module._SERIES_TERMS + 1)])
+    series = optimum_module._CUMULANTS[transform_type]
+    assert len(series) == len(exact) == 24
+    scale = max(abs(float(k)) for k in exact)
+    for n, (value, reference) in enumerate(zip(series, exact), start=1):
+        assert value == pytest.approx(float(reference), rel=1e-8, abs=1e-12 * scale), n
+
+
+def test_series_mean_and_kl_of_a_gaussian_and_of_an_exponential():
+    """cumulants (mu, s^2): E[f] = mu + s^2 x, KL = s^2 x^2 / 2 (tilted normal).  Exp(1), kappa_n = (n-1)!:
+    log Z = -log(1 - x), E[f] = 1/(1 - x), KL = x/(1 - x) + log(1 - x)."""
+    mean, kl = optimum_module._series_mean_and_kl([0.3, 2.0, 0.0, 0.0], 0.4)
+    assert (mean, kl) == pytest.approx((0.3 + 0.8, 2.0 * 0.16 / 2), rel=1e-15)
+    x = 0.25
+    mean, kl = optimum_module._series_mean_and_kl([float(math.factorial(n - 1)) for n in range(1, 60)], x)
+    assert mean == pytest.approx(1 / (1 - x), rel=1e-12)
+    assert kl == pytest.approx(x / (1 - x) + math.log(1 - x), rel=1e-12)
+
+
+def test_bregman_is_w_log_w_minus_w_plus_1_to_full_precision_on_both_sides_of_the_switch():
+    a = np.array([-30.0, -3.0, -0.5, -0.1000001, -0.0999999, -0.05, -1e-3, -1e-9, 0.0, 1e-9, 1e-3, 0.05,
+                  0.0999999, 0.1000001, 0.5, 0.95, 1.05, 2.0, 10.0, -0.95, -1.05])
+    values = optimum_module._bregman(a)
+    for log_w, value in zip(a.tolist(), values.tolist()):
+        with mpmath.workdps(60):  # w log w - w + 1 ~ a^2/2 cancels ~2 log10(1/|a|) digits
+            w = mpmath.exp(mpmath.mpf(log_w))
+            expected = float(w * mpmath.mpf(log_w) - w + 1)
+        assert value == pytest.approx(expected, rel=1e-13, abs=1e-300), log_w
+    assert values[8] == 0.0
+
+
+@pytest.mark.parametrize("x", [1e-3, 0.3, 1.0, 1.9999, 2.0, 2.5, 7.0, 40.0, 1e3])
+def test_k_integrals_against_mpmath(x):
+    """K_n(x) = integral_0^1 (1 - v)^n e^{-x v} dv, n = 0..5, on both sides of the x = 2 switch."""
+    ks = optimum_module._k_integrals(x, 5)
+    assert len(ks) == 6
+    for n, value in enumerate(ks):
+        expected = mpmath.quad(lambda v: (1 - v) ** n * mpmath.exp(-x * v), [0, min(1, 1 / x), 1])
+        assert value == pytest.approx(float(expected), rel=1e-12), n
+
+
+# --- the graded mesh (user transforms) ------------------------------------------------------------------------
+
+PEAK = 1 / math.pi  # off every grid point and every dyadic mesh point
+
+
+@pytest.mark.parametrize("beta", [1e-10, 1e-8, BETA_MIN, 1e-4])
+def test_mesh_resolves_a_narrow_gaussian_optimum_at_an_interior_peak(beta):
+    """f = -(t - c)^2: p* is N(c, beta/2) truncated ~0.3/sqrt(beta) standard deviations away (exactly Gaussian
+    in float64), so E[q] = c, E[f] = -beta/2, log Z = log(pi beta)/2, KL = -1/2 - log(pi beta)/2."""
+    transform = QuadratureTransform("bump_at_1_over_pi", lambda q: -((q - PEAK) ** 2))
+    stats = optimum_stats(transform, beta)
+    assert stats.expected_quantile == pytest.approx(PEAK, rel=1e-12)
+    assert stats.expected_reward == pytest.approx(-beta / 2, rel=1e-9)
+    assert stats.log_partition == pytest.approx(0.5 * math.log(math.pi * beta), rel=1e-10)
+    assert stats.kl == pytest.approx(-0.5 - 0.5 * math.log(math.pi * beta), rel=1e-10)
+
+
+@pytest.mark.parametrize("beta", [1e-8, BETA_MIN, 1e-3])
+def test_mesh_resolves_a_laplace_optimum_at_a_kink(beta):
+    """f = -|t - c|: p* is Laplace(c, beta): Z = 2 beta, E[q] = c, E[f] = -beta, KL = -1 - log(2 beta).
+    The kink must be found to far below beta for Gauss-Legendre to stay accurate."""
+    transform = QuadratureTransform("kink_at_1_over_pi", lambda q: -(q - PEAK).abs())
+    stats = optimum_stats(transform, beta)
+    assert stats.expected_quantile == pytest.approx(PEAK, rel=1e-10)
+    assert stats.expected_reward == pytest.approx(-beta, rel=1e-8)
+    assert stats.log_partition == pytest.approx(math.log(2 * beta), rel=1e-10)
+    assert stats.kl == pytest.approx(-1 - math.log(2 * beta), rel=1e-9)
+
+
+@pytest.mark.parametrize("beta", [1e-9, BETA_MIN, 1e-3])
+def test_mesh_resolves_an_exponential_optimum_at_either_endpoint(beta):
+    """f = t (or 1 - t): p* = x e^{x t}/(e^x - 1) in a layer of width beta at 1 (or 0). For x >> 1:
+    E[q] = 1 - beta (beta), E[f] = 1 - beta, log Z = 1/beta + log beta, KL = -1 - log beta."""
+    for f, at_one in [(lambda q: q, True), (lambda q: 1 - q, False)]:
+        stats = optimum_stats(QuadratureTransform("linear", f), beta)
+        assert stats.expected_quantile == pytest.approx(1 - beta if at_one else beta, rel=1e-10)
+        assert stats.expected_reward == pytest.approx(1 - beta, rel=1e-12)
+        assert stats.log_partition == pytest.approx(1 / beta + math.log(beta), rel=1e-12)
+        assert stats.kl == pytest.approx(-1 - math.log(beta), rel=1e-9)
+
+
+def test_mesh_resolves_log_singularities_at_both_ends():
+    """f(t) = log t + log(1 - t) (infinite at both ends), beta = 1: p* = 6 t (1 - t) (Beta(2, 2)):
+    E[q] = 1/2, E[f] = 2 (psi(2) - psi(4)) = -5/3, log Z = log(1/6), KL = E[f] - log Z."""
+    transform = QuadratureTransform("log_both", lambda q: torch.log(q) + torch.log1p(-q), open_interval=True)
+    stats = optimum_stats(transform, 1.0)
+    assert stats.expected_quantile == pytest.approx(0.5, rel=1e-12)
+    assert stats.expected_reward == pytest.approx(-5 / 3, rel=1e-10)
+    assert stats.log_partition == pytest.approx(-math.log(6), rel=1e-10)
+    assert stats.kl == pytest.approx(-5 / 3 + math.log(6), rel=1e-9)
+
+
+def test_mesh_refuses_a_transform_that_is_nan_inside_the_interval():
+    transform = QuadratureTransform("half_nan", lambda q: torch.where(q > 0.5, torch.nan, q))
+    with pytest.raises(InputError, match=r"^transform 'half_nan' returns NaN inside \(0, 1\) \(at q = 0\.50001\)$"):
+        optimum_stats(transform, 1.0)
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_mesh_refuses_nan_or_plus_inf_at_a_node_the_coarse_grid_misses(bad):
+    """+inf or NaN only below 1e-13: the 1e-12 .. 1 - 1e-12 grid of an open-interval transform misses it, the
+    mesh (graded down to 2^-50) does not. Inside the error: the offending q."""
+    transform = QuadratureTransform("spike", lambda q: torch.where(q < 1e-13, bad, torch.log(q)), open_interval=True)
+    with pytest.raises(InputError, match=r"^transform 'spike' is NaN or \+inf at q = ([0-9.e-]+), inside \(0, 1\)$") as info:
+        optimum_stats(transform, 1.0)
+    q = float(info.value.args[0].split("q = ")[1].split(",")[0])
+    nodes, _ = np.polynomial.legendre.leggauss(20)  # the error names the smallest offending q: the first
+    assert q == pytest.approx((1 + nodes.min()) * 2.0**-51, rel=1e-12, abs=0.0)  # node of the piece [0, 2^-50]
+
+
+def test_a_transform_that_is_minus_inf_at_mesh_nodes_is_accepted():
+    """f = -inf on a set of positive measure just zeroes p* there: f = t for t >= 1/2, -inf below:
+    p* = x e^{x t}/(e^x - e^{x/2}) on [1/2, 1]; at beta = 1: E[q] = (e - e^{1/2}/2)/(e - e^{1/2}) - 1."""
+    transform = QuadratureTransform("half_minus_inf", lambda q: torch.where(q < 0.5, -torch.inf, q))
+    stats = optimum_stats(transform, 1.0)
+    e, h = math.e, math.exp(0.5)
+    assert stats.log_partition == pytest.approx(math.log(e - h), rel=1e-7)  # the kink at 1/2 is on no mesh edge
+    assert stats.expected_quantile == pytest.approx((e - h / 2) / (e - h) - 1, rel=1e-6)
+
+
+class _UnhashableSqrt(Transform):
+    """A user transform class with __eq__ and no __hash__: the mesh is not cached, yet still computed."""
+
+    name = "unhashable_sqrt"
+    __hash__ = None
+
+    def __eq__(self, other):
+        return isinstance(other, _UnhashableSqrt)
+
+    def f(self, q):
+        return torch.sqrt(q)
+
+    def log_partition(self, beta):
+        x = 1.0 / beta  # Z = 2 integral u e^{xu} du = 2 (e^x (x - 1) + 1)/x^2
+        return math.log(2 * (math.exp(x) * (x - 1) + 1) / x**2)
+
+
+def test_an_unhashable_transform_is_integrated_without_a_cache():
+    transform = _UnhashableSqrt()
+    for _ in range(2):
+        stats = optimum_stats(transform, 0.5)
+        _assert_stats_close(stats, vars(optimum_stats("sqrt", 0.5)), rel=1e-10)
+
+
+def test_mesh_is_cached_per_transform_object():
+    transform = QuadratureTransform("cached_square", lambda q: q * q)
+    calls = []
+    original = transform._f
+    transform._f = lambda q: (calls.append(1), original(q))[1]
+    first = optimum_stats(transform, 0.3)
+    count = len(calls)
+    assert optimum_stats(transform, 0.3) == first and optimum_stats(transform, 3.0).kl > 0
+    assert len(calls) == count  # f is evaluated once per transform, not once per beta
+
+
+def test_mesh_finds_a_narrow_interior_bump_between_coarse_grid_points():
+    """f = e^{-((t - c)/1e-4)^2} + t/2: the global max (~1.16) sits in a bump 1e-4 wide at c, which a coarse
+    grid would step over (the argmax then sits at t = 1, value 1/2); for beta = 1e-3 p* lives in the bump."""
+    c, width, beta = 0.3141592653589793, 1e-4, 1e-3
+    transform = QuadratureTransform("narrow_bump", lambda q: torch.exp(-(((q - c) / width) ** 2)) + q / 2)
+    f = lambda t: mpmath.exp(-(((t - c) / width) ** 2)) + t / 2  # noqa: E731
+    f_max = f(c + width**2 / 4)  # ~ the max (any shift near it serves: it cancels)
+    weight = lambda t: mpmath.exp((f(t) - f_max) / beta)  # noqa: E731
+    points = [0, *(c + k * width for k in (-5, -1, -0.1, 0, 0.1, 1, 5)), 1]
+    z = mpmath.quad(weight, points)
+    mean_q = mpmath.quad(lambda t: t * weight(t), points) / z
+    stats = optimum_stats(transform, beta)
+    assert stats.expected_quantile == pytest.approx(float(mean_q), rel=1e-9)
+    assert stats.log_partition == pytest.approx(float(f_max / beta + mpmath.log(z)), rel=1e-9)
+
+
+@pytest.mark.parametrize("beta", [0.05, 10.0, 1e3])
+def test_mesh_with_an_interior_peak_still_covers_the_whole_interval(beta):
+    """f = -(t - 0.7)^2 at moderate and large beta: p* spreads over all of [0, 1], including the stretches
+    far from the peak (E[q] -> 1/2 + ..., everything against mpmath)."""
+    transform = QuadratureTransform("bump_07", lambda q: -((q - 0.7) ** 2))
+    f = lambda t: -((t - mpmath.mpf("0.7")) ** 2)  # noqa: E731
+    weight = lambda t: mpmath.exp(f(t) / beta)  # noqa: E731
+    points = [0, 0.5, 0.7, 0.9, 1]
+    z = mpmath.quad(weight, points)
+    mean_f = mpmath.quad(lambda t: f(t) * weight(t), points) / z
+    reference = {"expected_quantile": mpmath.quad(lambda t: t * weight(t), points) / z, "expected_reward": mean_f,
+                 "kl": mean_f / beta - mpmath.log(z), "log_partition": mpmath.log(z)}
+    _assert_stats_close(optimum_stats(transform, beta), reference, rel=1e-7, log_z_abs=1e-13)
+
+
+def test_quadrature_refusal_message_names_beta_and_the_remedy():
+    clone = QuadratureTransform("normal_icdf_clone", torch.special.ndtri, open_interval=True)
+    with pytest.raises(InputError) as info:
+        optimum_stats(clone, 0.1)
+    assert str(info.value) == (
+        "at beta=0.1 the optimum of transform 'normal_icdf_clone' puts its mass within 1e-15 of q = 1, "
+        "beyond what quadrature in q resolves; use a larger beta (or a transform with a closed form)"
+    )
+
+
+@pytest.mark.parametrize("budget, message", [
+    ("much", "kl_budget must be a number; got 'much'"),
+    (None, "kl_budget must be a number; got None"),
+    (float("nan"), "kl_budget must be a number; got nan"),
+    (0.0, "kl_budget must be > 0 nats (KL(pi* || pi_ref) of any beta is positive); got 0.0"),
+    (-1, "kl_budget must be > 0 nats (KL(pi* || pi_ref) of any beta is positive); got -1"),
+])
+def test_beta_for_kl_error_messages(budget, message):
+    with pytest.raises(InputError) as info:
+        beta_for_kl("identity", budget)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("target", [0.5, 1.0, 1.2, 0.3])
+def test_beta_for_quantile_error_message_for_targets_outside_one_half_to_one(target):
+    with pytest.raises(InputError) as info:
+        beta_for_quantile("identity", target)
+    assert str(info.value) == (
+        "target_quantile must lie in (1/2, 1): 1/2 is pi_ref's own expected quantile (beta -> inf) and "
+        f"1 is reached only as beta -> 0; got {target!r}"
+    )
+    with pytest.raises(InputError, match=r"^target_quantile must be a number; got 'high'$"):
+        beta_for_quantile("identity", "high")
+
+
+@pytest.mark.parametrize("name", ["identity", "log", "normal_icdf"])
+def test_the_solvers_reachable_ranges_are_open_at_both_ends(name):
+    """The KL and E[q] of beta = BETA_MAX and BETA_MIN themselves are out of reach (the range is open), and
+    the message says what is reachable; just inside, the solver answers."""
+    for at in (BETA_MAX, BETA_MIN):
+        stats = optimum_stats(name, at)
+        with pytest.raises(InputError, match=r"nats is out of reach .* choose a budget inside that range$"):
+            beta_for_kl(name, stats.kl)
+        if 0.5 < stats.expected_quantile < 1.0:
+            with pytest.raises(InputError, match=r"is out of reach .* choose a target inside that range$"):
+                beta_for_quantile(name, stats.expected_quantile)
+    assert beta_for_kl(name, optimum_stats(name, BETA_MAX / 2).kl) == pytest.approx(BETA_MAX / 2, rel=1e-8)
+
+
+def test_the_out_of_reach_messages_in_full():
+    low, high = optimum_stats("identity", BETA_MAX).kl, optimum_stats("identity", BETA_MIN).kl
+    with pytest.raises(InputError) as info:
+        beta_for_kl("identity", 50.0)
+    assert str(info.value) == (
+        f"kl_budget=50 nats is out of reach for transform 'identity': for beta in [1e-06, 1e+06] its optimum's "
+        f"KL(pi* || pi_ref) ranges over ({low:.3g}, {high:.4g}) nats; choose a budget inside that range"
+    )
+    low, high = optimum_stats("identity", BETA_MAX).expected_quantile, optimum_stats("identity", BETA_MIN).expected_quantile
+    with pytest.raises(InputError) as info:
+        beta_for_quantile("identity", 1 - 1e-9)
+    assert str(info.value) == (
+        f"target_quantile=1 is out of reach for transform 'identity': for beta in [1e-06, 1e+06] its optimum's "
+        f"E[q] ranges over ({low:.8g}, {high:.8g}); choose a target inside that range"
+    )
+
+
+@pytest.mark.parametrize("name", ["identity", "sqrt", "normal_icdf"])
+def test_beta_for_kl_inverts_kl_to_1e_minus_11_across_twelve_decades(name):
+    for beta in np.logspace(-5.5, 5.5, 23):
+        assert beta_for_kl(name, optimum_stats(name, float(beta)).kl) == pytest.approx(float(beta), rel=1e-11)
+
+
+@pytest.mark.parametrize("beta", ["abc", None, [0.1], -0.5, float("nan")])
+def test_a_beta_that_is_not_a_positive_number_is_an_input_error(beta):
+    with pytest.raises(InputError) as info:
+        optimum_stats("identity", beta)
+    assert str(info.value) == f"beta must be a positive finite number; got {beta!r}"
+
+
+def test_quadrature_answers_while_under_1e_minus_7_of_the_mass_is_in_the_last_resolved_piece():
+    """normal_icdf without its closed form: the last piece before the float cut-off at q = 1 is
+    [1 - 2^-49, 1 - 2^-50]; the optimum is refused once it holds more than 1e-7 of p*'s mass (beta ~0.35),
+    and answered (to ~that mass, relative) just above."""
+    clone = QuadratureTransform("normal_icdf_clone", torch.special.ndtri, open_interval=True)
+    with pytest.raises(InputError, match="within 1e-15 of q = 1"):
+        optimum_stats(clone, 0.34)  # last piece: 1.5e-7 of the mass
+    stats = optimum_stats(clone, 0.355)  # 8e-8 (and 1.2e-7 in the piece before it)
+    _assert_stats_close(stats, vars(optimum_stats("normal_icdf", 0.355)), rel=2e-5)
