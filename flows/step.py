@@ -29,7 +29,7 @@ from prefect.cache_policies import NONE
 from prefect.states import Completed
 
 from flows import tasks
-from flows.dispatch import DEPLOYMENT, DISPATCHABLE, check_dispatch, dispatch_section  # noqa: F401  (check_dispatch re-exported)
+from flows.dispatch import DEPLOYMENT, DISPATCHABLE, RESULT_ARTIFACT, check_dispatch, dispatch_section  # noqa: F401  (check_dispatch re-exported)
 from qrpo.artifacts import ArtifactStore
 from qrpo.config import Sections
 from qrpo.errors import InputError
