@@ -36,7 +36,7 @@ def _check_ties(ties: str) -> None:
 def _check_finite(name: str, values: np.ndarray | torch.Tensor) -> None:
     finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
     if not bool(finite.all()):
-        bad = (~finite).reshape(len(values), -1).any(axis=1) if values.ndim else ~finite
+        bad = (~finite).reshape(len(values), -1).any(axis=1)  # [N] rows with any bad value (values are 1-D or 2-D)
         rows = np.flatnonzero(np.asarray(bad))
         raise ValueError(
             f"{name} has non-finite values (NaN or inf) in {len(rows)} row(s), first at row {rows[0]}; "

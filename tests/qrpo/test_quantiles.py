@@ -236,3 +236,55 @@ def test_unknown_tie_policy_lists_the_choices():
         quantile_rewards(torch.zeros(1), torch.zeros(1, 1), ties="average")
     with pytest.raises(ValueError, match="unknown tie policy 'average'; choose one of le, lt, mid"):
         quantile_table(np.zeros(1), np.zeros((1, 1)), ties="average")
+
+
+def test_error_messages_in_full():
+    with pytest.raises(ValueError) as err:
+        quantile_table(np.array([0.0, np.nan, np.inf]), np.zeros((3, 1)))
+    assert str(err.value) == ("rewards has non-finite values (NaN or inf) in 2 row(s), first at row 1; "
+                              "re-score those completions or drop them before building quantiles")
+    refs = torch.zeros(3, 2)
+    refs[1, 0] = refs[1, 1] = refs[2, 1] = float("nan")  # two bad values in row 1 count as one row
+    with pytest.raises(ValueError) as err:
+        quantile_rewards(torch.zeros(3), refs)
+    assert str(err.value).startswith("ref_rewards has non-finite values (NaN or inf) in 2 row(s), first at row 1; ")
+    with pytest.raises(ValueError) as err:
+        quantile_rewards(torch.zeros(3), torch.zeros(3, 0))
+    assert str(err.value) == "ref_rewards has no reference completions (M = 0); sample at least one per prompt"
+
+
+# --- inputs that are not float arrays -----------------------------------------------------------------
+
+
+def test_integer_rewards_and_reference_rewards_are_taken_as_numbers():
+    refs = [[1, 2, 3], [0, 0, 5]]
+    expected = [2 / 3, 2 / 3]
+    assert quantile_table(np.array([2, 0]), np.array(refs)).tolist() == expected
+    assert quantile_table([2, 0], refs).tolist() == expected
+    assert quantile_table(np.array([2, 0]), pa.array(refs, type=pa.list_(pa.int64()))).tolist() == expected
+    assert quantile_table(np.array([2, 0]), pa.array([[1, 2, 3], [0, 5]])).tolist() == [2 / 3, 1 / 2]  # ragged ints
+
+
+def test_decimal_arrow_reference_rewards_are_converted_to_floats():
+    from decimal import Decimal
+
+    refs = pa.array([[Decimal("0.5"), Decimal("1.5")], [Decimal("2.0")]], type=pa.list_(pa.decimal128(4, 2)))
+    assert quantile_table(np.array([1.0, 3.0]), refs).tolist() == [0.5, 1.0]
+
+
+def test_missing_values_inside_rows_are_refused_as_non_finite_not_crashed_on():
+    """None inside a list (an unscored reference completion) becomes NaN and gets the usual error."""
+    with pytest.raises(ValueError, match=r"ref_rewards has non-finite values \(NaN or inf\), first in row 1"):
+        quantile_table(np.zeros(2), pa.array([[1.0, 2.0], [3.0, None]]))
+    with pytest.raises(ValueError, match=r"ref_rewards has non-finite values \(NaN or inf\), first in row 0"):
+        quantile_table(np.zeros(2), [[1.0, None], [3.0, 4.0]])
+    with pytest.raises(ValueError, match=r"rewards has non-finite values \(NaN or inf\) in 1 row\(s\), first at row 1"):
+        quantile_table([1.0, None], np.zeros((2, 2)))
+
+
+def test_clamp_moves_a_cpu_reference_count_to_the_quantiles_device():
+    """The trainer's quantiles live on the policy's device; a per-row count may come from the CPU
+    table. The meta device stands in for a GPU here (tests/gpu covers cuda)."""
+    q = torch.zeros(3, device="meta")
+    out = clamp_quantiles(q, torch.tensor([2.0, 4.0, 8.0]))
+    assert out.device.type == "meta" and out.shape == (3,)
