@@ -14,7 +14,7 @@ import typing
 from typing import Any
 
 from qrpo.config import MODEL_TARGETS, REWARD_TARGETS, SAMPLER_TARGETS, AlgorithmConfig, algorithm_section, check_type
-from qrpo.errors import InputError
+from qrpo.errors import InputError, UnknownKeyError
 
 
 def locate(key: str, target: Any) -> Any:
@@ -52,6 +52,14 @@ def check_arguments(section: str, target: Any, kwargs: dict[str, Any]) -> None:
     `algorithm.beta=abc` says "algorithm.beta must be a number or null; got 'abc'"."""
     function = target.__init__ if inspect.isclass(target) else target
     try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        parameters = None
+    if parameters is not None and not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        valid = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+        if unknown := [name for name in kwargs if name not in valid]:
+            raise UnknownKeyError(section, unknown, valid)
+    try:
         hints = typing.get_type_hints(function)
     except Exception:  # annotations that do not resolve: nothing to check against
         return
@@ -69,7 +77,9 @@ def build_algorithm(section: AlgorithmConfig | dict) -> Any:
     check_arguments("algorithm", target, section.arguments)
     try:
         return target(**copy.deepcopy(section.arguments))
-    except Exception as err:  # an unknown keyword (TypeError), a value the class refuses (ValueError, InputError)
+    except UnknownKeyError:  # already names the key and the valid ones
+        raise
+    except Exception as err:  # a value the class refuses (ValueError, InputError), a missing argument (TypeError)
         raise InputError(f"algorithm ({section._target_}): {err}") from None
 
 

@@ -27,6 +27,7 @@ those) half a grid step inside, so no finite target is ever moved.
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import Callable
@@ -279,12 +280,23 @@ def available_transforms() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _check_known(name: str) -> None:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown transform {name!r}; choose one of {', '.join(available_transforms())}")
+
+
+def transform_parameters(name: str) -> list[str]:
+    """The keyword parameters transform `name` is built with (`scaled_normal_icdf`: mu, sigma; most: none)."""
+    _check_known(name)
+    return [p.name for p in inspect.signature(_REGISTRY[name]).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 def get_transform(name: str | Transform, **params) -> Transform:
     """The transform called `name` (built with `params`, e.g. mu and sigma), or `name` if it is one."""
     if isinstance(name, Transform):
         return name
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown transform {name!r}; choose one of {', '.join(available_transforms())}")
+    _check_known(name)
     try:
         return _REGISTRY[name](**params)
     except TypeError as err:

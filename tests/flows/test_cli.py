@@ -31,6 +31,9 @@ from flows.cli import run
         # algorithm: arguments are checked against the class's annotations; _target_ must import
         (["algorithm.beta=abc"], "algorithm.beta must be a number or null; got 'abc'"),
         (["algorithm=dpo", "algorithm.beta=abc"], "algorithm.beta must be a number; got 'abc'"),
+        (["+algorithm.bta=0.1"], "unknown key algorithm.bta; valid keys: beta, transform, loss_type, kl_budget, target_quantile"),
+        (["algorithm=dpo", "+algorithm.gamma=1"], "unknown key algorithm.gamma; valid keys: beta"),
+        (["algorithm.transform=scaled_normal_icdf", "+algorithm.muu=1"], "unknown key algorithm.muu; valid keys: beta, transform, loss_type, kl_budget, target_quantile, mu, sigma"),
         (["algorithm._target_=qrpo.algorithms.Nope"], "algorithm._target_='qrpo.algorithms.Nope': qrpo.algorithms has no attribute 'Nope'"),
         # dataset
         (["dataset.eval_fraction=abc"], "dataset.eval_fraction must be a number; got 'abc'"),

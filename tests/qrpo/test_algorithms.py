@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from qrpo.algorithms import DPO, QRPO, REBEL, SFT, PairBatch, PointwiseBatch, PreferenceBatch, SimPO
+from qrpo.errors import UnknownKeyError
 from qrpo.optimum import beta_for_kl, beta_for_quantile, optimum_stats
 from qrpo.transforms import get_transform
 
@@ -311,11 +312,21 @@ def test_qrpo_refuses_both_budgets_and_no_beta_at_all():
     assert str(err.value) == "QRPO needs algorithm.beta, algorithm.kl_budget or algorithm.target_quantile"
 
 
-def test_qrpo_refuses_an_unknown_transform_and_unknown_transform_parameters():
+def test_qrpo_refuses_an_unknown_transform_and_names_an_unknown_key_with_the_valid_ones():
     with pytest.raises(ValueError, match="unknown transform 'cube'"):
         QRPO(beta=0.1, transform="cube")
-    with pytest.raises(ValueError, match=r"transform 'identity' does not take parameters \['mu'\]"):
-        QRPO(beta=0.1, mu=1.0)
+    with pytest.raises(UnknownKeyError) as err:
+        QRPO(beta=0.1, bta=1.0)  # Hydra's +algorithm.bta=1: neither QRPO's key nor the transform's
+    assert str(err.value) == "unknown key algorithm.bta; valid keys: beta, transform, loss_type, kl_budget, target_quantile"
+    with pytest.raises(UnknownKeyError) as err:
+        QRPO(beta=0.1, transform="scaled_normal_icdf", mu=1.0, sgma=2.0, x=1)
+    assert str(err.value) == ("unknown keys algorithm.sgma, algorithm.x; valid keys: "
+                              "beta, transform, loss_type, kl_budget, target_quantile, mu, sigma")
+
+
+def test_qrpo_accepts_a_transform_instance_with_no_parameters_to_check():
+    transform = get_transform("scaled_normal_icdf", mu=2.0)
+    assert QRPO(beta=1.0, transform=transform)._transform is transform
 
 
 @pytest.mark.parametrize("make", [lambda b: QRPO(beta=b), DPO, SimPO, REBEL], ids=["qrpo", "dpo", "simpo", "rebel"])

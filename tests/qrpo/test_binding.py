@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 from flows.config import compose_config
-from qrpo.binding import build, cache_section, locate, target_of
+from qrpo.binding import build, build_algorithm, cache_section, locate, target_of
 from qrpo.config import MODEL_TARGETS, REWARD_TARGETS, SAMPLER_TARGETS, ModelConfig, RewardConfig, build_section
-from qrpo.errors import InputError
+from qrpo.errors import InputError, UnknownKeyError
 from qrpo.rewards import VaderReward, build_reward
 
 
@@ -81,3 +81,30 @@ def test_naming_the_built_in_target_keeps_the_cache_key_of_the_section():
     assert cache_section("reward", mine) == mine
     model = compose_config(["model=tiny"])["model"]
     assert "_target_" not in cache_section("model", model) and "_target_" in model
+
+
+class _Scaled:
+    def __init__(self, beta: float, scale: float = 1.0):
+        self.beta, self.scale = beta, scale
+
+
+class _Open:
+    def __init__(self, beta: float, **extra):
+        self.beta, self.extra = beta, extra
+
+
+def test_an_unknown_algorithm_key_is_named_with_the_valid_keys_of_its_class():
+    target = f"{__name__}._Scaled"
+    with pytest.raises(UnknownKeyError) as err:
+        build_algorithm({"_target_": target, "beta": 0.1, "scal": 2.0})
+    assert str(err.value) == "unknown key algorithm.scal; valid keys: beta, scale"
+    assert build_algorithm({"_target_": target, "beta": 0.1, "scale": 2.0}).scale == 2.0
+
+
+def test_a_class_taking_any_keyword_gets_every_key_and_a_missing_argument_names_the_target():
+    built = build_algorithm({"_target_": f"{__name__}._Open", "beta": 0.1, "anything": 3})
+    assert built.extra == {"anything": 3}
+    with pytest.raises(InputError) as err:
+        build_algorithm({"_target_": f"{__name__}._Scaled", "scale": 2.0})
+    assert str(err.value).startswith(f"algorithm ({__name__}._Scaled): ") and "beta" in str(err.value)
+    assert not isinstance(err.value, UnknownKeyError)
