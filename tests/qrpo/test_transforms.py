@@ -25,6 +25,7 @@ from qrpo.transforms import (
     check_beta,
     get_transform,
     register_transform,
+    transform_parameters,
 )
 
 mpmath.mp.dps = 30
@@ -530,3 +531,14 @@ def test_user_normal_quantile_by_quadrature_agrees_with_the_closed_form(beta):
     """The user's own Phi^{-1} (+inf at 1, -inf at 0) by quadrature: log Z = 1/(2 beta^2)."""
     transform = QuadratureTransform("test_ndtri", torch.special.ndtri, open_interval=True)
     _assert_close_relative(transform.log_partition(beta), get_transform("normal_icdf").log_partition(beta))
+
+
+def test_transform_parameters_are_the_keywords_each_transform_is_built_with():
+    assert {name: transform_parameters(name) for name in ("identity", "log", "normal_icdf", "scaled_normal_icdf")} == {
+        "identity": [], "log": [], "normal_icdf": [], "scaled_normal_icdf": ["mu", "sigma"]}
+    name = f"test_parameters_{next(_FRESH)}"
+    register_transform(name, lambda q: q)
+    assert transform_parameters(name) == []
+    with pytest.raises(ValueError) as err:
+        transform_parameters("cubic")
+    assert str(err.value) == f"unknown transform 'cubic'; choose one of {', '.join(available_transforms())}"
