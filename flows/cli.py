@@ -34,9 +34,7 @@ def run(overrides: list[str]) -> dict | list[dict]:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if arms:
-        rows = run_compare(overrides, arms, run_flow)
-        print("\n" + format_comparison(rows))
-        return rows
+        return run_compare(overrides, arms, run_flow)  # prints the comparison at its end, as a sweep does
     return run_flow(overrides, config, sections)
 
 
@@ -60,12 +58,6 @@ def run_flow(overrides: list[str], config: dict, sections=None) -> dict:
     return summary
 
 
-def format_comparison(rows: list[dict]) -> str:
-    """experiment=compare's table as printed: one row per arm, the gain with its 95% interval, KL (k3)."""
-    from flows.compare import to_markdown
-
-    columns = ["run", "method", "beta", "reward", "gain", "gain_ci_low", "gain_ci_high", "kl", "win_rate", "status"]
-    return "comparison (held-out reporting half; gain = reward - reference reward, 95% interval):\n" + to_markdown(rows, columns)
 
 
 def prefect_ui_command(flow_run_id: str) -> str:

@@ -1,15 +1,15 @@
 """Compare MLflow runs: the per-sweep table logged to a sweep's parent run, and `qrpo-compare`, the
-paper-style results table (method x dataset) from any set of runs.
+paper-style results table (method x model x dataset) from any set of runs.
 
     qrpo-compare                                   # every finished run of the `qrpo` experiment
-    qrpo-compare --parent-run <run id>             # the children of one sweep
+    qrpo-compare --parent-run <run id>             # one sweep: every child, then the best of each method
     qrpo-compare --experiment qrpo --filter "tags.model = 'smollm2-135m'" --out results/
     qrpo-compare --tracking-uri sqlite:////data/qrpo/mlflow.db
 
 Runs are read by metric name, so a metric a run did not log is a blank cell, never an error:
 eval/reward_mean (reward), eval/reward_lc_mean (length-controlled reward), eval/kl_k3 (KL), eval/win_rate_vs_ref,
 eval/alpaca_eval_lc_win_rate and eval/alpaca_eval_win_rate (AlpacaEval LC / WR), eval/leetcode_pass_rate (LeetCode).
-For each (method, dataset) the best configuration is the one with the highest selection-half reward
+For each (method, model, dataset) the best configuration is the one with the highest selection-half reward
 eval_selection/reward_mean (`qrpo.evaluation.select_run`); its reporting-half numbers fill the cell. A run
 without a finite eval_selection/reward_mean takes no part in the choice (its reporting-half numbers would
 bias the pick upwards): it is excluded and named on a line under the table.
@@ -42,6 +42,8 @@ RESULT_COLUMNS = [
     ("alpaca_lc", "metric:eval/alpaca_eval_lc_win_rate"), ("alpaca_wr", "metric:eval/alpaca_eval_win_rate"),
     ("pass_rate", "metric:eval/leetcode_pass_rate"),
 ]
+SWEEP_TABLE_COLUMNS = ["run", "method", "beta", "lr", "M", "K", "reward", "gain", "gain_ci_low", "gain_ci_high", "lc_reward",
+                       "kl", "win_rate", "status"]  # SWEEP_COLUMNS as printed (no run_id)
 SELECTION = "reward_mean"  # chosen on the selection half only (qrpo/evaluation/selection.py)
 SELECTION_METRIC = f"eval_selection/{SELECTION}"
 
@@ -94,6 +96,13 @@ def to_csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     for row in rows:
         writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
     return out.getvalue()
+
+
+def format_comparison(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """The comparison as printed after experiment=compare and after a sweep: one row per run, the gain with
+    its 95% interval, KL (k3)."""
+    return ("comparison (held-out reporting half; gain = reward - reference reward, 95% interval):\n"
+            + to_markdown(rows, columns or SWEEP_TABLE_COLUMNS))
 
 
 def _sort_key(value: Any) -> tuple:
@@ -161,19 +170,26 @@ def selectable(run) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def identity(run) -> tuple[str, str, str]:
+    """What one results row stands for: (method, model, dataset). Runs of different models are never
+    folded into one row, whatever else they share."""
+    tags = run.data.tags
+    return field(run, "method") or "?", tags.get("model", "?"), tags.get("dataset", "?")
+
+
 def results_table(runs: Iterable) -> list[dict[str, Any]]:
-    """One row per (method, dataset): the best configuration by the selection-half reward, with its numbers.
-    Runs without it (`excluded_from_selection`) take no part; a group with none of them has no row."""
+    """One row per (method, model, dataset): the best configuration by the selection-half reward, with its
+    numbers. Runs without it (`excluded_from_selection`) take no part; a group with none of them has no row."""
     from qrpo.evaluation.selection import select_run
 
-    groups: dict[tuple[str, str], list] = {}
+    groups: dict[tuple[str, str, str], list] = {}
     for run in runs:
         if selectable(run):
-            groups.setdefault((field(run, "method") or "?", run.data.tags.get("dataset", "?")), []).append(run)
+            groups.setdefault(identity(run), []).append(run)
     rows = []
-    for (method, dataset), members in sorted(groups.items()):
+    for (method, model, dataset), members in sorted(groups.items()):
         run = members[select_run([m.data.metrics for m in members], SELECTION)[0]]
-        row = {"method": method, "dataset": dataset}
+        row = {"method": method, "model": model, "dataset": dataset}
         row.update({column: field(run, source) for column, source in RESULT_COLUMNS})
         row.update({"beta": field(run, "param:algorithm.beta"), "lr": field(run, "param:train.learning_rate"),
                     "M": field(run, "param:sampler.num_ref_samples"), "selected_by": SELECTION_METRIC, "run_id": run.info.run_id})
@@ -190,8 +206,7 @@ def excluded_line(runs: list) -> str:
     """One line naming the excluded runs and why (empty when none)."""
     if not runs:
         return ""
-    names = ", ".join(f"{run.info.run_id} ({run.info.run_name}, {field(run, 'method') or '?'}/{run.data.tags.get('dataset', '?')})"
-                      for run in runs)
+    names = ", ".join(f"{run.info.run_id} ({run.info.run_name}, {'/'.join(identity(run))})" for run in runs)
     return (f"excluded from selection: {len(runs)} run(s) without a finite {SELECTION_METRIC} "
             f"(selection uses the selection half only, never the reporting-half eval/ numbers): {names}")
 
@@ -246,12 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows, excluded = results_table(runs), excluded_line(excluded_from_selection(runs))
+    sweep = ""
+    if args.parent_run:  # the sweep itself, every finished child, before the best of each (method, model, dataset)
+        children = sorted(runs, key=lambda r: r.info.start_time)
+        sweep = (f"sweep {args.parent_run}: {len(children)} finished run(s)\n"
+                 + format_comparison(rows_of(children)) + "\nbest per (method, model, dataset), "
+                 f"selected by {SELECTION_METRIC}:\n")
     if not rows:
         print(f"error: no finished run with a finite {SELECTION_METRIC} matches; check --experiment / --parent-run / --filter"
               + (f"; {excluded}" if excluded else ""), file=sys.stderr)
         return 2
     markdown = to_markdown(rows) + (f"\n{excluded}\n" if excluded else "")
-    print(markdown, end="")
+    print(sweep + markdown, end="")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

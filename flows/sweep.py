@@ -128,6 +128,10 @@ class SweepCallback(Callback):
         self.client.set_terminated(self.parent_id, status)
         from qrpo.tracking import mlflow_ui_command
 
+        from flows.compare import format_comparison
+
+        if self.rows:
+            print("\n" + format_comparison(self.rows))
         print(f"sweep: {len(children)} children logged to parent run {self.parent_id} (comparison/comparison.md)\n"
               f"  MLflow: {mlflow_ui_command()}   then open http://127.0.0.1:5000")
         self._forget()

@@ -134,6 +134,15 @@ def test_multirun_makes_one_parent_run_with_four_children(sweep):
     assert grid == [("0.1", "2"), ("0.1", "4"), ("0.2", "2"), ("0.2", "4")]
 
 
+def test_a_sweep_prints_its_comparison_table_one_row_per_child(sweep):
+    _, _, _, runs, proc = sweep
+    printed = proc.stdout.split("comparison (held-out reporting half")[1].split("\nsweep: ")[0]
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| run | method | beta | lr | M | K | reward | gain |")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(rows) == 1 + 4 and all(f"| {r.info.run_name} |" in printed for r in children)
+
+
 @pytest.mark.slow
 def test_parent_run_carries_the_comparison_table_and_plots(sweep):
     _, _, client, runs, _ = sweep

@@ -10,8 +10,8 @@ from mlflow.tracking import MlflowClient
 from flows.compare import main
 
 
-def log_run(client, experiment_id, *, algorithm, dataset, beta, metrics, parent=None, status="FINISHED"):
-    tags = {"algorithm": algorithm, "dataset": dataset}
+def log_run(client, experiment_id, *, algorithm, dataset, beta, metrics, parent=None, status="FINISHED", model="smollm2"):
+    tags = {"algorithm": algorithm, "dataset": dataset, "model": model}
     if parent:
         tags["mlflow.parentRunId"] = parent
     run = client.create_run(experiment_id, tags=tags)
@@ -53,6 +53,9 @@ def _fill(uri, tmp_path):
         # a (method, dataset) with no selection-half metrics at all: no row, never one picked on eval/ numbers
         "simpo_no_selection": log_run(client, exp, algorithm="simpo", dataset="chat", beta=2.5, metrics={
             "eval/reward_mean": 0.70, "eval/kl_k3": 0.4}),
+        # the same method and data on another model: a row of its own, never folded into smollm2's
+        "qrpo_other_model": log_run(client, exp, algorithm="qrpo", dataset="chat", beta=0.1, model="tiny", metrics={
+            "eval_selection/reward_mean": 0.90, "eval/reward_mean": 0.95, "eval/kl_k3": 0.2}),
         "qrpo_failed": log_run(client, exp, algorithm="qrpo", dataset="chat", beta=1.0, status="FAILED", metrics={
             "eval_selection/reward_mean": 9.0, "eval/reward_mean": 9.0}),
     }
@@ -66,8 +69,11 @@ def rows_of(text):
 def test_compare_picks_the_best_config_by_the_selection_half_and_leaves_missing_metrics_blank(store, tmp_path, capsys):
     _, _, _, ids = store
     assert main(["--experiment", "paper", "--out", str(tmp_path / "out")]) == 0
-    rows = {(r["method"], r["dataset"]): r for r in rows_of((tmp_path / "out" / "results.csv").read_text())}
-    assert set(rows) == {("qrpo", "chat"), ("dpo", "chat"), ("dpo", "code")}, "simpo has no selection-half run: no row"
+    rows = {(r["method"], r["model"], r["dataset"]): r for r in rows_of((tmp_path / "out" / "results.csv").read_text())}
+    assert set(rows) == {("qrpo", "smollm2", "chat"), ("qrpo", "tiny", "chat"), ("dpo", "smollm2", "chat"),
+                         ("dpo", "smollm2", "code")}, "simpo has no selection-half run: no row; each model its own row"
+    assert rows[("qrpo", "tiny", "chat")]["run_id"] == ids["qrpo_other_model"]
+    rows = {(method, dataset): row for (method, model, dataset), row in rows.items() if model == "smollm2"}
     qrpo = rows[("qrpo", "chat")]
     assert qrpo["run_id"] == ids["qrpo_b"] and float(qrpo["beta"]) == 0.3, "chosen by eval_selection, not the test half"
     assert float(qrpo["reward"]) == 0.35 and float(qrpo["lc_reward"]) == 0.33
@@ -80,11 +86,11 @@ def test_compare_picks_the_best_config_by_the_selection_half_and_leaves_missing_
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert markdown == capsys.readouterr().out.split("written:")[0]
     table, note = markdown.split("\n\n")
-    assert table.startswith("| method | dataset | reward | lc_reward | kl |") and table.count("\n") == 4
+    assert table.startswith("| method | model | dataset | reward | lc_reward | kl |") and table.count("\n") == 5
     excluded = [line for line in note.splitlines() if line.startswith("excluded from selection:")]
     assert len(excluded) == 1 and "2 run(s) without a finite eval_selection/reward_mean" in excluded[0]
     assert ids["dpo_no_selection"] in excluded[0] and ids["simpo_no_selection"] in excluded[0]
-    assert "dpo/chat" in excluded[0] and "simpo/chat" in excluded[0]
+    assert "dpo/smollm2/chat" in excluded[0] and "simpo/smollm2/chat" in excluded[0]
     assert not any(ids[k] in excluded[0] for k in ("qrpo_a", "qrpo_b", "dpo_chat", "dpo_code")), "only the runs left out"
 
 
@@ -97,10 +103,17 @@ def test_compare_with_only_unselectable_runs_is_an_error_naming_them(store, caps
 
 
 def test_compare_filters_by_parent_run_and_by_tag(store, tmp_path, capsys):
-    _, _, parent, ids = store
+    _, client, parent, ids = store
     assert main(["--parent-run", parent, "--out", str(tmp_path / "p")]) == 0
     rows = rows_of((tmp_path / "p" / "results.csv").read_text())
     assert [(r["method"], r["run_id"]) for r in rows] == [("qrpo", ids["qrpo_b"])]
+    printed = capsys.readouterr().out  # the sweep itself first: both finished children, then the best one
+    sweep, best = printed.split("best per (method, model, dataset)")
+    assert sweep.startswith(f"sweep {parent}: 2 finished run(s)\ncomparison (held-out reporting half")
+    children = [line for line in sweep.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    names = [client.get_run(ids[key]).info.run_name for key in ("qrpo_a", "qrpo_b")]
+    assert [row.split(" | ")[0] for row in children] == [f"| {name}" for name in names], "one row per child, in start order"
+    assert best.count("\n| qrpo | smollm2 | chat |") == 1
     assert main(["--experiment", "paper", "--filter", "tags.dataset = 'code'", "--out", str(tmp_path / "t")]) == 0
     assert [r["run_id"] for r in rows_of((tmp_path / "t" / "results.csv").read_text())] == [ids["dpo_code"]]
 
