@@ -32,7 +32,7 @@ from flows.termination import stop_if_terminated
 from qrpo import data, evaluation, logprobs, models, report, sampling, trainer
 from qrpo import training_data as training_data_lib
 from qrpo.artifacts import Artifact, ArtifactStore, write_table
-from qrpo.binding import build_algorithm, cache_section, locate  # noqa: F401  (tasks.build_algorithm: the pipeline)
+from qrpo.binding import build_algorithm, cache_section, declares, locate  # noqa: F401  (tasks.build_algorithm: the pipeline)
 from qrpo.config import (
     AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
     SamplerConfig, TrainConfig, algorithm_section, composed,
@@ -257,13 +257,13 @@ def eval_logps(evals: EvalConfig, store: ArtifactStore, model_key: str, train_ke
 def evaluate(evals: EvalConfig, reward: RewardConfig, store: ArtifactStore, logps_key: str, eval_ref_key: str, dataset_key: str,
              run_id: str):
     """Metrics of the policy's samples against the reference's on the same eval prompts: reporting half
-    under eval/..., selection half under eval_selection/... (and LeetCode pass rates on the code task:
-    `reward.kind` is code_tests)."""
+    under eval/..., selection half under eval_selection/... (and LeetCode pass rates when the reward
+    declares `yields_pass_rates`, as the code_tests reward does)."""
 
     def build(out, _):
         policy, reference = store.require("eval_logps", logps_key).table(), store.require("rewards", eval_ref_key).table()
         metrics = evaluation.evaluate_halves(policy, reference, evals.split_seed, evals.lc_fit_on)
-        if reward.kind == "code_tests":  # pass rates of the policy, and of pi_ref (ref_...) on the same problems
+        if declares("reward", reward, "yields_pass_rates"):  # pass rates of the policy, and of pi_ref (ref_...) on the same problems
             problems = store.require("dataset", dataset_key).table()
             metrics.update(evaluation.leetcode_metrics(policy, problems, evals.split_seed))
             metrics.update({k.replace("/", "/ref_", 1): v for k, v in

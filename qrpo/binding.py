@@ -97,6 +97,16 @@ def build(section: str, cfg: Any, *args: Any) -> Any:
     return locate(f"{section}._target_", target_of(section, cfg))(cfg, *args)
 
 
+def declares(section: str, cfg: Any, capability: str) -> bool:
+    """Whether the class a section's `_target_` builds declares `capability` (e.g. a reward's
+    `yields_pass_rates`), read without building it: the class of a `Class.from_config` target, or an
+    attribute set on a plain function target; False when neither says."""
+    obj = locate(f"{section}._target_", target_of(section, cfg))
+    owner = getattr(obj, "__self__", None)  # a classmethod bound to its class
+    owner = owner if inspect.isclass(owner) else obj
+    return bool(getattr(owner, capability, False))
+
+
 def cache_section(section: str, values: dict[str, Any]) -> dict[str, Any]:
     """The section as an artifact key hashes it: a `_target_` that only repeats the built-in of the
     choice is left out, so naming it in conf/ changed no cache key; your own `_target_` is kept."""

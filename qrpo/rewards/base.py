@@ -16,6 +16,10 @@ import pyarrow as pa
 
 
 class RewardModel(ABC):
+    # True: the rewards are unit-test pass rates in [0, 1]; evaluation then adds the LeetCode metrics
+    # (eval/leetcode_pass_rate, ...). Read from the class the reward's `_target_` names, before any build.
+    yields_pass_rates: bool = False
+
     @abstractmethod
     def score(self, prompts: list[str], completions: list[str]) -> np.ndarray:
         """float64 [N] rewards of completions[i] as an answer to prompts[i]."""

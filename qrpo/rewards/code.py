@@ -74,6 +74,8 @@ def _test_cases(row: dict, max_tests: int):
 class CodeTestsReward(RewardModel):
     """Fraction of the prompt row's test cases passed by the completion's program, in [0, 1]."""
 
+    yields_pass_rates = True
+
     def __init__(self, sandbox: Sandbox, code_block: str = "last", max_tests: int = 0):
         if code_block not in CODE_BLOCKS:
             raise InputError(f"reward.code_block={code_block!r} is not one of {', '.join(CODE_BLOCKS)}")

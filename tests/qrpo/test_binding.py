@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from flows.config import compose_config
-from qrpo.binding import build, build_algorithm, cache_section, locate, target_of
+from qrpo.binding import build, build_algorithm, cache_section, declares, locate, target_of
 from qrpo.config import MODEL_TARGETS, REWARD_TARGETS, SAMPLER_TARGETS, ModelConfig, RewardConfig, build_section
 from qrpo.errors import InputError, UnknownKeyError
 from qrpo.rewards import VaderReward, build_reward
@@ -108,3 +108,19 @@ def test_a_class_taking_any_keyword_gets_every_key_and_a_missing_argument_names_
         build_algorithm({"_target_": f"{__name__}._Scaled", "scale": 2.0})
     assert str(err.value).startswith(f"algorithm ({__name__}._Scaled): ") and "beta" in str(err.value)
     assert not isinstance(err.value, UnknownKeyError)
+
+
+class _PassRateReward:
+    yields_pass_rates = True
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls()
+
+
+def test_a_reward_declares_pass_rates_on_its_class_and_evaluation_reads_it_without_building():
+    assert declares("reward", RewardConfig(name="r", kind="code_tests"), "yields_pass_rates") is True
+    assert declares("reward", RewardConfig(name="r", kind="vader"), "yields_pass_rates") is False
+    assert declares("reward", RewardConfig(name="r", kind="sequence_classifier"), "yields_pass_rates") is False  # a plain function
+    own = RewardConfig(name="r", kind="callable", _target_=f"{__name__}._PassRateReward.from_config")
+    assert declares("reward", own, "yields_pass_rates") is True, "a reward of your own gets LeetCode metrics by declaring it"
