@@ -11,33 +11,16 @@ row's `answer` column (a GSM8K-style exact-answer check), else 0.0.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 
 import numpy as np
 
+from qrpo.binding import locate
 from qrpo.errors import InputError
 from qrpo.rewards.base import RewardModel
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def import_function(path: str):
-    """The callable named by "module:function" or "module.function", or one InputError saying why not."""
-    module_name, sep, name = path.partition(":")
-    if not sep:
-        module_name, _, name = path.rpartition(".")
-    if not module_name or not name:
-        raise InputError(f"reward.function={path!r} must be 'package.module:function' (or 'package.module.function')")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise InputError(f"reward.function={path!r}: cannot import module {module_name!r} ({err}); install it or put it on PYTHONPATH") from None
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise InputError(f"reward.function={path!r}: module {module_name!r} has no function {name!r}")
-    return function
 
 
 class CallableReward(RewardModel):
@@ -46,7 +29,7 @@ class CallableReward(RewardModel):
 
     @classmethod
     def from_path(cls, path: str) -> "CallableReward":
-        return cls(import_function(path), path)
+        return cls(locate("reward.function", path), path)  # the one resolver every _target_ goes through
 
     @classmethod
     def from_config(cls, cfg) -> "CallableReward":

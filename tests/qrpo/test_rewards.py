@@ -147,9 +147,9 @@ def test_callable_reward_calls_a_user_function_with_the_prompt_row(tmp_path, mon
         assert score_samples(reward, samples, prompts).tolist() == pytest.approx([1.04, 0.04, 1.04])
     with pytest.raises(InputError, match="not a number"):
         score_samples(build_reward(RewardConfig(name="c", kind="callable", function="my_rewards:broken")), samples, prompts)
-    with pytest.raises(InputError, match="cannot import module 'no_such_module'"):
+    with pytest.raises(InputError, match=r"reward.function='no_such_module:f': no module 'no_such_module' .*; install it or put it on PYTHONPATH"):
         build_reward(RewardConfig(name="c", kind="callable", function="no_such_module:f"))
-    with pytest.raises(InputError, match="has no function 'missing'"):
+    with pytest.raises(InputError, match="reward.function='my_rewards:missing': my_rewards has no attribute 'missing'; check the name"):
         build_reward(RewardConfig(name="c", kind="callable", function="my_rewards:missing"))
 
 
