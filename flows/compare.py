@@ -42,8 +42,9 @@ RESULT_COLUMNS = [
     ("alpaca_lc", "metric:eval/alpaca_eval_lc_win_rate"), ("alpaca_wr", "metric:eval/alpaca_eval_win_rate"),
     ("pass_rate", "metric:eval/leetcode_pass_rate"),
 ]
+DIFF_COLUMNS = ["diff_vs_baseline", "diff_ci_low", "diff_ci_high", "diff_p_holm", "mde"]  # arm vs the baseline arm
 SWEEP_TABLE_COLUMNS = ["run", "method", "beta", "lr", "M", "K", "reward", "gain", "gain_ci_low", "gain_ci_high", "lc_reward",
-                       "kl", "win_rate", "status"]  # SWEEP_COLUMNS as printed (no run_id)
+                       "kl", "win_rate", *DIFF_COLUMNS, "status"]  # SWEEP_COLUMNS as printed (no run_id)
 SELECTION = "reward_mean"  # chosen on the selection half only (qrpo/evaluation/selection.py)
 SELECTION_METRIC = f"eval_selection/{SELECTION}"
 
@@ -162,6 +163,42 @@ def plot_sweep(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths
+
+
+def choose_baseline(runs: list):
+    """The arm the others are paired against: the best DPO arm by the selection-half reward, else the best
+    arm of any method (None when no run logged a selection-half reward)."""
+    candidates = [r for r in runs if selectable(r)]
+    dpo = [r for r in candidates if (field(r, "method") or "").startswith("dpo")]
+    pool = dpo or candidates
+    return max(pool, key=lambda r: r.data.metrics[SELECTION_METRIC]) if pool else None
+
+
+def add_arm_differences(client, runs: list, rows: list[dict[str, Any]]) -> str:
+    """Fill DIFF_COLUMNS of `rows` (matched by run_id): each finished run's per-prompt reporting-half
+    reward (its report/per_prompt.csv) paired with the baseline arm's on the same prompts, Holm-adjusted
+    across the table (qrpo.evaluation.paired). Returns the line saying against which arm, and the power
+    line; empty when fewer than two runs left per-prompt results."""
+    from qrpo.evaluation import paired
+
+    per_prompt = {}
+    for run in runs:
+        if run.info.status != "FINISHED":
+            continue
+        try:
+            path = client.download_artifacts(run.info.run_id, "report/per_prompt.csv")
+        except Exception:  # a run from before per_prompt.csv existed: no paired columns for it
+            continue
+        per_prompt[run.info.run_id] = paired.read_per_prompt(path)
+    baseline = choose_baseline([r for r in runs if r.info.run_id in per_prompt])
+    if baseline is None or len(per_prompt) < 2:
+        return ""
+    results = {r["arm"]: r for r in paired.compare_arms(per_prompt, baseline.info.run_id)}
+    for row in rows:
+        row.update({c: results[row["run_id"]][c] for c in DIFF_COLUMNS} if row["run_id"] in results else {})
+    return (f"paired differences (reward, per prompt, reporting half) vs the baseline arm {baseline.info.run_name} "
+            f"({field(baseline, 'method')}, best by {SELECTION_METRIC}); p Holm-adjusted over {len(results)} comparison(s)\n"
+            + paired.power_line(list(results.values())))
 
 
 def selectable(run) -> bool:

@@ -59,6 +59,7 @@ class SweepCallback(Callback):
         self.started = 0.0
         self.jobs: list[list[str]] = []
         self.rows: list[dict] = []  # the comparison table logged last, one row per child
+        self.paired_note = ""  # against which arm the paired differences are, and the power line
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
@@ -131,27 +132,28 @@ class SweepCallback(Callback):
         from flows.compare import format_comparison
 
         if self.rows:
-            print("\n" + format_comparison(self.rows))
+            print("\n" + format_comparison(self.rows) + (f"{self.paired_note}\n" if self.paired_note else ""))
         print(f"sweep: {len(children)} children logged to parent run {self.parent_id} (comparison/comparison.md)\n"
               f"  MLflow: {mlflow_ui_command()}   then open http://127.0.0.1:5000")
         self._forget()
 
     def log_comparison(self, parent_id: str) -> list:
         """Read the parent's children, log the table and plots to the parent; return the children."""
-        from flows.compare import SWEEP_COLUMNS, plot_sweep, rows_of, to_csv, to_markdown
+        from flows.compare import DIFF_COLUMNS, SWEEP_COLUMNS, add_arm_differences, plot_sweep, rows_of, to_csv, to_markdown
 
         experiment_id = self.client.get_run(parent_id).info.experiment_id
         children = list(self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000))
         children.sort(key=lambda r: r.info.start_time)
         rows = self.rows = rows_of(children)
-        columns = [c for c, _ in SWEEP_COLUMNS]
+        self.paired_note = add_arm_differences(self.client, children, rows)
+        columns = [c for c, _ in SWEEP_COLUMNS] + DIFF_COLUMNS
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            (folder / "comparison.md").write_text(to_markdown(rows, columns))
+            (folder / "comparison.md").write_text(to_markdown(rows, columns) + (f"\n{self.paired_note}\n" if self.paired_note else ""))
             (folder / "comparison.csv").write_text(to_csv(rows, columns))
             plot_sweep(rows, folder)
             self.client.log_artifacts(parent_id, str(folder), "comparison")
-        self.client.log_table(parent_id, {c: [("" if r[c] is None else r[c]) for r in rows] for c in columns}, "comparison.json")
+        self.client.log_table(parent_id, {c: [("" if r.get(c) is None else r[c]) for r in rows] for c in columns}, "comparison.json")
         done = [r["reward"] for r in rows if r["reward"] is not None]
         if done:
             self.client.log_metric(parent_id, "sweep/best_reward", max(done))

@@ -40,6 +40,7 @@ from qrpo.config import (
 from qrpo.distributed import launch_training
 from qrpo.errors import InputError
 from qrpo.evaluation import alpaca_eval as alpaca_eval_lib
+from qrpo.evaluation import paired
 from qrpo.evaluation.logratios import policy_and_ref_logps
 from qrpo.rewards import build_reward, score_samples
 from qrpo.tracking import RunLogger
@@ -343,6 +344,7 @@ def make_report(algorithm: AlgorithmConfig, model: ModelConfig, dataset: Dataset
                  "algorithm": title, "train artifact": str(trained.path), "eval artifact": str(evaluated.path),
                  "reward gain (reporting half)": evaluation.gain_in_words(reporting)}
         (folder / "summary.md").write_text(report.summary_markdown(facts, metrics))
+        paired.write_per_prompt(paired.per_prompt_table(policy), folder / "per_prompt.csv")  # for arm-vs-arm differences (flows/compare.py)
         RunLogger(run_id).artifacts(folder, "report")
     return metrics
 

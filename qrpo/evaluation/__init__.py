@@ -6,6 +6,8 @@
 - `alpaca_eval`: AlpacaEval 2 (length-controlled and raw win rates) through the `alpaca_eval` library,
   with any OpenAI-compatible judge.
 - `leetcode`: pass rate and full-pass rate of code solutions, overall and per difficulty.
+- `paired`: arm against arm on the same prompts: paired differences with 95% intervals, Holm-adjusted
+  p-values, and the minimum detectable difference at 80% power.
 """
 
 from qrpo.evaluation.metrics import (  # noqa: F401

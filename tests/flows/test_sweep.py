@@ -167,8 +167,24 @@ def test_parent_run_carries_the_comparison_table_and_plots(sweep):
             assert row["lc_reward"] == "", "a metric a child lacks is a blank cell"
         else:
             assert float(row["lc_reward"]) == pytest.approx(lc)
+    # arm vs arm: no DPO arm here, so the baseline is the best child by the selection half; the others
+    # carry its paired differences, recomputed here from each child's own report/per_prompt.csv
+    from qrpo.evaluation import paired
+
+    best = max(children.values(), key=lambda r: r.data.metrics["eval_selection/reward_mean"]).info.run_id
+    per_prompt = {i: paired.read_per_prompt(client.download_artifacts(i, "report/per_prompt.csv")) for i in children}
+    expected = {r["arm"]: r for r in paired.compare_arms(per_prompt, best)}
+    for row in rows:
+        if row["run_id"] == best:
+            assert row["diff_vs_baseline"] == "" and row["diff_p_holm"] == ""
+        else:
+            assert float(row["diff_vs_baseline"]) == pytest.approx(expected[row["run_id"]]["diff_vs_baseline"], rel=1e-9)
+            assert float(row["diff_ci_low"]) <= float(row["diff_vs_baseline"]) <= float(row["diff_ci_high"])
+            assert float(row["diff_p_holm"]) == pytest.approx(expected[row["run_id"]]["diff_p_holm"], rel=1e-9)
+            assert float(row["mde"]) == pytest.approx(expected[row["run_id"]]["mde"], rel=1e-9)
     markdown = open(client.download_artifacts(parent.info.run_id, "comparison/comparison.md")).read()
     assert markdown.count("\n| ") == 4 and "| method |" in markdown
+    assert f"vs the baseline arm {children[best].info.run_name} " in markdown and "\npower: this comparison detects" in markdown
     assert parent.data.metrics["sweep/children"] == 4
 
 

@@ -3,6 +3,7 @@
 import csv
 import io
 
+import numpy as np
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -144,3 +145,41 @@ def test_reward_vs_m_ticks_are_the_integer_ms_swept(tmp_path, monkeypatch):
     axis = figures[1].axes[0]
     assert list(axis.get_xticks()) == [1, 2, 4, 16]
     assert [t.get_text() for t in axis.get_xticklabels()] == ["1", "2", "4", "16"]
+
+
+def test_arm_differences_pair_each_run_with_the_best_dpo_arm_on_the_same_prompts(tmp_path):
+    """Per-prompt rewards logged as each run's report/per_prompt.csv; the baseline is the best DPO arm by the
+    selection half even where a QRPO arm scores higher there, and a run without the file gets no cells."""
+    from flows.compare import DIFF_COLUMNS, SWEEP_COLUMNS, add_arm_differences, rows_of
+    from qrpo.evaluation import paired
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("arms", artifact_location=(tmp_path / "art").as_uri())
+    rng = np.random.default_rng(0)
+    prompts = [f"p{i}" for i in range(20)]
+    base = rng.normal(0, 1, 20)
+    logged = {}
+    for name, algorithm, selection, shift in [("dpo_a", "dpo", 0.2, 0.0), ("dpo_b", "dpo", 0.3, 0.01),
+                                              ("qrpo", "qrpo", 0.9, 0.2), ("old", "qrpo", 0.5, None)]:
+        run_id = log_run(client, exp, algorithm=algorithm, dataset="chat", beta=0.1, metrics={"eval_selection/reward_mean": selection})
+        client.set_tag(run_id, "mlflow.runName", name)
+        if shift is not None:  # "old" stands for a run from before per_prompt.csv existed
+            values = base + shift + rng.normal(0, 0.05, 20)
+            logged[run_id] = dict(zip(prompts, values))
+            folder = tmp_path / name
+            folder.mkdir()
+            paired.write_per_prompt([{"prompt_id": p, "reward": v, "ref_quantile": 0.5} for p, v in zip(prompts, values)],
+                                    folder / "per_prompt.csv")
+            client.log_artifacts(run_id, str(folder), "report")
+    runs = client.search_runs([exp])
+    rows = rows_of(runs, SWEEP_COLUMNS)
+    note = add_arm_differences(client, runs, rows)
+    by_name = {r["run"]: r for r in rows}
+    baseline = by_name["dpo_b"]["run_id"]
+    assert note.startswith("paired differences (reward, per prompt, reporting half) vs the baseline arm dpo_b (dpo, ")
+    expected = {r["arm"]: r for r in paired.compare_arms(logged, baseline)}
+    for name in ("dpo_a", "qrpo"):
+        assert {c: by_name[name][c] for c in DIFF_COLUMNS} == {c: expected[by_name[name]["run_id"]][c] for c in DIFF_COLUMNS}
+    assert by_name["qrpo"]["diff_ci_low"] > 0 and by_name["qrpo"]["diff_p_holm"] < 0.05
+    assert not any(c in by_name["dpo_b"] for c in DIFF_COLUMNS) and not any(c in by_name["old"] for c in DIFF_COLUMNS)
+    assert "p Holm-adjusted over 2 comparison(s)\npower: this comparison detects differences >= " in note
