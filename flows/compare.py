@@ -174,9 +174,10 @@ def choose_baseline(runs: list):
     return max(pool, key=lambda r: r.data.metrics[SELECTION_METRIC]) if pool else None
 
 
-def add_arm_differences(client, runs: list, rows: list[dict[str, Any]]) -> str:
+def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline_name: str | None = None) -> str:
     """Fill DIFF_COLUMNS of `rows` (matched by run_id): each finished run's per-prompt reporting-half
-    reward (its report/per_prompt.csv) paired with the baseline arm's on the same prompts, Holm-adjusted
+    reward (its report/per_prompt.csv) paired with the baseline arm's on the same prompts (the run named
+    `baseline_name`, compare.baseline, else `choose_baseline`), Holm-adjusted
     across the table (qrpo.evaluation.paired). Returns the line saying against which arm, and the power
     line; empty when fewer than two runs left per-prompt results."""
     from qrpo.evaluation import paired
@@ -190,14 +191,17 @@ def add_arm_differences(client, runs: list, rows: list[dict[str, Any]]) -> str:
         except Exception:  # a run from before per_prompt.csv existed: no paired columns for it
             continue
         per_prompt[run.info.run_id] = paired.read_per_prompt(path)
-    baseline = choose_baseline([r for r in runs if r.info.run_id in per_prompt])
+    with_results = [r for r in runs if r.info.run_id in per_prompt]
+    named = [r for r in with_results if r.info.run_name == baseline_name]
+    baseline = named[0] if named else choose_baseline(with_results)
     if baseline is None or len(per_prompt) < 2:
         return ""
     results = {r["arm"]: r for r in paired.compare_arms(per_prompt, baseline.info.run_id)}
     for row in rows:
         row.update({c: results[row["run_id"]][c] for c in DIFF_COLUMNS} if row["run_id"] in results else {})
+    why = "compare.baseline" if named else f"best by {SELECTION_METRIC}"
     return (f"paired differences (reward, per prompt, reporting half) vs the baseline arm {baseline.info.run_name} "
-            f"({field(baseline, 'method')}, best by {SELECTION_METRIC}); p Holm-adjusted over {len(results)} comparison(s)\n"
+            f"({field(baseline, 'method')}, {why}); p Holm-adjusted over {len(results)} comparison(s)\n"
             + paired.power_line(list(results.values())))
 
 

@@ -60,6 +60,7 @@ class SweepCallback(Callback):
         self.jobs: list[list[str]] = []
         self.rows: list[dict] = []  # the comparison table logged last, one row per child
         self.paired_note = ""  # against which arm the paired differences are, and the power line
+        self.baseline: str | None = None  # compare.baseline: the arm (run name) the others are paired with
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
@@ -145,7 +146,7 @@ class SweepCallback(Callback):
         children = list(self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000))
         children.sort(key=lambda r: r.info.start_time)
         rows = self.rows = rows_of(children)
-        self.paired_note = add_arm_differences(self.client, children, rows)
+        self.paired_note = add_arm_differences(self.client, children, rows, self.baseline)
         columns = [c for c, _ in SWEEP_COLUMNS] + DIFF_COLUMNS
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -193,13 +194,25 @@ def compare_arms(config: dict) -> dict[str, list[str]]:
     return {str(name): list(overrides) for name, overrides in arms.items()}
 
 
-def run_compare(overrides: list[str], arms: dict[str, list[str]], run_job) -> list[dict]:
+def compare_baseline(config: dict, arms: dict[str, list[str]]) -> str | None:
+    """`compare.baseline` (experiment=compare): the arm every other arm is paired with, or None for the
+    best DPO arm by the selection half; checked against the arms' names."""
+    from qrpo.errors import InputError
+
+    baseline = (config.get("compare") or {}).get("baseline")
+    if baseline is not None and baseline not in arms:
+        raise InputError(f"compare.baseline={baseline!r} is not one of the arms: {', '.join(arms)}")
+    return baseline
+
+
+def run_compare(overrides: list[str], arms: dict[str, list[str]], run_job, baseline: str | None = None) -> list[dict]:
     """experiment=compare: every arm (the command line's overrides, then the arm's own, then its name as
     `run_name`) as a child of one parent MLflow run, sampled and scored once at the largest K + M; the
     comparison table and the reward-vs-KL frontier end on the parent. `run_job(overrides, config)` runs one
     pipeline and returns its summary. Returns the table's rows."""
     jobs = [[*overrides, *arm, f"run_name={name}"] for name, arm in arms.items()]
     sweep = SweepCallback()
+    sweep.baseline = baseline
     checked = sweep.start(list(overrides), {"arms": " ".join(arms)}, jobs)
     try:
         for i, (name, job, (config, _)) in enumerate(zip(arms, jobs, checked), 1):
@@ -222,4 +235,4 @@ def job_overrides(overrides: list[str], config: dict) -> list[str]:
     return [*overrides, f"sampler.min_samples_per_prompt={largest}"]
 
 
-__all__ = ["SweepCallback", "compare_arms", "run_compare", "job_overrides", "sweep_jobs", "samples_per_prompt", "PARENT_ENV", "MIN_SAMPLES_ENV"]
+__all__ = ["SweepCallback", "compare_arms", "compare_baseline", "run_compare", "job_overrides", "sweep_jobs", "samples_per_prompt", "PARENT_ENV", "MIN_SAMPLES_ENV"]

@@ -183,3 +183,10 @@ def test_arm_differences_pair_each_run_with_the_best_dpo_arm_on_the_same_prompts
     assert by_name["qrpo"]["diff_ci_low"] > 0 and by_name["qrpo"]["diff_p_holm"] < 0.05
     assert not any(c in by_name["dpo_b"] for c in DIFF_COLUMNS) and not any(c in by_name["old"] for c in DIFF_COLUMNS)
     assert "p Holm-adjusted over 2 comparison(s)\npower: this comparison detects differences >= " in note
+    # compare.baseline names the arm instead (here the weaker DPO arm): the others are paired with it
+    rows = rows_of(runs, SWEEP_COLUMNS)
+    note = add_arm_differences(client, runs, rows, baseline_name="dpo_a")
+    assert "vs the baseline arm dpo_a (dpo, compare.baseline)" in note
+    expected = {r["arm"]: r for r in paired.compare_arms(logged, by_name["dpo_a"]["run_id"])}
+    assert [r.get("diff_vs_baseline") for r in rows if r["run"] in ("dpo_b", "qrpo")] == [
+        expected[r["run_id"]]["diff_vs_baseline"] for r in rows if r["run"] in ("dpo_b", "qrpo")]
