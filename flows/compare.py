@@ -174,7 +174,41 @@ def choose_baseline(runs: list):
     return max(pool, key=lambda r: r.data.metrics[SELECTION_METRIC]) if pool else None
 
 
-def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline_name: str | None = None) -> str:
+def per_prompt_files(client, runs: list) -> dict[str, str]:
+    """{run_id: local path of its report/per_prompt.csv} for the finished runs that logged one (runs from
+    before it existed have none and get no paired or equal-KL numbers)."""
+    files = {}
+    for run in runs:
+        if run.info.status != "FINISHED":
+            continue
+        try:
+            files[run.info.run_id] = client.download_artifacts(run.info.run_id, "report/per_prompt.csv")
+        except Exception:
+            continue
+    return files
+
+
+def equal_kl_note(runs: list, files: dict[str, str]) -> str:
+    """Each method's reward at one common KL along its own runs' frontier (qrpo.evaluation.frontier), as
+    lines under the table; empty when no method has two runs or their KL ranges do not overlap."""
+    from qrpo.evaluation import frontier, paired
+
+    methods: dict[str, list] = {}
+    for run in runs:
+        if run.info.run_id in files:
+            try:
+                point = (paired.read_per_prompt(files[run.info.run_id], "reward"), paired.read_per_prompt(files[run.info.run_id], "kl_k3"))
+            except (KeyError, ValueError):  # a file without per-prompt KL
+                continue
+            methods.setdefault(field(run, "method") or "?", []).append(point)
+    try:
+        return frontier.reward_at_kl_lines(frontier.reward_at_kl(methods))
+    except InputError:
+        return ""
+
+
+def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline_name: str | None = None,
+                        files: dict[str, str] | None = None) -> str:
     """Fill DIFF_COLUMNS of `rows` (matched by run_id): each finished run's per-prompt reporting-half
     reward (its report/per_prompt.csv) paired with the baseline arm's on the same prompts (the run named
     `baseline_name`, compare.baseline, else `choose_baseline`), Holm-adjusted
@@ -182,15 +216,8 @@ def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline
     line; empty when fewer than two runs left per-prompt results."""
     from qrpo.evaluation import paired
 
-    per_prompt = {}
-    for run in runs:
-        if run.info.status != "FINISHED":
-            continue
-        try:
-            path = client.download_artifacts(run.info.run_id, "report/per_prompt.csv")
-        except Exception:  # a run from before per_prompt.csv existed: no paired columns for it
-            continue
-        per_prompt[run.info.run_id] = paired.read_per_prompt(path)
+    files = per_prompt_files(client, runs) if files is None else files
+    per_prompt = {run_id: paired.read_per_prompt(path) for run_id, path in files.items()}
     with_results = [r for r in runs if r.info.run_id in per_prompt]
     named = [r for r in with_results if r.info.run_name == baseline_name]
     baseline = named[0] if named else choose_baseline(with_results)

@@ -140,13 +140,17 @@ class SweepCallback(Callback):
 
     def log_comparison(self, parent_id: str) -> list:
         """Read the parent's children, log the table and plots to the parent; return the children."""
-        from flows.compare import DIFF_COLUMNS, SWEEP_COLUMNS, add_arm_differences, plot_sweep, rows_of, to_csv, to_markdown
+        from flows.compare import (
+            DIFF_COLUMNS, SWEEP_COLUMNS, add_arm_differences, equal_kl_note, per_prompt_files, plot_sweep, rows_of, to_csv, to_markdown,
+        )
 
         experiment_id = self.client.get_run(parent_id).info.experiment_id
         children = list(self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000))
         children.sort(key=lambda r: r.info.start_time)
         rows = self.rows = rows_of(children)
-        self.paired_note = add_arm_differences(self.client, children, rows, self.baseline)
+        files = per_prompt_files(self.client, children)
+        notes = [add_arm_differences(self.client, children, rows, self.baseline, files), equal_kl_note(children, files)]
+        self.paired_note = "\n".join(note for note in notes if note)
         columns = [c for c, _ in SWEEP_COLUMNS] + DIFF_COLUMNS
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)

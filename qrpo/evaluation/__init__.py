@@ -8,6 +8,7 @@
 - `leetcode`: pass rate and full-pass rate of code solutions, overall and per difficulty.
 - `paired`: arm against arm on the same prompts: paired differences with 95% intervals, Holm-adjusted
   p-values, and the minimum detectable difference at 80% power.
+- `frontier`: each method's reward at one common KL along its sweep frontier, with a bootstrap interval.
 """
 
 from qrpo.evaluation.metrics import (  # noqa: F401

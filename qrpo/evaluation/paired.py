@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from scipy import stats
 
 from qrpo.errors import InputError
@@ -51,21 +52,26 @@ def per_prompt_means(prompt_ids: Iterable, values: Iterable[float]) -> dict:
     return dict(zip(keys, means.tolist()))
 
 
-PER_PROMPT_COLUMNS = ("reward", "ref_quantile")  # what each run leaves per prompt for arm-vs-arm comparisons
+PER_PROMPT_COLUMNS = ("reward", "ref_quantile", "kl_k3")  # what each run leaves per prompt for comparisons between runs
 
 
 def per_prompt_table(evaluated) -> list[dict]:
-    """One row per reporting-half prompt of an `eval` table (columns prompt_id, half, reward,
-    ref_quantile): the prompt's mean reward and reference quantile over all its samples and seeds.
-    Every run logs it (report/per_prompt.csv), so that any two runs on the same prompts can be paired."""
-    rows = [r for r in evaluated.select(["prompt_id", "half", *PER_PROMPT_COLUMNS]).to_pylist() if r["half"] == "reporting"]
-    ids = [r["prompt_id"] for r in rows]
-    means = {c: per_prompt_means(ids, [r[c] for r in rows]) for c in PER_PROMPT_COLUMNS}
+    """One row per reporting-half prompt of an `eval` table (columns prompt_id, half, reward, ref_quantile,
+    policy_logp, ref_logp): the prompt's mean reward, reference quantile and k3 KL estimate over all its
+    samples and seeds. Every run logs it (report/per_prompt.csv), so that any two runs on the same prompts
+    can be paired (and a method's reward read at a common KL, qrpo.evaluation.frontier)."""
+    from qrpo.evaluation.metrics import kl_terms
+
+    reporting = evaluated.filter(pa.array([h == "reporting" for h in evaluated.column("half").to_pylist()]))
+    ids = reporting.column("prompt_id").to_pylist()
+    col = lambda name: np.asarray(reporting.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)  # noqa: E731
+    values = {"reward": col("reward"), "ref_quantile": col("ref_quantile"), "kl_k3": kl_terms(col("policy_logp"), col("ref_logp"))[1]}
+    means = {c: per_prompt_means(ids, values[c]) for c in PER_PROMPT_COLUMNS}
     return [{"prompt_id": p, **{c: means[c][p] for c in PER_PROMPT_COLUMNS}} for p in sorted(set(ids))]
 
 
 def write_per_prompt(rows: list[dict], path) -> None:
-    """`per_prompt_table` rows as CSV (prompt_id, reward, ref_quantile)."""
+    """`per_prompt_table` rows as CSV (prompt_id, reward, ref_quantile, kl_k3)."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["prompt_id", *PER_PROMPT_COLUMNS])
         writer.writeheader()

@@ -185,6 +185,7 @@ def test_parent_run_carries_the_comparison_table_and_plots(sweep):
     markdown = open(client.download_artifacts(parent.info.run_id, "comparison/comparison.md")).read()
     assert markdown.count("\n| ") == 4 and "| method |" in markdown
     assert f"vs the baseline arm {children[best].info.run_name} " in markdown and "\npower: this comparison detects" in markdown
+    assert "\nreward at equal KL (k3 = " in markdown and "\n  qrpo-identity: " in markdown and "(4 runs)" in markdown
     assert parent.data.metrics["sweep/children"] == 4
 
 

@@ -190,3 +190,26 @@ def test_arm_differences_pair_each_run_with_the_best_dpo_arm_on_the_same_prompts
     expected = {r["arm"]: r for r in paired.compare_arms(logged, by_name["dpo_a"]["run_id"])}
     assert [r.get("diff_vs_baseline") for r in rows if r["run"] in ("dpo_b", "qrpo")] == [
         expected[r["run_id"]]["diff_vs_baseline"] for r in rows if r["run"] in ("dpo_b", "qrpo")]
+
+
+def test_equal_kl_note_reads_each_methods_frontier_from_the_runs_per_prompt_files(tmp_path):
+    from flows.compare import equal_kl_note, per_prompt_files
+    from qrpo.evaluation import frontier, paired
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("kl", artifact_location=(tmp_path / "art").as_uri())
+    prompts = [f"p{i}" for i in range(12)]
+    rng = np.random.default_rng(3)
+    expected = {}
+    for i, (algorithm, reward, kl) in enumerate([("qrpo", 0.1, 0.1), ("qrpo", 0.3, 0.5), ("dpo", 0.0, 0.2), ("dpo", 0.4, 0.6)]):
+        run_id = log_run(client, exp, algorithm=algorithm, dataset="chat", beta=0.1, metrics={})
+        rewards, kls = reward + rng.normal(0, 0.1, 12), kl + rng.uniform(-0.01, 0.01, 12)
+        expected.setdefault(algorithm, []).append((dict(zip(prompts, rewards)), dict(zip(prompts, kls))))
+        (tmp_path / str(i)).mkdir()
+        paired.write_per_prompt([{"prompt_id": p, "reward": r, "ref_quantile": 0.5, "kl_k3": k} for p, r, k in zip(prompts, rewards, kls)],
+                                tmp_path / str(i) / "per_prompt.csv")
+        client.log_artifacts(run_id, str(tmp_path / str(i)), "report")
+    runs = client.search_runs([exp])
+    note = equal_kl_note(runs, per_prompt_files(client, runs))
+    assert note == frontier.reward_at_kl_lines(frontier.reward_at_kl(expected))
+    assert note.startswith("reward at equal KL (k3 = ") and "\n  dpo: " in note and "\n  qrpo: " in note

@@ -125,9 +125,13 @@ def test_per_prompt_table_keeps_the_reporting_half_and_averages_its_samples(tmp_
     from qrpo.evaluation.paired import per_prompt_table, read_per_prompt, write_per_prompt
 
     evaluated = pa.table({"prompt_id": ["a", "b", "a", "c", "b"], "half": ["reporting", "selection", "reporting", "reporting", "selection"],
-                          "reward": [1.0, 9.0, 3.0, 0.5, 9.0], "ref_quantile": [0.25, 1.0, 0.75, 0.5, 1.0], "seed": [0, 0, 1, 0, 1]})
+                          "reward": [1.0, 9.0, 3.0, 0.5, 9.0], "ref_quantile": [0.25, 1.0, 0.75, 0.5, 1.0], "seed": [0, 0, 1, 0, 1],
+                          "policy_logp": [-1.0, -2.0, -3.0, -4.0, -5.0], "ref_logp": [-1.5, -2.0, -3.0, -4.0, -5.0]})
+    k3 = math.expm1(-0.5) + 0.5  # log ratio +0.5 for a's first sample, 0 for the others
     rows = per_prompt_table(evaluated)
-    assert rows == [{"prompt_id": "a", "reward": 2.0, "ref_quantile": 0.5}, {"prompt_id": "c", "reward": 0.5, "ref_quantile": 0.5}]
+    assert rows == [{"prompt_id": "a", "reward": 2.0, "ref_quantile": 0.5, "kl_k3": pytest.approx(k3 / 2, rel=1e-12)},
+                    {"prompt_id": "c", "reward": 0.5, "ref_quantile": 0.5, "kl_k3": 0.0}]
     write_per_prompt(rows, tmp_path / "per_prompt.csv")
     assert read_per_prompt(tmp_path / "per_prompt.csv") == {"a": 2.0, "c": 0.5}
     assert read_per_prompt(tmp_path / "per_prompt.csv", "ref_quantile") == {"a": 0.5, "c": 0.5}
+    assert read_per_prompt(tmp_path / "per_prompt.csv", "kl_k3") == pytest.approx({"a": k3 / 2, "c": 0.0}, rel=1e-12)
