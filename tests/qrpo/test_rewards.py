@@ -1,5 +1,6 @@
 import json
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -136,21 +137,23 @@ def test_code_tests_reward_names_the_missing_columns():
 # -- callable -------------------------------------------------------------------------------------
 
 def test_callable_reward_calls_a_user_function_with_the_prompt_row(tmp_path, monkeypatch):
-    (tmp_path / "my_rewards.py").write_text(
+    (tmp_path / "my_callable_rewards.py").write_text(
         "def exact(prompt, completion, answer, prompt_id, **row):\n    return float(completion.strip() == answer) + len(prompt) / 100\n"
         "def broken(prompt, completion, **row):\n    return 'high'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "my_callable_rewards", None)  # restored afterwards: the module never outlives this test
+    del sys.modules["my_callable_rewards"]
     prompts = pa.table({"prompt_id": ["a", "b"], "prompt": ["2+2?", "3+3?"], "answer": ["4", "6"]})
     samples = pa.table({"prompt_id": ["a", "b", "b"], "completion": ["4", "7", " 6 "]})
-    for path in ("my_rewards:exact", "my_rewards.exact"):
+    for path in ("my_callable_rewards:exact", "my_callable_rewards.exact"):
         reward = build_reward(RewardConfig(name="c", kind="callable", function=path))
         assert score_samples(reward, samples, prompts).tolist() == pytest.approx([1.04, 0.04, 1.04])
     with pytest.raises(InputError, match="not a number"):
-        score_samples(build_reward(RewardConfig(name="c", kind="callable", function="my_rewards:broken")), samples, prompts)
+        score_samples(build_reward(RewardConfig(name="c", kind="callable", function="my_callable_rewards:broken")), samples, prompts)
     with pytest.raises(InputError, match=r"reward.function='no_such_module:f': no module 'no_such_module' .*; install it or put it on PYTHONPATH"):
         build_reward(RewardConfig(name="c", kind="callable", function="no_such_module:f"))
-    with pytest.raises(InputError, match="reward.function='my_rewards:missing': my_rewards has no attribute 'missing'; check the name"):
-        build_reward(RewardConfig(name="c", kind="callable", function="my_rewards:missing"))
+    with pytest.raises(InputError, match="reward.function='my_callable_rewards:missing': my_callable_rewards has no attribute 'missing'; check the name"):
+        build_reward(RewardConfig(name="c", kind="callable", function="my_callable_rewards:missing"))
 
 
 def test_shipped_callable_checks_the_final_number():
