@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from flows.config import CONFIG_DIR, CONFIG_NAME
-from flows.sweep import compare_arms, compare_baseline, job_overrides, run_compare
+from flows.sweep import compare_arms, compare_settings, job_overrides, run_compare
 from flows.termination import exit_on_sigterm
 from flows.validate import hand_over, load_config
 from qrpo.errors import InputError
@@ -30,12 +30,12 @@ def run(overrides: list[str]) -> dict | list[dict]:
     try:
         config, sections = load_config(overrides)
         arms = compare_arms(config)
-        baseline = compare_baseline(config, arms)
+        baseline, pairs = compare_settings(config, arms)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if arms:
-        return run_compare(overrides, arms, run_flow, baseline)  # prints the comparison at its end, as a sweep does
+        return run_compare(overrides, arms, run_flow, baseline, pairs)  # prints the comparison at its end, as a sweep does
     return run_flow(overrides, config, sections)
 
 

@@ -232,6 +232,19 @@ def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline
             + paired.power_line(list(results.values())))
 
 
+PAIR_COLUMNS = ["arm", "baseline", "diff_vs_baseline", "diff_ci_low", "diff_ci_high", "diff_p_holm", "mde", "num_prompts"]
+
+
+def all_pairs(runs: list, files: dict[str, str]) -> list[dict[str, Any]]:
+    """compare.pairs=all: every pair of runs with per-prompt results (by run name, in start order),
+    arm - baseline paired on their shared prompts, Holm-adjusted over all the pairs."""
+    from qrpo.evaluation import paired
+
+    ordered = sorted((r for r in runs if r.info.run_id in files), key=lambda r: r.info.start_time)
+    arms = {r.info.run_name: paired.read_per_prompt(files[r.info.run_id]) for r in ordered}
+    return paired.compare_arms(arms, baseline=None) if len(arms) >= 2 else []
+
+
 def selectable(run) -> bool:
     """Whether the run logged a finite selection-half reward, the only number a selection may use."""
     value = run.data.metrics.get(SELECTION_METRIC)

@@ -61,6 +61,7 @@ class SweepCallback(Callback):
         self.rows: list[dict] = []  # the comparison table logged last, one row per child
         self.paired_note = ""  # against which arm the paired differences are, and the power line
         self.baseline: str | None = None  # compare.baseline: the arm (run name) the others are paired with
+        self.pairs = "baseline"  # compare.pairs=all: every pair of arms too (comparison/pairs.md|csv)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
@@ -141,7 +142,8 @@ class SweepCallback(Callback):
     def log_comparison(self, parent_id: str) -> list:
         """Read the parent's children, log the table and plots to the parent; return the children."""
         from flows.compare import (
-            DIFF_COLUMNS, SWEEP_COLUMNS, add_arm_differences, equal_kl_note, per_prompt_files, plot_sweep, rows_of, to_csv, to_markdown,
+            DIFF_COLUMNS, PAIR_COLUMNS, SWEEP_COLUMNS, add_arm_differences, all_pairs, equal_kl_note, per_prompt_files, plot_sweep,
+            rows_of, to_csv, to_markdown,
         )
 
         experiment_id = self.client.get_run(parent_id).info.experiment_id
@@ -151,12 +153,17 @@ class SweepCallback(Callback):
         files = per_prompt_files(self.client, children)
         notes = [add_arm_differences(self.client, children, rows, self.baseline, files), equal_kl_note(children, files)]
         self.paired_note = "\n".join(note for note in notes if note)
+        pair_rows = all_pairs(children, files) if self.pairs == "all" else []
         columns = [c for c, _ in SWEEP_COLUMNS] + DIFF_COLUMNS
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             (folder / "comparison.md").write_text(to_markdown(rows, columns) + (f"\n{self.paired_note}\n" if self.paired_note else ""))
             (folder / "comparison.csv").write_text(to_csv(rows, columns))
             plot_sweep(rows, folder)
+            if pair_rows:
+                (folder / "pairs.md").write_text(to_markdown(pair_rows, PAIR_COLUMNS))
+                (folder / "pairs.csv").write_text(to_csv(pair_rows, PAIR_COLUMNS))
+                self.paired_note += "\nevery pair of arms (Holm over all pairs):\n" + to_markdown(pair_rows, PAIR_COLUMNS)
             self.client.log_artifacts(parent_id, str(folder), "comparison")
         self.client.log_table(parent_id, {c: [("" if r.get(c) is None else r[c]) for r in rows] for c in columns}, "comparison.json")
         done = [r["reward"] for r in rows if r["reward"] is not None]
@@ -198,25 +205,32 @@ def compare_arms(config: dict) -> dict[str, list[str]]:
     return {str(name): list(overrides) for name, overrides in arms.items()}
 
 
-def compare_baseline(config: dict, arms: dict[str, list[str]]) -> str | None:
-    """`compare.baseline` (experiment=compare): the arm every other arm is paired with, or None for the
-    best DPO arm by the selection half; checked against the arms' names."""
+COMPARE_PAIRS = ("baseline", "all")
+
+
+def compare_settings(config: dict, arms: dict[str, list[str]]) -> tuple[str | None, str]:
+    """(`compare.baseline`, `compare.pairs`) of experiment=compare, checked: the arm every other arm is
+    paired with (None: the best DPO arm by the selection half), and "all" to add every pair of arms."""
     from qrpo.errors import InputError
 
-    baseline = (config.get("compare") or {}).get("baseline")
+    section = config.get("compare") or {}
+    baseline, pairs = section.get("baseline"), section.get("pairs") or "baseline"
     if baseline is not None and baseline not in arms:
         raise InputError(f"compare.baseline={baseline!r} is not one of the arms: {', '.join(arms)}")
-    return baseline
+    if pairs not in COMPARE_PAIRS:
+        raise InputError(f"compare.pairs={pairs!r} is not one of {', '.join(COMPARE_PAIRS)}")
+    return baseline, pairs
 
 
-def run_compare(overrides: list[str], arms: dict[str, list[str]], run_job, baseline: str | None = None) -> list[dict]:
+def run_compare(overrides: list[str], arms: dict[str, list[str]], run_job, baseline: str | None = None,
+                pairs: str = "baseline") -> list[dict]:
     """experiment=compare: every arm (the command line's overrides, then the arm's own, then its name as
     `run_name`) as a child of one parent MLflow run, sampled and scored once at the largest K + M; the
     comparison table and the reward-vs-KL frontier end on the parent. `run_job(overrides, config)` runs one
     pipeline and returns its summary. Returns the table's rows."""
     jobs = [[*overrides, *arm, f"run_name={name}"] for name, arm in arms.items()]
     sweep = SweepCallback()
-    sweep.baseline = baseline
+    sweep.baseline, sweep.pairs = baseline, pairs
     checked = sweep.start(list(overrides), {"arms": " ".join(arms)}, jobs)
     try:
         for i, (name, job, (config, _)) in enumerate(zip(arms, jobs, checked), 1):
@@ -239,4 +253,4 @@ def job_overrides(overrides: list[str], config: dict) -> list[str]:
     return [*overrides, f"sampler.min_samples_per_prompt={largest}"]
 
 
-__all__ = ["SweepCallback", "compare_arms", "compare_baseline", "run_compare", "job_overrides", "sweep_jobs", "samples_per_prompt", "PARENT_ENV", "MIN_SAMPLES_ENV"]
+__all__ = ["SweepCallback", "compare_arms", "compare_settings", "run_compare", "job_overrides", "sweep_jobs", "samples_per_prompt", "PARENT_ENV", "MIN_SAMPLES_ENV"]

@@ -92,6 +92,7 @@ from flows.cli import run
         (["dispatch.pool=5"], "dispatch.pool must be a string or null; got 5"),
         (["dispatch.pool=[gpu]"], "dispatch.pool must be a string or null; got ['gpu']"),
         (["experiment=compare", "compare.baseline=nope"], "compare.baseline='nope' is not one of the arms: qrpo-identity-b0.1, qrpo-identity-b0.3,"),
+        (["experiment=compare", "compare.pairs=some"], "compare.pairs='some' is not one of baseline, all"),
         (["+dispatch.queue=fast"], "unknown key(s) dispatch.queue; known: pool, steps"),
     ],
 )

@@ -21,8 +21,8 @@ METHODS = {"qrpo-identity", "qrpo-log", "qrpo-normal_icdf", "dpo", "simpo", "reb
 @pytest.fixture(scope="module")
 def compare(prefect_server, tmp_path_factory):
     home = tmp_path_factory.mktemp("compare_home")
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "experiment=smoke", "compare=methods", "dataset.max_train_prompts=8",
-                           "dataset.max_eval_prompts=8"], cwd=tmp_path_factory.mktemp("cwd"), env=cli_env(home),
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "experiment=smoke", "compare=methods", "compare.pairs=all",
+                           "dataset.max_train_prompts=8", "dataset.max_eval_prompts=8"], cwd=tmp_path_factory.mktemp("cwd"), env=cli_env(home),
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
@@ -59,6 +59,15 @@ def test_compare_parent_run_carries_one_row_per_method(compare):
     assert {"comparison/reward_vs_kl.png", "comparison/comparison.md"} <= {f.path for f in client.list_artifacts(parent, "comparison")}
     printed = proc.stdout.split("comparison (held-out reporting half")[1]
     assert all(f"| {method} |" in printed for method in METHODS)
+    # arm against arm: every arm but the baseline (the only DPO arm) carries its paired difference with it
+    assert {r["method"] for r in rows if r["diff_vs_baseline"] == ""} == {"dpo"}
+    assert "vs the baseline arm dpo (dpo, best by eval_selection/reward_mean)" in printed
+    # compare.pairs=all: every pair of the 7 arms, Holm over all 21, in pairs.csv and on the terminal
+    pairs = list(csv.DictReader(io.StringIO(open(client.download_artifacts(parent, "comparison/pairs.csv")).read())))
+    assert len(pairs) == 21 and {frozenset((p["arm"], p["baseline"])) for p in pairs} == {
+        frozenset((a, b)) for a in METHODS for b in METHODS if a != b}
+    assert all(float(p["diff_ci_low"]) <= float(p["diff_vs_baseline"]) <= float(p["diff_ci_high"]) for p in pairs)
+    assert "every pair of arms (Holm over all pairs):" in printed
 
 
 @pytest.mark.slow
