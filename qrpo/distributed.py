@@ -127,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
         model.save_pretrained(args.out / "policy", state_dict=state_dict)
         tokenizer.save_pretrained(args.out / "policy")
         (args.out / "history.json").write_text(json.dumps(history))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # rank 0 has written the policy before any process leaves
+        # a process group still alive at interpreter exit can abort the process ("terminate called without an
+        # active exception", exit -6 from gloo's threads) after a finished training: the launch would fail
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
