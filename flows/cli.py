@@ -59,8 +59,6 @@ def run_flow(overrides: list[str], config: dict, sections=None) -> dict:
     return summary
 
 
-
-
 def prefect_ui_command(flow_run_id: str) -> str:
     """How to look at this flow run: its page on the Prefect server the run used, or, after a run on the
     temporary local API, the command that opens a server on that API's database (PREFECT_HOME) and the page."""

@@ -174,33 +174,33 @@ def choose_baseline(runs: list):
     return max(pool, key=lambda r: r.data.metrics[SELECTION_METRIC]) if pool else None
 
 
-def per_prompt_files(client, runs: list) -> dict[str, str]:
-    """{run_id: local path of its report/per_prompt.csv} for the finished runs that logged one (runs from
-    before it existed have none and get no paired or equal-KL numbers)."""
-    files = {}
+def per_prompt_results(client, runs: list) -> dict[str, dict[str, dict]]:
+    """{run_id: {column: {prompt_id: value}}} from each finished run's report/per_prompt.csv, each file
+    downloaded and read once (runs from before it existed have none and get no paired or equal-KL numbers)."""
+    from qrpo.evaluation import paired
+
+    results = {}
     for run in runs:
         if run.info.status != "FINISHED":
             continue
         try:
-            files[run.info.run_id] = client.download_artifacts(run.info.run_id, "report/per_prompt.csv")
+            path = client.download_artifacts(run.info.run_id, "report/per_prompt.csv")
         except Exception:
             continue
-    return files
+        results[run.info.run_id] = paired.read_per_prompt_columns(path)
+    return results
 
 
-def equal_kl_note(runs: list, files: dict[str, str]) -> str:
+def equal_kl_note(runs: list, results: dict[str, dict[str, dict]]) -> str:
     """Each method's reward at one common KL along its own runs' frontier (qrpo.evaluation.frontier), as
     lines under the table; empty when no method has two runs or their KL ranges do not overlap."""
-    from qrpo.evaluation import frontier, paired
+    from qrpo.evaluation import frontier
 
     methods: dict[str, list] = {}
     for run in runs:
-        if run.info.run_id in files:
-            try:
-                point = (paired.read_per_prompt(files[run.info.run_id], "reward"), paired.read_per_prompt(files[run.info.run_id], "kl_k3"))
-            except (KeyError, ValueError):  # a file without per-prompt KL
-                continue
-            methods.setdefault(field(run, "method") or "?", []).append(point)
+        columns = results.get(run.info.run_id, {})
+        if "reward" in columns and "kl_k3" in columns:  # files without per-prompt KL take no part
+            methods.setdefault(field(run, "method") or "?", []).append((columns["reward"], columns["kl_k3"]))
     try:
         return frontier.reward_at_kl_lines(frontier.reward_at_kl(methods))
     except InputError:
@@ -208,7 +208,7 @@ def equal_kl_note(runs: list, files: dict[str, str]) -> str:
 
 
 def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline_name: str | None = None,
-                        files: dict[str, str] | None = None) -> str:
+                        results: dict[str, dict[str, dict]] | None = None) -> str:
     """Fill DIFF_COLUMNS of `rows` (matched by run_id): each finished run's per-prompt reporting-half
     reward (its report/per_prompt.csv) paired with the baseline arm's on the same prompts (the run named
     `baseline_name`, compare.baseline, else `choose_baseline`), Holm-adjusted
@@ -216,32 +216,32 @@ def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline
     line; empty when fewer than two runs left per-prompt results."""
     from qrpo.evaluation import paired
 
-    files = per_prompt_files(client, runs) if files is None else files
-    per_prompt = {run_id: paired.read_per_prompt(path) for run_id, path in files.items()}
+    results = per_prompt_results(client, runs) if results is None else results
+    per_prompt = {run_id: columns["reward"] for run_id, columns in results.items()}
     with_results = [r for r in runs if r.info.run_id in per_prompt]
     named = [r for r in with_results if r.info.run_name == baseline_name]
     baseline = named[0] if named else choose_baseline(with_results)
     if baseline is None or len(per_prompt) < 2:
         return ""
-    results = {r["arm"]: r for r in paired.compare_arms(per_prompt, baseline.info.run_id)}
+    differences = {r["arm"]: r for r in paired.compare_arms(per_prompt, baseline.info.run_id)}
     for row in rows:
-        row.update({c: results[row["run_id"]][c] for c in DIFF_COLUMNS} if row["run_id"] in results else {})
+        row.update({c: differences[row["run_id"]][c] for c in DIFF_COLUMNS} if row["run_id"] in differences else {})
     why = "compare.baseline" if named else f"best by {SELECTION_METRIC}"
     return (f"paired differences (reward, per prompt, reporting half) vs the baseline arm {baseline.info.run_name} "
-            f"({field(baseline, 'method')}, {why}); p Holm-adjusted over {len(results)} comparison(s)\n"
-            + paired.power_line(list(results.values())))
+            f"({field(baseline, 'method')}, {why}); p Holm-adjusted over {len(differences)} comparison(s)\n"
+            + paired.power_line(list(differences.values())))
 
 
 PAIR_COLUMNS = ["arm", "baseline", "diff_vs_baseline", "diff_ci_low", "diff_ci_high", "diff_p_holm", "mde", "num_prompts"]
 
 
-def all_pairs(runs: list, files: dict[str, str]) -> list[dict[str, Any]]:
+def all_pairs(runs: list, results: dict[str, dict[str, dict]]) -> list[dict[str, Any]]:
     """compare.pairs=all: every pair of runs with per-prompt results (by run name, in start order),
     arm - baseline paired on their shared prompts, Holm-adjusted over all the pairs."""
     from qrpo.evaluation import paired
 
-    ordered = sorted((r for r in runs if r.info.run_id in files), key=lambda r: r.info.start_time)
-    arms = {r.info.run_name: paired.read_per_prompt(files[r.info.run_id]) for r in ordered}
+    ordered = sorted((r for r in runs if r.info.run_id in results), key=lambda r: r.info.start_time)
+    arms = {r.info.run_name: results[r.info.run_id]["reward"] for r in ordered}
     return paired.compare_arms(arms, baseline=None) if len(arms) >= 2 else []
 
 

@@ -59,7 +59,7 @@ class SweepCallback(Callback):
         self.started = 0.0
         self.jobs: list[list[str]] = []
         self.rows: list[dict] = []  # the comparison table logged last, one row per child
-        self.paired_note = ""  # against which arm the paired differences are, and the power line
+        self.paired_note = ""  # printed under the table: the baseline, the power line, equal-KL readings, all pairs
         self.baseline: str | None = None  # compare.baseline: the arm (run name) the others are paired with
         self.pairs = "baseline"  # compare.pairs=all: every pair of arms too (comparison/pairs.md|csv)
 
@@ -142,7 +142,7 @@ class SweepCallback(Callback):
     def log_comparison(self, parent_id: str) -> list:
         """Read the parent's children, log the table and plots to the parent; return the children."""
         from flows.compare import (
-            DIFF_COLUMNS, PAIR_COLUMNS, SWEEP_COLUMNS, add_arm_differences, all_pairs, equal_kl_note, per_prompt_files, plot_sweep,
+            DIFF_COLUMNS, PAIR_COLUMNS, SWEEP_COLUMNS, add_arm_differences, all_pairs, equal_kl_note, per_prompt_results, plot_sweep,
             rows_of, to_csv, to_markdown,
         )
 
@@ -150,20 +150,21 @@ class SweepCallback(Callback):
         children = list(self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000))
         children.sort(key=lambda r: r.info.start_time)
         rows = self.rows = rows_of(children)
-        files = per_prompt_files(self.client, children)
-        notes = [add_arm_differences(self.client, children, rows, self.baseline, files), equal_kl_note(children, files)]
-        self.paired_note = "\n".join(note for note in notes if note)
-        pair_rows = all_pairs(children, files) if self.pairs == "all" else []
+        results = per_prompt_results(self.client, children)
+        notes = [add_arm_differences(self.client, children, rows, self.baseline, results), equal_kl_note(children, results)]
+        note = "\n".join(n for n in notes if n)
+        pair_rows = all_pairs(children, results) if self.pairs == "all" else []
+        pairs_table = to_markdown(pair_rows, PAIR_COLUMNS) if pair_rows else ""
+        self.paired_note = "\n".join(n for n in (note, pairs_table and f"every pair of arms (Holm over all pairs):\n{pairs_table}") if n)
         columns = [c for c, _ in SWEEP_COLUMNS] + DIFF_COLUMNS
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            (folder / "comparison.md").write_text(to_markdown(rows, columns) + (f"\n{self.paired_note}\n" if self.paired_note else ""))
+            (folder / "comparison.md").write_text(to_markdown(rows, columns) + (f"\n{note}\n" if note else ""))
             (folder / "comparison.csv").write_text(to_csv(rows, columns))
             plot_sweep(rows, folder)
             if pair_rows:
-                (folder / "pairs.md").write_text(to_markdown(pair_rows, PAIR_COLUMNS))
+                (folder / "pairs.md").write_text(pairs_table)
                 (folder / "pairs.csv").write_text(to_csv(pair_rows, PAIR_COLUMNS))
-                self.paired_note += "\nevery pair of arms (Holm over all pairs):\n" + to_markdown(pair_rows, PAIR_COLUMNS)
             self.client.log_artifacts(parent_id, str(folder), "comparison")
         self.client.log_table(parent_id, {c: [("" if r.get(c) is None else r[c]) for r in rows] for c in columns}, "comparison.json")
         done = [r["reward"] for r in rows if r["reward"] is not None]

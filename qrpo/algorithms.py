@@ -12,12 +12,12 @@ what it needs (`needs_reference`, `needs_pairs`), which the pipeline checks befo
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 
 import torch
 
+from qrpo.binding import keyword_parameters
 from qrpo.errors import UnknownKeyError
 from qrpo.losses import LOSS_TYPES, dpo_loss, qrpo_loss_from_quantiles, rebel_loss, simpo_loss
 from qrpo.optimum import beta_for_kl, beta_for_quantile, optimum_stats
@@ -107,7 +107,7 @@ class QRPO(Algorithm):
         if isinstance(transform, str):  # its parameters (mu, sigma) sit beside QRPO's own keys: a typo is neither
             known = transform_parameters(transform)
             if unknown := [key for key in transform_params if key not in known]:
-                raise UnknownKeyError("algorithm", unknown, [*self._keys(), *known])
+                raise UnknownKeyError("algorithm", unknown, [*keyword_parameters(QRPO.__init__)[0], *known])
         self._transform = get_transform(transform, **transform_params)
         if kl_budget is not None and target_quantile is not None:
             raise ValueError("give algorithm.kl_budget or algorithm.target_quantile, not both")
@@ -119,10 +119,6 @@ class QRPO(Algorithm):
             raise ValueError("QRPO needs algorithm.beta, algorithm.kl_budget or algorithm.target_quantile")
         self.beta = check_beta(beta)
         self.kl_budget, self.target_quantile = kl_budget, target_quantile
-
-    @classmethod
-    def _keys(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "transform_params")]
 
     def optimum(self) -> dict[str, float]:
         """The optimum pi*'s KL to pi_ref and expected quantile at this beta: the same for every prompt,

@@ -47,18 +47,24 @@ def locate(key: str, target: Any) -> Any:
     return obj
 
 
+def keyword_parameters(function: Any) -> tuple[list[str], bool]:
+    """(the names `function` takes by keyword, in order, `self` left out; whether it also takes any
+    keyword, **kwargs). A callable without a readable signature (some builtins): ([], True)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return [], True
+    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+    return names, any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
 def check_arguments(section: str, target: Any, kwargs: dict[str, Any]) -> None:
     """Check `kwargs` against the annotations of `target`'s signature (a class: its __init__), so that
     `algorithm.beta=abc` says "algorithm.beta must be a number or null; got 'abc'"."""
     function = target.__init__ if inspect.isclass(target) else target
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (some builtins)
-        parameters = None
-    if parameters is not None and not any(p.kind is p.VAR_KEYWORD for p in parameters):
-        valid = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
-        if unknown := [name for name in kwargs if name not in valid]:
-            raise UnknownKeyError(section, unknown, valid)
+    valid, takes_any = keyword_parameters(function)
+    if not takes_any and (unknown := [name for name in kwargs if name not in valid]):
+        raise UnknownKeyError(section, unknown, valid)
     try:
         hints = typing.get_type_hints(function)
     except Exception:  # annotations that do not resolve: nothing to check against

@@ -27,7 +27,6 @@ those) half a grid step inside, so no finite target is ever moved.
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import Callable
@@ -35,6 +34,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from qrpo.binding import keyword_parameters
 from qrpo.quantiles import clamp_quantiles
 
 
@@ -288,8 +288,7 @@ def _check_known(name: str) -> None:
 def transform_parameters(name: str) -> list[str]:
     """The keyword parameters transform `name` is built with (`scaled_normal_icdf`: mu, sigma; most: none)."""
     _check_known(name)
-    return [p.name for p in inspect.signature(_REGISTRY[name]).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return keyword_parameters(_REGISTRY[name])[0]
 
 
 def get_transform(name: str | Transform, **params) -> Transform:

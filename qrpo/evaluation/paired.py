@@ -78,10 +78,18 @@ def write_per_prompt(rows: list[dict], path) -> None:
         writer.writerows(rows)
 
 
+def read_per_prompt_columns(path) -> dict[str, dict]:
+    """{column: {prompt_id: per-prompt mean}} of a run's per_prompt.csv, in one read; a column left blank
+    (a file written before that column existed) is absent."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in (rows[0] if rows else {}) if c != "prompt_id"]
+    return {c: {row["prompt_id"]: float(row[c]) for row in rows} for c in columns if all(row[c] != "" for row in rows)}
+
+
 def read_per_prompt(path, column: str = "reward") -> dict:
     """{prompt_id: per-prompt mean of `column`} from a run's per_prompt.csv."""
-    with open(path, newline="") as f:
-        return {row["prompt_id"]: float(row[column]) for row in csv.DictReader(f)}
+    return read_per_prompt_columns(path)[column]
 
 
 def minimum_detectable_difference(sd: float, num_prompts: int, power: float = POWER, alpha: float = ALPHA) -> float:
