@@ -31,6 +31,14 @@ from qrpo.config import Sections
 from qrpo.tracking import RunLogger, artifact_location, flatten, redact, tracking_uri
 
 
+def used_precision(sections: Sections) -> str:
+    """The arithmetic this run's `precision` resolved to here: "bf16", "fp32", or per step when they differ."""
+    from qrpo import precision
+
+    used = {"sample": precision.resolve(sections.sampler.precision), "train": precision.resolve(sections.train.mixed_precision)}
+    return used["sample"] if len(set(used.values())) == 1 else ",".join(f"{k}={v}" for k, v in used.items())
+
+
 def _start_mlflow_run(config: dict, sections: Sections) -> str:
     client = MlflowClient(tracking_uri())
     experiment = config["mlflow_experiment"]
@@ -44,6 +52,7 @@ def _start_mlflow_run(config: dict, sections: Sections) -> str:
         "model": sections.model.name,
         "dataset": sections.dataset.name,
         "reward": sections.reward.name,
+        "precision": used_precision(sections),
         "prefect.flow_run_id": flow_run.get_id() or "",
         "prefect.flow_run_name": flow_run.get_name() or "",
     }
@@ -52,7 +61,8 @@ def _start_mlflow_run(config: dict, sections: Sections) -> str:
     run = client.create_run(experiment_id, run_name=config.get("run_name") or flow_run.get_name() or None, tags={k: str(v) for k, v in tags.items()})
     safe = redact({k: v for k, v in config.items() if k != "compare"})  # a compare child: its arm is in its params
     try:
-        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(safe).items()])
+        params = {**flatten(safe), "precision_used": used_precision(sections)}  # `precision` may say auto: what it chose
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         client.log_dict(run.info.run_id, safe, "config.yaml")
     except BaseException:  # the run exists from here on: never leave it RUNNING (a SIGTERM lands anywhere)
         client.set_terminated(run.info.run_id, "FAILED")
@@ -102,7 +112,7 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
             policy_states[f"eval_policy_rewards_seed{seed}"] = steps.score(
                 reward, store, samples, dataset, "eval", run_id, name=f"rewards_eval_policy_seed{seed}")
         scored_by_seed = {str(seed): policy_states[f"eval_policy_rewards_seed{seed}"].result() for seed in evals.seed_list}
-        logps = steps.eval_logps(evals, store, model, trained, scored_by_seed, run_id)
+        logps = steps.eval_logps(evals, sections.train, store, model, trained, scored_by_seed, run_id)
         evaluated = tasks.evaluate(evals, reward, store, logps, eval_scored, dataset, run_id)
         alpaca_states = {}
         if evals.alpaca.enabled:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import torch
 import pyarrow.compute as pc
 from prefect import task, unmapped
 from prefect.cache_policies import NONE
@@ -29,7 +28,7 @@ from prefect.states import Completed
 from transformers import AutoTokenizer
 
 from flows.termination import stop_if_terminated
-from qrpo import data, evaluation, logprobs, models, report, sampling, trainer
+from qrpo import data, evaluation, logprobs, models, precision, report, sampling, trainer
 from qrpo import training_data as training_data_lib
 from qrpo.artifacts import Artifact, ArtifactStore, write_table
 from qrpo.binding import build_algorithm, cache_section, declares, locate  # noqa: F401  (tasks.build_algorithm: the pipeline)
@@ -81,7 +80,8 @@ def sample(sampler: SamplerConfig, store: ArtifactStore, source: dict, dataset_k
     """`num_samples` completions per prompt of `split` from `source` (the model artifact, or a trained
     policy), reusing any sampled pool that covers them (qrpo/sampling/pool.py): "Cached" when nothing
     was sampled. The train step draws at least `sampler.min_samples_per_prompt`."""
-    params = sampling.SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=sampler.temperature, top_p=sampler.top_p)
+    params = sampling.SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=sampler.temperature, top_p=sampler.top_p,
+                                     precision=precision.resolve(sampler.precision))
     model_path = store.require(source["step"], source["key"]).path / source.get("subdir", "")
     prompts = data.split(store.require("dataset", dataset_key).table(), split)
 
@@ -173,10 +173,10 @@ def training_data(sampler: SamplerConfig, regime: RegimeConfig, quantiles: Quant
 @task(cache_policy=NONE)
 def ref_logps(train: TrainConfig, store: ArtifactStore, model_key: str, training_data_key: str, run_id: str):
     """log pi_ref of every completion of the training table, with the trainer's own log-prob function."""
-    precision = trainer.mixed_precision(train)
+    arithmetic = trainer.mixed_precision(train)
 
     def build(out, _):
-        model, tokenizer = models.load_policy(store.require("model", model_key).path, dtype=torch.float32)
+        model, tokenizer = models.load_policy(store.require("model", model_key).path)
         table = store.require("training_data", training_data_key).table()
         prompts = table.column("prompt_ids").to_pylist()
         sides = ("chosen", "rejected") if "chosen_ids" in table.column_names else ("",)
@@ -185,13 +185,13 @@ def ref_logps(train: TrainConfig, store: ArtifactStore, model_key: str, training
             prefix = f"{side}_" if side else ""
             values = logprobs.batched_sequence_logps(
                 model, prompts, table.column(f"{side}_ids" if side else "completion_ids").to_pylist(), tokenizer.pad_token_id,
-                desc=f"ref log-probs {side}".strip(), mixed_precision=precision)
+                desc=f"ref log-probs {side}".strip(), precision=arithmetic)
             table = table.append_column(f"{prefix}ref_logp", pa.array(values))
             metrics[f"{prefix}ref_logp_mean"] = float(values.mean())
         write_table(table, out / "data.parquet")
         return metrics
 
-    artifact, cached = store.get_or_build("ref_logps", 2, {"mixed_precision": precision},
+    artifact, cached = store.get_or_build("ref_logps", 3, {"precision": arithmetic},
                                           {"model": model_key, "training_data": training_data_key}, build)
     return _finish(artifact, cached, run_id, "ref_logps/")
 
@@ -210,7 +210,7 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
             history = launch_training(distributed, model_dir, table.path / "data.parquet", composed(algorithm),
                                       composed(train), out, checkpoint_dir=partial / "checkpoints")
         else:
-            model, tokenizer = models.load_policy(model_dir, dtype=torch.float32)
+            model, tokenizer = models.load_policy(model_dir)
             live = set()  # steps logged as they happened; a resumed run logs its restored steps at the end
 
             def log_step(step, record):
@@ -226,8 +226,9 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
         last = history[-1]
         return {"final_loss": last["loss"], "steps": len(history), "tokens_per_s": last["tokens_per_s"]}
 
-    subset = {"algorithm": composed(algorithm), "train": composed(train), "distributed": composed(distributed)}
-    artifact, cached = store.get_or_build("train", 2, subset, {"model": model_key, table_step: table_key}, build)
+    subset = {"algorithm": composed(algorithm), "train": composed(train), "distributed": composed(distributed),
+              "precision": trainer.mixed_precision(train)}  # resolved: an "auto" run's key says which arithmetic it was
+    artifact, cached = store.get_or_build("train", 3, subset, {"model": model_key, table_step: table_key}, build)
     if cached or distributed.launches:  # live runs logged every step as it happened
         logger.history(artifact.table("history").to_pylist(), prefix="train/")
     if hasattr(method, "optimum"):  # QRPO: the beta used (maybe from a KL budget) and its optimum pi*
@@ -236,21 +237,24 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
 
 
 @task(cache_policy=NONE)
-def eval_logps(evals: EvalConfig, store: ArtifactStore, model_key: str, train_key: str, scored_by_seed: dict, run_id: str):
-    """The policy's scored eval samples (all seeds, one table with a `seed` column) with log pi and log pi_ref."""
+def eval_logps(evals: EvalConfig, train: TrainConfig, store: ArtifactStore, model_key: str, train_key: str, scored_by_seed: dict,
+               run_id: str):
+    """The policy's scored eval samples (all seeds, one table with a `seed` column) with log pi and log pi_ref,
+    in the precision of training's reference log-probs (`train.mixed_precision`)."""
+    arithmetic = trainer.mixed_precision(train)
 
     def build(out, _):
         tables = [store.require("rewards", key).table() for key in scored_by_seed.values()]
         samples = pa.concat_tables([t.append_column("seed", pa.array([int(seed)] * t.num_rows, pa.int64()))
                                     for seed, t in zip(scored_by_seed, tables)])
         table = policy_and_ref_logps(store.require("train", train_key).path / "policy", store.require("model", model_key).path,
-                                     samples, evals.batch_size)
+                                     samples, evals.batch_size, arithmetic)
         write_table(table, out / "data.parquet")
         return {"policy_logp_mean": float(np.mean(table.column("policy_logp").to_numpy())),
                 "ref_logp_mean": float(np.mean(table.column("ref_logp").to_numpy()))}
 
     inputs = {"model": model_key, "train": train_key, **{f"rewards_seed{seed}": key for seed, key in scored_by_seed.items()}}
-    artifact, cached = store.get_or_build("eval_logps", 1, {}, inputs, build)
+    artifact, cached = store.get_or_build("eval_logps", 2, {"precision": arithmetic}, inputs, build)
     return _finish(artifact, cached, run_id, "eval_logps/")
 
 

@@ -13,7 +13,7 @@ from flows.dispatch import check_dispatch
 from qrpo.binding import build_algorithm, locate, target_of
 from qrpo.config import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
-    Sections, TrainConfig, check_type, typed_sections,
+    Sections, TrainConfig, check_precision, check_type, typed_sections,
 )
 from qrpo.errors import InputError
 
@@ -53,6 +53,7 @@ def validate(config: dict) -> Sections:
         raise InputError("mlflow_experiment is empty; name the MLflow experiment (e.g. mlflow_experiment=qrpo)")
     check_type("artifact_root", config.get("artifact_root"), Optional[str])
     check_type("run_name", config.get("run_name"), Optional[str])
+    check_precision("precision", config.get("precision"))
     sections = typed_sections(config)  # built once: the flow passes each task the sections it reads
     # the cheap checks first, and their imports here, not at the top: a bad value is answered before
     # transformers loads (the model, sampler and reward targets import it)

@@ -155,6 +155,7 @@ class SamplerConfig:
     shard_prompts: int = 16  # prompts per checkpointed shard
     map_shards: bool = False  # run shards as mapped Prefect tasks (each loads the model once)
     seed: int = 0
+    precision: str = "fp32"  # hf: the forward passes' arithmetic (qrpo/precision.py); the run's `precision` in conf/
     # vllm: a worker process in vLLM's own environment
     vllm_python: str = "python"  # the Python that has vLLM: a venv's bin/python, or a `docker run ... python` prefix
     tensor_parallel_size: int = 1
@@ -183,6 +184,7 @@ class SamplerConfig:
             raise InputError("sampler.temperature must be > 0 and sampler.top_p in (0, 1]")
         if self.min_samples_per_prompt < 0 or self.max_retries < 0:
             raise InputError("sampler.min_samples_per_prompt and sampler.max_retries must be >= 0")
+        check_precision("sampler.precision", self.precision)
         if self.prompt_format not in ("text", "token_ids"):
             raise InputError(f"sampler.prompt_format={self.prompt_format!r} is not one of text, token_ids")
 
@@ -273,7 +275,7 @@ class RegimeConfig:
 
 
 REGIMES = ("best_worst", "random_pairs", "offline", "pointwise")
-MIXED_PRECISION = ("auto", "bf16", "no")
+PRECISIONS = ("auto", "bf16", "fp32", "no")  # qrpo/precision.py; "no" is accelerate's spelling of fp32
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,7 @@ class TrainConfig:
     share_prompts: bool = True  # run a prompt once for all its completions in a micro-batch (a pair's two sides)
     fused_lm_head: bool = True  # log-probs through a chunked LM head: no [tokens, vocab] logits (qrpo.fused_head)
     gradient_checkpointing: bool = False
-    mixed_precision: str = "auto"  # auto: bf16 autocast on GPU (fp32 master weights), fp32 on CPU
+    mixed_precision: str = "fp32"  # the run's `precision` in conf/ (auto: bf16 autocast where the hardware has bf16 matmul)
     lora_r: int = 0  # > 0: train LoRA adapters of this rank (peft), merged into the model at the end
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -304,8 +306,7 @@ class TrainConfig:
             raise InputError(f"train.batch_size={self.batch_size} must be a multiple of train.micro_batch_size={self.micro_batch_size}")
         if not 0 <= self.warmup_ratio < 1:
             raise InputError(f"train.warmup_ratio must be in [0, 1); got {self.warmup_ratio}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise InputError(f"train.mixed_precision={self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}")
+        check_precision("train.mixed_precision", self.mixed_precision)
         for name in ("lora_r", "checkpoint_every"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
                 raise InputError(f"train.{name} must be an integer >= 0; got {getattr(self, name)!r}")
@@ -402,6 +403,11 @@ class EvalConfig:
     @property
     def alpaca(self) -> AlpacaEvalConfig:
         return _build(AlpacaEvalConfig, self.alpaca_eval, "eval.alpaca_eval")
+
+
+def check_precision(key: str, value: Any) -> None:
+    if value not in PRECISIONS:
+        raise InputError(f"{key}={value!r} is not one of auto, bf16, fp32 (auto: bf16 where the hardware has bf16 matrix units)")
 
 
 def _positive(section, *names):

@@ -29,14 +29,13 @@ probability of what was actually sampled.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from qrpo.fused_head import head_inputs, head_matches, output_head, token_logps
+from qrpo.precision import autocast
 
 
 def model_device(model) -> torch.device:
@@ -180,25 +179,16 @@ def shared_prompt_logps(model, prompt_ids: list[list[int]], completion_ids: list
     return (per_token * to(valid)).sum(1), lengths
 
 
-def inference_context(device: torch.device, mixed_precision: str = "no"):
-    """The autocast the trainer uses on this device, for log-prob passes without gradient: with "bf16" the
-    same bf16 autocast as training (GPU, or a CPU with bf16 kernels), so reference and policy log-probs
-    come from the same arithmetic; fp32 otherwise."""
-    if mixed_precision == "bf16" and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def batched_sequence_logps(
     model, prompt_ids, completion_ids, pad_id: int, batch_size: int = 16, desc: str = "log-probs",
-    mixed_precision: str = "no", fused: bool = True,
+    precision: str = "fp32", fused: bool = True,
 ) -> np.ndarray:
     """log pi(y|x) for many sequences, without gradient, as float64 [N] (similar lengths batched together)."""
     model.eval()
     out = []
     order = np.argsort([len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)], kind="stable")
-    with inference_context(model_device(model), mixed_precision):
+    with autocast(precision, model_device(model)):  # the run's arithmetic (qrpo.precision), as in training
         for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", dynamic_ncols=True):
             idx = order[b : b + batch_size]
             logps, _ = sequence_logps(model, [prompt_ids[i] for i in idx], [completion_ids[i] for i in idx], pad_id, fused)

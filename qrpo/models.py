@@ -96,13 +96,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_policy(path: Path, device: torch.device | None = None, dtype: torch.dtype | None = None):
+def load_policy(path: Path, device: torch.device | None = None, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from a prepared folder; the tokenizer pads on the left, for generation.
 
-    `dtype` defaults to bf16 on GPU (sampling, evaluation) and fp32 elsewhere; training asks for fp32
-    master weights and runs its forward under bf16 autocast instead (train.mixed_precision)."""
+    The weights are fp32 for every step (sampling, log-probs, training's master weights): a run's bf16 is
+    autocast around the forward passes (qrpo.precision), so every step computes with the same model."""
     device = device or default_device()
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:

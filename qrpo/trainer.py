@@ -10,7 +10,8 @@ and hands the `Algorithm` a batch whose every tensor lives on the policy's devic
 Scale-out goes through accelerate: the same function runs in one process or in each process of an
 `accelerate launch` (see `qrpo.distributed`); the gradient of a step is the mean over the global
 batch whatever the topology, so 2 processes give the parameters of 1 process with the same batch.
-On GPU the master weights stay fp32 and the forward runs under bf16 autocast.
+The master weights stay fp32; with bf16 (train.mixed_precision, the run's `precision`: qrpo/precision.py)
+the forward runs under bf16 autocast.
 
 Checkpoints (`checkpoint_every` steps) hold the model, optimizer, scheduler, RNG states and the
 history so far; a run resumes from the newest one with the parameters of an uninterrupted run (the
@@ -32,6 +33,7 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from qrpo import precision
 from qrpo.algorithms import Algorithm, PairBatch, PointwiseBatch
 from qrpo.config import TrainConfig
 from qrpo.errors import InputError
@@ -194,9 +196,8 @@ def _optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Op
 
 
 def mixed_precision(cfg: TrainConfig) -> str:
-    if cfg.mixed_precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "no"
-    return cfg.mixed_precision
+    """"bf16" or "fp32": `train.mixed_precision` (the run's `precision` unless overridden) on this device."""
+    return precision.resolve(cfg.mixed_precision)
 
 
 def _accelerator(cfg: TrainConfig):
@@ -206,7 +207,7 @@ def _accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    wanted = mixed_precision(cfg)
+    wanted = {"bf16": "bf16", "fp32": "no"}[mixed_precision(cfg)]  # accelerate's names
     if AcceleratorState._shared_state.get("_mixed_precision", wanted) != wanted:
         AcceleratorState._reset_state()
     return Accelerator(mixed_precision=wanted, cpu=not torch.cuda.is_available())

@@ -13,12 +13,15 @@ import pyarrow as pa
 from qrpo import logprobs, models
 
 
-def policy_and_ref_logps(policy_dir: Path, ref_dir: Path, samples: pa.Table, batch_size: int = 16) -> pa.Table:
-    """`samples` with two more columns: policy_logp and ref_logp (float64, summed over completion tokens)."""
+def policy_and_ref_logps(policy_dir: Path, ref_dir: Path, samples: pa.Table, batch_size: int = 16,
+                         precision: str = "fp32") -> pa.Table:
+    """`samples` with two more columns: policy_logp and ref_logp (float64, summed over completion tokens),
+    both in `precision` (qrpo.precision: the arithmetic the reference log-probs of training used)."""
     prompt_ids, completion_ids = samples.column("prompt_ids").to_pylist(), samples.column("completion_ids").to_pylist()
     for column, path in (("policy_logp", policy_dir), ("ref_logp", ref_dir)):
         model, tokenizer = models.load_policy(path)
-        values = logprobs.batched_sequence_logps(model, prompt_ids, completion_ids, tokenizer.pad_token_id, batch_size, column)
+        values = logprobs.batched_sequence_logps(model, prompt_ids, completion_ids, tokenizer.pad_token_id, batch_size, column,
+                                                   precision=precision)
         samples = samples.append_column(column, pa.array(values))
         del model
     return samples

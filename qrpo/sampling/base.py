@@ -63,6 +63,7 @@ class SamplingParams:
     seed: int = 0
     temperature: float = 1.0  # 1 and 1: exact samples of the model's distribution
     top_p: float = 1.0
+    precision: str = "fp32"  # the arithmetic of the forward passes, resolved (qrpo.precision): "fp32" or "bf16"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ token is the argmax of the model's own logits plus its row's noise) and checks t
 
 A prompt's samples share one tokenisation, expanded n times into the batch (what `num_return_sequences`
 does inside `generate`, which allows it only with do_sample=True); prompts of similar token length are
-batched together (sorted by length: little padding), and the KV cache is on.
+batched together (sorted by length: little padding), and the KV cache is on. The forward passes run
+in the run's precision (`params.precision`, qrpo/precision.py): fp32 weights, bf16 autocast where chosen.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pyarrow as pa
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from qrpo.precision import autocast
 from qrpo.sampling.base import (
     Completion, Prompt, Sampler, SamplingParams, encode_prompts, eos_ids, finish, row_seed, sample_table,
 )
@@ -106,7 +108,7 @@ class HFSampler(Sampler):
         """sampler.backend=hf: the prepared model loaded with transformers."""
         from qrpo.models import load_policy
 
-        model, _ = load_policy(model_path)
+        model, _ = load_policy(model_path)  # fp32 weights; params.precision is the autocast
         return cls(model, tokenizer, params, cfg.batch_size)
 
     def _batches(self, prompts: Sequence[Prompt], n: int) -> list[list[int]]:
@@ -131,7 +133,7 @@ class HFSampler(Sampler):
             # rows are (prompt, sample index), index fastest
             seeds = [row_seed(self.params.seed, prompts[i].prompt_id, k) for i in batch for k in indices]
             noise = GumbelNoise(seeds, device, self.params.temperature, self.params.top_p)
-            with _installed(self.model, gen):
+            with _installed(self.model, gen), autocast(self.params.precision, device):
                 generated = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen,
                                                 logits_processor=LogitsProcessorList([noise]))  # [b * n, T + new]
             new = generated[:, width:].tolist()
@@ -152,11 +154,12 @@ def sample_completions(
     batch_size: int = 16,
     shard_prompts: int = 16,
     seed: int = 0,
+    precision: str = "fp32",
     checkpoint_dir=None,
     desc: str = "sampling",
 ) -> pa.Table:
     """`num_samples` completions per prompt from a loaded model (the samples table of qrpo.sampling.base)."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p)
+    params = SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=temperature, top_p=top_p, precision=precision)
     sampler = HFSampler(model, tokenizer, params, batch_size)
     return sample_table(sampler, encode_prompts(tokenizer, prompts), range(num_samples), shard_prompts=shard_prompts,
                         checkpoint_dir=checkpoint_dir, desc=desc)

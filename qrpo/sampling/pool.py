@@ -36,7 +36,8 @@ SampleRange = Callable[[range, object], pa.Table]
 
 def pool_key(source: dict, dataset_key: str, split: str, params: SamplingParams, drop_truncated: bool) -> str:
     config = {"split": split, "seed": params.seed, "max_new_tokens": params.max_new_tokens,
-              "temperature": params.temperature, "top_p": params.top_p, "drop_truncated": drop_truncated}
+              "temperature": params.temperature, "top_p": params.top_p, "drop_truncated": drop_truncated,
+              "precision": params.precision}
     return artifact_key(STEP, VERSION, config, {"source": f"{source['step']}/{source['key']}/{source.get('subdir', '')}",
                                                 "dataset": dataset_key})
 

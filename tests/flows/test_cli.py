@@ -26,7 +26,9 @@ from flows.cli import run
         (["regime=pointwise", "algorithm=dpo"], "algorithm dpo needs preference pairs, but regime=pointwise gives single completions"),
         (["regime=triples"], "Available options in 'regime'"),
         (["regime=best_worst", "regime.leave_one_out=true"], "leave_one_out=true only applies to regime=pointwise"),
-        (["train.mixed_precision=fp8"], "train.mixed_precision='fp8' is not one of auto, bf16, no"),
+        (["train.mixed_precision=fp8"], "train.mixed_precision='fp8' is not one of auto, bf16, fp32"),
+        (["precision=fp16"], "precision='fp16' is not one of auto, bf16, fp32"),
+        (["sampler.precision=half"], "sampler.precision='half' is not one of auto, bf16, fp32"),
         (["distributed=ddp", "distributed.topology=horovod"], "distributed.topology='horovod' is not one of"),
         # algorithm: arguments are checked against the class's annotations; _target_ must import
         (["algorithm.beta=abc"], "algorithm.beta must be a number or null; got 'abc'"),

@@ -5,6 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.pipeline import qrpo_pipeline
 from qrpo.artifacts import ArtifactStore
+from qrpo.precision import resolve
 
 STEPS = {
     "model": "model", "dataset": "dataset", "train_samples": "samples", "eval_samples": "samples",
@@ -75,6 +76,9 @@ def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
     assert run.data.tags["num_ref_samples"] == "4"
     assert run.data.tags["model"] == "tiny-llama"
     assert run.data.params["algorithm.beta"] == "0.1"
+    # precision=auto is logged as asked and as resolved on this machine (bf16 where the CPU has bf16 matmul)
+    assert run.data.params["precision"] == "auto"
+    assert run.data.params["precision_used"] == run.data.tags["precision"] == resolve("auto")
     files = {f.path for f in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/training_curves.png", "report/eval_rewards.png", "report/summary.md", "report/reward_vs_kl.png",
             "report/reward_vs_length.png", "report/quantile_histogram.png"} <= files

@@ -1,5 +1,6 @@
 """Each task receives the typed sections it reads (never the whole config), and its artifact key is the
-one the whole-config tasks computed: users' caches stay valid across the change."""
+one the whole-config tasks computed: users' caches stay valid across the change. One deliberate change
+since: the train key holds the precision `precision=auto` resolved to (qrpo/precision.py)."""
 
 import typing
 
@@ -15,6 +16,7 @@ from qrpo.config import (
     SamplerConfig, Sections, TrainConfig, build_section, composed, typed_sections,
 )
 from qrpo.data import fingerprint
+from qrpo.precision import resolve
 
 TASKS = {name: obj for name, obj in vars(tasks).items() if hasattr(obj, "fn") and hasattr(obj, "submit")}
 SECTION_PARAMETERS = {"model": ModelConfig, "dataset": DatasetConfig, "sampler": SamplerConfig, "reward": RewardConfig,
@@ -57,7 +59,8 @@ def old_subsets(config: dict) -> dict:
         "offline_samples": {"offline": [regime.chosen_column, regime.rejected_column]},
         "training_data": {"regime": config["regime"], "num_train_samples": sampler.num_train_samples,
                           "num_ref_samples": sampler.num_ref_samples, "ties": ties},
-        "train": {"algorithm": config["algorithm"], "train": config["train"], "distributed": config["distributed"]},
+        "train": {"algorithm": config["algorithm"], "train": config["train"], "distributed": config["distributed"],
+                  "precision": resolve(config["train"]["mixed_precision"])},
         "eval": {k: evals.get(k) for k in ("split_seed", "lc_fit_on")} | {"reward_kind": config["reward"].get("kind")},
     }
 

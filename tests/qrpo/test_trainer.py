@@ -421,10 +421,10 @@ class _LogRatioRecordingQRPO(QRPO):
         return super().__call__(batch)
 
 
-@pytest.mark.parametrize("precision, compute", [("bf16", torch.bfloat16), ("no", torch.float32)])
+@pytest.mark.parametrize("precision, compute", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_mixed_precision_bf16_computes_training_and_reference_logps_in_bf16_over_fp32_weights_on_cpu(tiny_model_dir, precision, compute):
     """train.mixed_precision=bf16 on a CPU: every matmul of the reference log-probs and of training runs
-    in bf16 (autocast), the weights stay fp32; "no" keeps everything fp32. Reference and policy passes
+    in bf16 (autocast), the weights stay fp32; "fp32" keeps everything fp32. Reference and policy passes
     share the arithmetic, so every example's first-step log-ratio stays within 1e-5 nats of 0 (measured:
     exactly 0 in bf16, <= 2e-6 in fp32; an fp32 reference under a bf16 policy is off by up to 1.4e-3)."""
     from qrpo.models import load_policy
@@ -433,7 +433,7 @@ def test_mixed_precision_bf16_computes_training_and_reference_logps_in_bf16_over
     model, tokenizer = load_policy(tiny_model_dir, torch.device("cpu"))
     prompts, completions = _token_lists(8, 3, 0), _token_lists(8, 4, 3)
     with _MatmulDtypes() as ref_pass:
-        ref = batched_sequence_logps(model, prompts, completions, tokenizer.pad_token_id, batch_size=3, mixed_precision=precision)
+        ref = batched_sequence_logps(model, prompts, completions, tokenizer.pad_token_id, batch_size=3, precision=precision)
     assert ref_pass.dtypes == {compute}
     table = pa.table({
         "prompt_id": [f"p{i // 2}" for i in range(8)], "prompt_ids": prompts, "completion_ids": completions,
