@@ -16,9 +16,10 @@ generation config for the call. tests/qrpo/test_sampling.py proves it on a hosti
 token is the argmax of the model's own logits plus its row's noise) and checks the config itself
 (`test_exact_generation_config_sets_every_logit_altering_option_neutral`).
 
-A prompt's samples share one tokenisation, expanded n times into the batch (what `num_return_sequences`
-does inside `generate`, which allows it only with do_sample=True); prompts of similar token length are
-batched together (sorted by length: little padding), and the KV cache is on. The forward passes run
+A prompt's samples share one tokenisation and one prefill: the prompt (but its last token) runs once and
+its KV cache is repeated for its n rows, which `generate` then continues from the last prompt token;
+each prompt is left-padded to a width that depends on its own length only (`padded_width`), and prompts of
+one width are batched together: under bf16 a row's tokens would otherwise depend on its batch's padding. The forward passes run
 in the run's precision (`params.precision`, qrpo/precision.py): fp32 weights, bf16 autocast where chosen.
 """
 
@@ -65,10 +66,14 @@ def _installed(model, config: GenerationConfig):
         model.generation_config = saved
 
 
+def to_gumbel_(u: torch.Tensor) -> torch.Tensor:
+    """Uniforms in [0, 1) -> standard Gumbel draws, in place: -log(-log(u)), u clamped to 1e-20."""
+    return u.clamp_(min=1e-20).log_().neg_().log_().neg_()
+
+
 def gumbel(generator: torch.Generator, vocab: int) -> torch.Tensor:
     """One step of a row's noise: V standard Gumbel draws [V] (float32, on the generator's device)."""
-    u = torch.rand(vocab, generator=generator, device=generator.device, dtype=torch.float32)
-    return -torch.log(-torch.log(u.clamp_(min=1e-20)))
+    return to_gumbel_(torch.rand(vocab, generator=generator, device=generator.device, dtype=torch.float32))
 
 
 def row_generators(seeds: Sequence[int], device) -> list[torch.Generator]:
@@ -92,8 +97,21 @@ class GumbelNoise(LogitsProcessor):
             probs = sorted_scores.softmax(1)
             drop = probs.cumsum(1) - probs >= self.top_p  # the tokens ranked above it already reach top_p
             scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-        noise = torch.stack([gumbel(g, scores.shape[1]) for g in self.generators])  # [rows, V]
-        return scores + noise
+        noise = torch.empty_like(scores)  # [rows, V]: each row's uniforms from its own generator, the logs at once
+        for row, generator in enumerate(self.generators):
+            torch.rand(scores.shape[1], generator=generator, out=noise[row])
+        return scores + to_gumbel_(noise)
+
+
+PAD_MULTIPLE = 16
+
+
+def padded_width(length: int) -> int:
+    """The width a prompt of `length` tokens is left-padded to: the next multiple of PAD_MULTIPLE. It depends
+    on the prompt alone, so a row's input (its padding, hence every kernel's blocking of its keys) is the same
+    whatever prompts share its batch: bf16 rounding amplifies the last-bit differences that another padding
+    makes in attention (fp32 does not), and then a completion would depend on its batch."""
+    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 class HFSampler(Sampler):
@@ -112,10 +130,26 @@ class HFSampler(Sampler):
         return cls(model, tokenizer, params, cfg.batch_size)
 
     def _batches(self, prompts: Sequence[Prompt], n: int) -> list[list[int]]:
-        """Prompt positions sorted by token length, max(1, batch_size // n) prompts a batch (little padding)."""
+        """Prompt positions grouped by padded width (`padded_width`), in order of it, max(1, batch_size // n)
+        prompts a batch: a batch never mixes widths."""
         per_batch = max(1, self.batch_size // n)
-        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i].prompt_ids), i))
-        return [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
+        by_width: dict[int, list[int]] = {}
+        for i in sorted(range(len(prompts)), key=lambda i: (len(prompts[i].prompt_ids), i)):
+            by_width.setdefault(padded_width(len(prompts[i].prompt_ids)), []).append(i)
+        return [group[i : i + per_batch] for _, group in sorted(by_width.items()) for i in range(0, len(group), per_batch)]
+
+    def _shared_prefix_cache(self, input_ids: torch.Tensor, attention: torch.Tensor, n: int):
+        """The KV cache of each prompt but its last token, computed once per prompt and repeated for its n rows
+        ([b, T - 1] -> a cache of b * n rows); `generate` then runs the last prompt token of every row. Positions
+        as `generate` numbers them (left padding: first real token at 0, padding at 1). None for 1-token prompts."""
+        if input_ids.shape[1] < 2:
+            return None
+        prefix, mask = input_ids[:, :-1], attention[:, :-1]
+        positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)
+        cache = self.model(input_ids=prefix, attention_mask=mask, position_ids=positions, use_cache=True,
+                           logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(n)
+        return cache
 
     @torch.no_grad()
     def complete(self, prompts: Sequence[Prompt], indices: range) -> list[list[Completion]]:
@@ -124,18 +158,20 @@ class HFSampler(Sampler):
         eos = eos_ids(self.tokenizer)
         out: list[list[Completion]] = [[] for _ in prompts]
         for batch in self._batches(prompts, n):
-            width = max(len(prompts[i].prompt_ids) for i in batch)
+            width = padded_width(len(prompts[batch[0]].prompt_ids))  # the same for every prompt of the batch
             input_ids = torch.tensor([[pad] * (width - len(prompts[i].prompt_ids)) + list(prompts[i].prompt_ids)
                                       for i in batch], device=device)  # [b, T]
             attention = (torch.arange(width, device=device)[None, :]
                          >= torch.tensor([width - len(prompts[i].prompt_ids) for i in batch], device=device)[:, None]).long()
-            input_ids, attention = input_ids.repeat_interleave(n, 0), attention.repeat_interleave(n, 0)  # [b * n, T]
             # rows are (prompt, sample index), index fastest
             seeds = [row_seed(self.params.seed, prompts[i].prompt_id, k) for i in batch for k in indices]
             noise = GumbelNoise(seeds, device, self.params.temperature, self.params.top_p)
             with _installed(self.model, gen), autocast(self.params.precision, device):
-                generated = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen,
-                                                logits_processor=LogitsProcessorList([noise]))  # [b * n, T + new]
+                cache = self._shared_prefix_cache(input_ids, attention, n)
+                generated = self.model.generate(input_ids=input_ids.repeat_interleave(n, 0),
+                                                attention_mask=attention.repeat_interleave(n, 0), past_key_values=cache,
+                                                generation_config=gen, logits_processor=LogitsProcessorList([noise]))
+            # generated: [b * n, T + new]
             new = generated[:, width:].tolist()
             for row, tokens in enumerate(new):
                 out[batch[row // n]].append(finish(tokens, eos, self.params.max_new_tokens))

@@ -28,7 +28,7 @@ from qrpo.artifacts import Artifact, ArtifactStore, artifact_key, write_table
 from qrpo.sampling.base import SamplingParams
 
 STEP = "samples"
-VERSION = 2
+VERSION = 3  # 3: hf bf16 samples made batch-invariant (padded_width), were batch-dependent
 
 # sample_range(indices, partial_dir) -> samples table of those indices for every prompt of the split
 SampleRange = Callable[[range, object], pa.Table]
