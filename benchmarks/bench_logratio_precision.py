@@ -1,6 +1,6 @@
 """Log-ratio error of bf16 against fp32 on a finished run's own samples.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_logratio_precision.py --store $QRPO_HOME/artifacts --run-summary SUMMARY.json
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_logratio_precision.py --store $QRPO_HOME/artifacts --model KEY --train KEY --samples .../data.parquet
 
 Reads the run's policy (train artifact), π_ref (model artifact) and the policy's eval samples, computes
 log π(y|x) and log π_ref(y|x) of every sample in fp32 and in bf16 (autocast over fp32 weights), and prints
@@ -11,7 +11,6 @@ implicit reward are made of) are from fp32: mean and max absolute error, per com
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
     store = ArtifactStore(args.store)
-    ref_dir, policy_dir = store.require("model", args.model).path, store.require("train", args.train).path
+    ref_dir, policy_dir = store.require("model", args.model).path, store.require("train", args.train).path / "policy"
     samples = pq.read_table(args.samples)
     out = {p: policy_and_ref_logps(policy_dir, ref_dir, samples, args.batch_size, precision=p) for p in ("fp32", "bf16")}
     tokens = np.asarray(samples.column("num_tokens").to_pylist(), dtype=float)
@@ -41,7 +40,6 @@ def main():
         err = np.abs(b - a)
         print(f"{name:20s} fp32 mean {a.mean():+.4f}  |bf16 - fp32| per completion: mean {err.mean():.4f} max {err.max():.4f}"
               f"  per token: mean {(err / tokens).mean():.5f}; mean signed {(b - a).mean():+.4f}")
-    print(json.dumps({"rows": samples.num_rows}))
 
 
 if __name__ == "__main__":
