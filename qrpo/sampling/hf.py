@@ -19,8 +19,9 @@ token is the argmax of the model's own logits plus its row's noise) and checks t
 A prompt's samples share one tokenisation and one prefill: the prompt (but its last token) runs once and
 its KV cache is repeated for its n rows, which `generate` then continues from the last prompt token;
 each prompt is left-padded to a width that depends on its own length only (`padded_width`), and prompts of
-one width are batched together: under bf16 a row's tokens would otherwise depend on its batch's padding. The forward passes run
-in the run's precision (`params.precision`, qrpo/precision.py): fp32 weights, bf16 autocast where chosen.
+one width are batched together: under bf16 a row's tokens would otherwise depend on its batch's padding.
+The forward passes run in the run's precision (`params.precision`, qrpo/precision.py): fp32 weights, bf16
+autocast where chosen.
 """
 
 from __future__ import annotations
