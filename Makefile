@@ -37,7 +37,7 @@ test: install
 # transformers, accelerate, peft, pyarrow, numpy and pytest: the project's venv if there is one, else python3.
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 gpu-check:
-	PYTHONPATH=. $(GPU_PY) -m pytest -q -m gpu -p no:cacheprovider -rs tests/gpu tests/qrpo/test_sampling_vllm.py
+	PYTHONPATH=. $(GPU_PY) -m pytest -q -m gpu -p no:cacheprovider -rs tests/gpu tests/qrpo/sampling/test_sampling_vllm.py
 	PYTHONPATH=. $(GPU_PY) benchmarks/bench_gpu.py
 
 # Mutation testing of the modules whose numbers users trust (minutes; not part of `make test`):

@@ -7,7 +7,7 @@ The model has SmolLM2-135M-Instruct's architecture (30 layers, hidden 576, 9 hea
 49,152) with random weights built from its config, so nothing is downloaded and the LM head is as large as
 the real one's. Token ids are random (no tokenizer is involved beyond pad and EOS ids).
 
-* training: `qrpo.trainer.train_policy` with QRPO (pointwise regime) on --batch-size completions of
+* training: `qrpo.training.trainer.train_policy` with QRPO (pointwise regime) on --batch-size completions of
   --seq-tokens tokens each (prompt --prompt-tokens of them), fp32 master weights under bf16 autocast
   (train.mixed_precision=bf16), shared prompts and the fused LM head as in the pipeline. tokens/s is
   tokens per step / median step time over the steps after --warmup-steps; the model FLOP/s line is
@@ -36,11 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qrpo.algorithms import QRPO  # noqa: E402
-from qrpo.config import TrainConfig  # noqa: E402
+from qrpo.objective.algorithms import QRPO  # noqa: E402
+from qrpo.config.sections import TrainConfig  # noqa: E402
 from qrpo.sampling import HFSampler, SamplingParams  # noqa: E402
 from qrpo.sampling.base import Prompt  # noqa: E402
-from qrpo.trainer import train_policy  # noqa: E402
+from qrpo.training.trainer import train_policy  # noqa: E402
 
 SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                 "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 2048,

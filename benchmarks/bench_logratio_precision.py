@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from qrpo.artifacts import ArtifactStore
+from qrpo.store.artifacts import ArtifactStore
 from qrpo.evaluation.logratios import policy_and_ref_logps
 
 

@@ -22,12 +22,12 @@ import pyarrow as pa
 import torch
 
 from benchmarks.bench_sampling import PROMPTS, model_dir
-from qrpo.algorithms import QRPO
-from qrpo.config import TrainConfig
-from qrpo.logprobs import batched_sequence_logps
+from qrpo.objective.algorithms import QRPO
+from qrpo.config.sections import TrainConfig
+from qrpo.training.logprobs import batched_sequence_logps
 from qrpo.models import load_policy
 from qrpo.sampling import HFSampler, SamplingParams, encode_prompts, sample_table
-from qrpo.trainer import train_policy
+from qrpo.training.trainer import train_policy
 
 
 def peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> float:

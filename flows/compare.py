@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mlflow.tracking import MlflowClient
 
-    from qrpo.tracking import tracking_uri
+    from qrpo.store.tracking import tracking_uri
 
     try:
         client = MlflowClient(args.tracking_uri or tracking_uri())

@@ -44,7 +44,7 @@ def resolve_auto_regime(config: dict) -> dict:
     regime, algorithm = config.get("regime") or {}, config.get("algorithm") or {}
     if regime.get("name") != "auto":
         return config
-    from qrpo.binding import locate
+    from qrpo.config.binding import locate
 
     needs_pairs = getattr(locate("algorithm._target_", algorithm.get("_target_")), "needs_pairs", True)
     leave_one_out = regime.get("leave_one_out", False)

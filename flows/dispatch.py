@@ -7,7 +7,7 @@ quick (the step flow itself is in flows/step.py).
 
 from __future__ import annotations
 
-from qrpo.config import check_type
+from qrpo.config.sections import check_type
 from qrpo.errors import InputError
 
 # The steps that can run on another pool: those that load a model or a reward model.

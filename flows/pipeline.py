@@ -26,9 +26,9 @@ from flows.step import step_runners
 from flows.sweep import PARENT_ENV
 from flows.termination import noting_sigterm, stop_if_terminated
 from flows.validate import load_config
-from qrpo.artifacts import ArtifactStore
-from qrpo.config import Sections
-from qrpo.tracking import RunLogger, artifact_location, flatten, redact, tracking_uri
+from qrpo.store.artifacts import ArtifactStore
+from qrpo.config.sections import Sections
+from qrpo.store.tracking import RunLogger, artifact_location, flatten, redact, tracking_uri
 
 
 def used_precision(sections: Sections) -> str:

@@ -30,8 +30,8 @@ from prefect.states import Completed
 
 from flows import tasks
 from flows.dispatch import DEPLOYMENT, DISPATCHABLE, RESULT_ARTIFACT, check_dispatch, dispatch_section  # noqa: F401  (check_dispatch re-exported)
-from qrpo.artifacts import ArtifactStore
-from qrpo.config import Sections
+from qrpo.store.artifacts import ArtifactStore
+from qrpo.config.sections import Sections
 from qrpo.errors import InputError
 
 # The steps that can run on another pool (flows.dispatch.DISPATCHABLE): those that load a model or a reward model.
@@ -56,7 +56,7 @@ def qrpo_step(step: str, overrides: list[str] | None = None, arguments: dict | N
 
 def config_parameters(function) -> dict[str, type]:
     """The parameters of a task that its run's config fills in, by name: those annotated with a typed
-    section class (qrpo.config) or ArtifactStore. A remote step receives only the others (JSON)."""
+    section class (qrpo.config.sections) or ArtifactStore. A remote step receives only the others (JSON)."""
     section_classes = set(typing.get_type_hints(Sections).values())
     return {name: hint for name, hint in typing.get_type_hints(function).items()
             if name != "return" and (hint in section_classes or hint is ArtifactStore)}

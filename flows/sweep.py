@@ -99,7 +99,7 @@ class SweepCallback(Callback):
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        from qrpo.tracking import artifact_location, tracking_uri
+        from qrpo.store.tracking import artifact_location, tracking_uri
 
         self.client = MlflowClient(tracking_uri())
         name = config["mlflow_experiment"]
@@ -129,7 +129,7 @@ class SweepCallback(Callback):
         self.client.log_metric(self.parent_id, "sweep/wall_time_s", time.time() - self.started)
         status = "KILLED" if terminated() else "FAILED" if failed or not children else "FINISHED"
         self.client.set_terminated(self.parent_id, status)
-        from qrpo.tracking import mlflow_ui_command
+        from qrpo.store.tracking import mlflow_ui_command
 
         from flows.compare import format_comparison
 

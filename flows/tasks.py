@@ -1,10 +1,10 @@
 """One Prefect task per pipeline step: load inputs, call one `qrpo` function, save the artifact.
 
-A task receives the typed config sections it reads (qrpo.config: `sampler: SamplerConfig`, `train: TrainConfig`,
+A task receives the typed config sections it reads (qrpo.config.sections: `sampler: SamplerConfig`, `train: TrainConfig`,
 `algorithm: AlgorithmConfig`, ...), never the whole config: the flow composes and validates the config once
 and builds every section there (`flows.validate.validate` returns them). Then the artifact store, then its
 inputs (artifact keys, numbers) and the MLflow `run_id`. An artifact key hashes a section as the config
-composed it (`qrpo.config.composed`), so it moves only when a value the step reads changes.
+composed it (`qrpo.config.sections.composed`), so it moves only when a value the step reads changes.
 
 Each task returns a Prefect state whose data is the artifact key; a step whose artifact already
 exists finishes as "Cached" without loading a model. Every task also logs the artifact's metrics to
@@ -28,21 +28,23 @@ from prefect.states import Completed
 from transformers import AutoTokenizer
 
 from flows.termination import stop_if_terminated
-from qrpo import data, evaluation, logprobs, models, precision, report, sampling, trainer
-from qrpo import training_data as training_data_lib
-from qrpo.artifacts import Artifact, ArtifactStore, write_table
-from qrpo.binding import build_algorithm, cache_section, declares, locate  # noqa: F401  (tasks.build_algorithm: the pipeline)
-from qrpo.config import (
+from qrpo import data, evaluation, models, precision, sampling
+from qrpo.data import regimes as training_data_lib
+from qrpo.evaluation import report
+from qrpo.training import logprobs, trainer
+from qrpo.store.artifacts import Artifact, ArtifactStore, write_table
+from qrpo.config.binding import build_algorithm, cache_section, declares, locate  # noqa: F401  (tasks.build_algorithm: the pipeline)
+from qrpo.config.sections import (
     AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
     SamplerConfig, TrainConfig, algorithm_section, composed,
 )
-from qrpo.distributed import launch_training
+from qrpo.training.distributed import launch_training
 from qrpo.errors import InputError
 from qrpo.evaluation import alpaca_eval as alpaca_eval_lib
 from qrpo.evaluation import paired
 from qrpo.evaluation.logratios import policy_and_ref_logps
 from qrpo.rewards import build_reward, score_samples
-from qrpo.tracking import RunLogger
+from qrpo.store.tracking import RunLogger
 
 
 def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str):

@@ -1,7 +1,7 @@
 """Check a composed config before any work starts: every section typed, each `_target_` importable,
 the algorithm built, the dataset readable with its columns, the model source present, and (dispatch.pool
 set) the Prefect server's step deployment. Raises one InputError; returns the typed sections
-(`qrpo.config.Sections`) that the flow hands its tasks."""
+(`qrpo.config.sections.Sections`) that the flow hands its tasks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Optional
 
 from flows.config import compose_config
 from flows.dispatch import check_dispatch
-from qrpo.binding import build_algorithm, locate, target_of
-from qrpo.config import (
+from qrpo.config.binding import build_algorithm, locate, target_of
+from qrpo.config.sections import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
     Sections, TrainConfig, check_precision, check_type, typed_sections,
 )
@@ -58,7 +58,7 @@ def validate(config: dict) -> Sections:
     # the cheap checks first, and their imports here, not at the top: a bad value is answered before
     # transformers loads (the model, sampler and reward targets import it)
     from qrpo import data
-    from qrpo.training_data import check_algorithm_fits
+    from qrpo.data.regimes import check_algorithm_fits
 
     check_algorithm_fits(sections.regime, build_algorithm(sections.algorithm))  # e.g. DPO on pointwise data
     data.load_prompts(sections.dataset)  # columns, splits, JSON: all checked here

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
 
-from qrpo.binding import build
-from qrpo.config import ModelConfig
+from qrpo.config.binding import build
+from qrpo.config.sections import ModelConfig
 from qrpo.errors import InputError
 
 # A minimal chat format for the byte-level tokenizer of tiny models.

@@ -20,7 +20,7 @@ import functools
 
 import torch
 
-from qrpo.config import PRECISIONS
+from qrpo.config.sections import PRECISIONS
 
 
 @functools.cache

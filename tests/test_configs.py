@@ -14,7 +14,7 @@ from flows.config import CONFIG_DIR, CONFIG_NAME, compose_config
 from flows.sweep import sweep_jobs
 from flows.tasks import build_algorithm
 from flows.validate import SECTIONS, validate
-from qrpo.config import build_section
+from qrpo.config.sections import build_section
 from qrpo.errors import InputError
 
 GROUP_OPTIONS = [(group.name, option.stem) for group in sorted(CONFIG_DIR.iterdir()) if group.is_dir()

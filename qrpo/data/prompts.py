@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from qrpo.config import DatasetConfig
+from qrpo.config.sections import DatasetConfig
 from qrpo.errors import InputError
 
 SPLITS = ("train", "eval")

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from qrpo.config import AlpacaEvalConfig
+from qrpo.config.sections import AlpacaEvalConfig
 from qrpo.errors import InputError
 
 TEXT_JUDGE = "qrpo_text_judge"

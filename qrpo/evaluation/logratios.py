@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from qrpo import logprobs, models
+from qrpo import models
+from qrpo.training import logprobs
 
 
 def policy_and_ref_logps(policy_dir: Path, ref_dir: Path, samples: pa.Table, batch_size: int = 16,

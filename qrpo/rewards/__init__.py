@@ -13,8 +13,8 @@ The contract (`RewardModel`, `score_samples`) is in base.py.
 
 from __future__ import annotations
 
-from qrpo.binding import build
-from qrpo.config import REWARD_TARGETS, RewardConfig
+from qrpo.config.binding import build
+from qrpo.config.sections import REWARD_TARGETS, RewardConfig
 from qrpo.errors import InputError
 from qrpo.rewards.base import RewardModel, score_samples
 from qrpo.rewards.classifier import SequenceClassifierReward

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from qrpo.binding import locate
+from qrpo.config.binding import locate
 from qrpo.errors import InputError
 from qrpo.rewards.base import RewardModel
 

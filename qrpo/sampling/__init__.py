@@ -9,8 +9,8 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from qrpo.binding import build
-from qrpo.config import SamplerConfig
+from qrpo.config.binding import build
+from qrpo.config.sections import SamplerConfig
 from qrpo.sampling.base import (
     SAMPLES_SCHEMA, Completion, Prompt, Sampler, SamplingParams, encode_prompts, row_seed, sample_table, shard_ranges,
 )

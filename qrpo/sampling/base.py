@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from qrpo.artifacts import write_table
+from qrpo.store.artifacts import write_table
 
 SAMPLES_SCHEMA = pa.schema([
     ("prompt_id", pa.string()),

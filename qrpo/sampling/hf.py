@@ -11,7 +11,7 @@ Exactness also needs nothing else to touch the logits. `generate` merges the mod
 `generation_config` into unset fields, so a model shipped with top_k=50, repetition_penalty=1.2 or
 suppress_tokens would silently change the distribution: `exact_generation_config` sets every
 logit-altering option to its neutral value and `generate` runs with it installed as the model's
-generation config for the call. tests/qrpo/test_sampling.py proves it on a hostile model
+generation config for the call. tests/qrpo/sampling/test_sampling.py proves it on a hostile model
 (`test_hostile_generation_defaults_are_ignored_every_token_is_argmax_of_logits_plus_its_noise`: every
 token is the argmax of the model's own logits plus its row's noise) and checks the config itself
 (`test_exact_generation_config_sets_every_logit_altering_option_neutral`).

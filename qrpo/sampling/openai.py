@@ -35,7 +35,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from qrpo.config import SamplerConfig
+from qrpo.config.sections import SamplerConfig
 from qrpo.sampling.base import Completion, Prompt, Sampler, SamplingParams, eos_ids, row_seed
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from qrpo.artifacts import Artifact, ArtifactStore, artifact_key, write_table
+from qrpo.store.artifacts import Artifact, ArtifactStore, artifact_key, write_table
 from qrpo.sampling.base import SamplingParams
 
 STEP = "samples"

@@ -41,7 +41,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qrpo.config import SamplerConfig
+from qrpo.config.sections import SamplerConfig
 from qrpo.errors import InputError
 from qrpo.sampling.base import Completion, Prompt, Sampler, SamplingParams, row_seed
 

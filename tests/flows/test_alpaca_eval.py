@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from qrpo.config import AlpacaEvalConfig
+from qrpo.config.sections import AlpacaEvalConfig
 from qrpo.errors import InputError
 from qrpo.evaluation.alpaca_eval import annotator_config, load_instructions, run_alpaca_eval
 
@@ -19,7 +19,7 @@ SHIPPED = REPO / "data" / "alpaca_eval" / "instructions.json"
 
 @pytest.fixture(scope="module")
 def tiny_policy_dir(tmp_path_factory):
-    from qrpo.config import ModelConfig
+    from qrpo.config.sections import ModelConfig
     from qrpo.models import prepare_model
 
     out = tmp_path_factory.mktemp("policy")

@@ -36,7 +36,7 @@ from flows.cli import run
         (["+algorithm.bta=0.1"], "unknown key algorithm.bta; valid keys: beta, transform, loss_type, kl_budget, target_quantile"),
         (["algorithm=dpo", "+algorithm.gamma=1"], "unknown key algorithm.gamma; valid keys: beta"),
         (["algorithm.transform=scaled_normal_icdf", "+algorithm.muu=1"], "unknown key algorithm.muu; valid keys: beta, transform, loss_type, kl_budget, target_quantile, mu, sigma"),
-        (["algorithm._target_=qrpo.algorithms.Nope"], "algorithm._target_='qrpo.algorithms.Nope': qrpo.algorithms has no attribute 'Nope'"),
+        (["algorithm._target_=qrpo.objective.algorithms.Nope"], "algorithm._target_='qrpo.objective.algorithms.Nope': qrpo.objective.algorithms has no attribute 'Nope'"),
         # dataset
         (["dataset.eval_fraction=abc"], "dataset.eval_fraction must be a number; got 'abc'"),
         (["dataset.max_train_prompts=-1"], "dataset.max_train_prompts / dataset.max_eval_prompts must be >= 0"),
@@ -115,7 +115,7 @@ def test_cli_entry_point_reports_unknown_key_in_one_line(qrpo_home):
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["error: algorithm (qrpo.algorithms.QRPO): beta must be a positive finite number; got -3.0"]
+    assert lines == ["error: algorithm (qrpo.objective.algorithms.QRPO): beta must be a positive finite number; got -3.0"]
 
 
 @pytest.mark.parametrize("override, expected, not_loaded", [

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.config import compose_config
 from flows.sweep import compare_arms
-from qrpo.artifacts import ArtifactStore
+from qrpo.store.artifacts import ArtifactStore
 from qrpo.errors import InputError
 from tests.flows.test_sweep import cli_env
 

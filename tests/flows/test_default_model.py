@@ -8,7 +8,7 @@ import pytest
 from safetensors import safe_open
 
 from flows.pipeline import qrpo_pipeline
-from qrpo.artifacts import ArtifactStore
+from qrpo.store.artifacts import ArtifactStore
 
 pytestmark = [
     pytest.mark.slow,

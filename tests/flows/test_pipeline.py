@@ -4,7 +4,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.pipeline import qrpo_pipeline
-from qrpo.artifacts import ArtifactStore
+from qrpo.store.artifacts import ArtifactStore
 from qrpo.precision import resolve
 
 STEPS = {

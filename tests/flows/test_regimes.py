@@ -6,7 +6,7 @@ import sys
 from mlflow.tracking import MlflowClient
 
 from flows.pipeline import qrpo_pipeline
-from qrpo.artifacts import ArtifactStore
+from qrpo.store.artifacts import ArtifactStore
 
 
 def test_smoke_pipeline_runs_end_to_end_in_the_pointwise_regime(prefect_server, qrpo_home):

@@ -7,9 +7,9 @@ from prefect import flow
 
 from flows import tasks
 from flows.config import compose_config
-from qrpo.artifacts import ArtifactStore
-from qrpo.config import typed_sections
-from qrpo.tracking import tracking_uri
+from qrpo.store.artifacts import ArtifactStore
+from qrpo.config.sections import typed_sections
+from qrpo.store.tracking import tracking_uri
 
 
 @flow

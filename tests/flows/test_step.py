@@ -75,7 +75,7 @@ def test_the_step_flow_refuses_an_unknown_step_before_composing_anything(qrpo_ho
 def test_a_step_made_on_a_worker_with_another_artifact_store_is_one_clear_error(tmp_path):
     """dispatch.pool with a local artifact_root the step's worker does not share: the pipeline says so
     where it reads the step's key back, not with a missing file in some later step."""
-    from qrpo.artifacts import ArtifactStore
+    from qrpo.store.artifacts import ArtifactStore
 
     assert set(ARTIFACT_STEPS) == set(STEPS)
     artifact, _ = ArtifactStore(tmp_path / "shared").get_or_build("train", 2, {}, {}, lambda out, _: {"steps": 1})

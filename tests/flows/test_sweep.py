@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.config import compose_config
 from flows.sweep import job_overrides, samples_per_prompt, sweep_jobs
-from qrpo.artifacts import ArtifactStore
+from qrpo.store.artifacts import ArtifactStore
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ["experiment=smoke", "algorithm.beta=0.1,0.2", "sampler.num_ref_samples=2,4"]
@@ -219,7 +219,7 @@ def test_a_bad_value_in_any_sweep_job_stops_the_sweep_before_any_work(prefect_se
                           cwd=tmp_path, env=cli_env(home), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["error: algorithm (qrpo.algorithms.QRPO): beta must be a positive finite number; got -1.0"]
+    assert lines == ["error: algorithm (qrpo.objective.algorithms.QRPO): beta must be a positive finite number; got -1.0"]
     assert not home.exists(), "no job, no parent run, no artifact may be written"
 
 

@@ -9,9 +9,9 @@ import pytest
 from flows import tasks
 from flows.config import CONFIG_DIR, compose_config
 from flows.step import config_arguments, config_parameters
-from qrpo.artifacts import ArtifactStore, artifact_key
-from qrpo.binding import cache_section
-from qrpo.config import (
+from qrpo.store.artifacts import ArtifactStore, artifact_key
+from qrpo.config.binding import cache_section
+from qrpo.config.sections import (
     AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
     SamplerConfig, Sections, TrainConfig, build_section, composed, typed_sections,
 )
@@ -134,7 +134,7 @@ def test_every_config_option_types_its_sections_and_gives_back_the_composed_mapp
 def test_a_section_made_by_hand_hashes_all_its_fields_and_the_algorithm_its_target_and_arguments():
     assert composed(RegimeConfig("offline")) == {"name": "offline", "leave_one_out": False, "seed": 0,
                                                  "chosen_column": "chosen", "rejected_column": "rejected"}
-    algorithm = AlgorithmConfig("qrpo.algorithms.DPO", {"beta": 0.1})
-    assert composed(algorithm) == {"_target_": "qrpo.algorithms.DPO", "beta": 0.1}
+    algorithm = AlgorithmConfig("qrpo.objective.algorithms.DPO", {"beta": 0.1})
+    assert composed(algorithm) == {"_target_": "qrpo.objective.algorithms.DPO", "beta": 0.1}
     assert (algorithm.name, algorithm.method, algorithm.label) == ("dpo", "dpo", "DPO (β=0.1)")
     assert tasks.build_algorithm(algorithm).name == "dpo"

@@ -18,15 +18,15 @@ import pytest
 import torch
 import yaml
 
-from qrpo.algorithms import DPO, QRPO
-from qrpo.config import DistributedConfig, ModelConfig, TrainConfig
-from qrpo.distributed import launch_training
-from qrpo.fused_head import output_head, token_logps
-from qrpo.logprobs import batched_sequence_logps, sequence_logps, shared_prompt_logps
+from qrpo.objective.algorithms import DPO, QRPO
+from qrpo.config.sections import DistributedConfig, ModelConfig, TrainConfig
+from qrpo.training.distributed import launch_training
+from qrpo.training.fused_head import output_head, token_logps
+from qrpo.training.logprobs import batched_sequence_logps, sequence_logps, shared_prompt_logps
 from qrpo.models import load_policy, prepare_model
 from qrpo.rewards.classifier import SequenceClassifierReward, resolve_dtype
 from qrpo.sampling import HFSampler, SamplingParams, encode_prompts, sample_table
-from qrpo.trainer import _optimizer, train_policy
+from qrpo.training.trainer import _optimizer, train_policy
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -152,10 +152,10 @@ def test_model_log_probs_through_the_fused_head_under_autocast_equal_the_model_l
     model's own logits, in values (1e-2) and in the gradient of every parameter (1.5e-2 of its largest
     entry; on a CPU the two agree to 7e-3). Both paths compute the head's products in bf16 and reduce in
     float32, so only the summation order differs."""
-    import qrpo.logprobs
+    import qrpo.training.logprobs
 
     calls = []
-    monkeypatch.setattr(qrpo.logprobs, "token_logps", lambda *a, **k: calls.append(1) or token_logps(*a, **k))
+    monkeypatch.setattr(qrpo.training.logprobs, "token_logps", lambda *a, **k: calls.append(1) or token_logps(*a, **k))
     model, tokenizer = load_policy(model_dir, torch.device(device), torch.float32)  # training's fp32 weights under autocast
     assert output_head(model) is not None, "the tiny Llama's head must take the fused path"
     prompts = [p for p in _ids(3, 4, 5) for _ in range(2)]
@@ -241,7 +241,7 @@ def test_every_tensor_the_trainer_hands_an_algorithm_is_on_the_policy_device(mod
 def test_fsdp_through_accelerate_on_the_gpus_matches_one_process(model_dir, tmp_path):
     """FSDP (the conf/distributed/fsdp.yaml settings) on every GPU here for 4 steps against one process
     with the same global batch, fp32: losses within 1e-4, parameters within 1e-4 (reduction order only;
-    the weights move by ~1e-2). The CPU twin is the FSDP2-over-gloo test in tests/qrpo/test_distributed.py."""
+    the weights move by ~1e-2). The CPU twin is the FSDP2-over-gloo test in tests/qrpo/training/test_distributed.py."""
     preset = yaml.safe_load((Path(__file__).parents[2] / "conf" / "distributed" / "fsdp.yaml").read_text())
     world = max(1, min(2, torch.cuda.device_count()))
     model, tokenizer = load_policy(model_dir, torch.device("cuda"), torch.float32)
@@ -250,7 +250,7 @@ def test_fsdp_through_accelerate_on_the_gpus_matches_one_process(model_dir, tmp_
     train = {"learning_rate": 3e-3, "epochs": 2, "batch_size": 4, "micro_batch_size": 2, "warmup_ratio": 0.0,
              "mixed_precision": "no", "group_by_length": False}
     cfg = DistributedConfig("fsdp", world, accelerate=preset.get("accelerate", {}))
-    history = launch_training(cfg, model_dir, table_file, {"_target_": "qrpo.algorithms.DPO", "beta": 0.5}, train, tmp_path / "fsdp")
+    history = launch_training(cfg, model_dir, table_file, {"_target_": "qrpo.objective.algorithms.DPO", "beta": 0.5}, train, tmp_path / "fsdp")
     single = train_policy(model, pq.read_table(table_file), DPO(beta=0.5), TrainConfig(**train), tokenizer.pad_token_id)
     assert [h["processes"] for h in history] == [world] * 4
     assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in single], abs=1e-4)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qrpo import tracking
+from qrpo.store import tracking
 from tests.ops.conftest import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -107,7 +107,7 @@ async def wait_flow_run(flow_run_id, timeout):
 def test_deployment_runs_on_a_real_server_with_postgres_and_a_process_worker(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from qrpo.artifacts import ArtifactStore
+    from qrpo.store.artifacts import ArtifactStore
 
     pg, worker, logs, services = Postgres(), None, [], contextlib.ExitStack()
     home = tmp_path / "qrpo_home"

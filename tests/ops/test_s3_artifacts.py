@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from qrpo.artifacts import MANIFEST, ArtifactStore, artifact_key, remote_filesystem
+from qrpo.store.artifacts import MANIFEST, ArtifactStore, artifact_key, remote_filesystem
 from tests.ops.conftest import make_bucket
 
 

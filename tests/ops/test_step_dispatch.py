@@ -72,7 +72,7 @@ def test_dispatch_pool_gpu_runs_the_listed_steps_on_the_gpu_workers_as_subflows_
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.step import RESULT_ARTIFACT, check_dispatch
-    from qrpo.artifacts import ArtifactStore
+    from qrpo.store.artifacts import ArtifactStore
     from qrpo.errors import InputError
 
     home = tmp_path / "qrpo_home"

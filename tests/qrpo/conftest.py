@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from qrpo.config import ModelConfig
+from qrpo.config.sections import ModelConfig
 from qrpo.models import load_policy, prepare_model
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,

@@ -9,7 +9,7 @@ import torch
 
 from flows.config import compose_config
 from qrpo import precision
-from qrpo.config import typed_sections
+from qrpo.config.sections import typed_sections
 from qrpo.sampling.base import SamplingParams, encode_prompts, sample_table
 from qrpo.sampling.hf import HFSampler
 from qrpo.sampling.pool import pool_key

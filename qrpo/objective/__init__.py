@@ -1,0 +1,1 @@
+"""The objective: quantiles, their transforms, the optimum they imply, the losses, one class per method."""

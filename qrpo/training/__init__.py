@@ -1,0 +1,1 @@
+"""Training: the loop and its batching, log-probs, the fused LM head, distributed launch and checkpoints."""
