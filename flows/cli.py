@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from flows.config import CONFIG_DIR, CONFIG_NAME
-from flows.sweep import compare_arms, compare_settings, job_overrides, run_compare
+from flows.sweep import configured_arms, arm_settings, job_overrides, run_arms
 from flows.termination import exit_on_sigterm
 from flows.validate import hand_over, load_config
 from qrpo.errors import InputError
@@ -29,13 +29,13 @@ def run(overrides: list[str]) -> dict | list[dict]:
     one line and status 2, before any work."""
     try:
         config, sections = load_config(overrides)
-        arms = compare_arms(config)
-        baseline, pairs = compare_settings(config, arms)
+        arms = configured_arms(config)
+        baseline, pairs = arm_settings(config, arms)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if arms:
-        return run_compare(overrides, arms, run_flow, baseline, pairs)  # prints the comparison at its end, as a sweep does
+        return run_arms(overrides, arms, run_flow, baseline, pairs)  # prints the comparison at its end, as a sweep does
     return run_flow(overrides, config, sections)
 
 
@@ -85,7 +85,7 @@ def format_summary(summary: dict) -> str:
     seeds = f", {int(m['num_seeds'])} seed(s)" if "num_seeds" in m else ""
     lines = [
         "",
-        f"{summary.get('method', 'QRPO pipeline')} finished"
+        f"{summary.get('label', 'QRPO pipeline')} finished"
         + (f"   (held-out reporting half: {int(m['num_prompts'])} prompts{seeds}; ± = standard error over prompts)" if "num_prompts" in m else ""),
         f"  held-out reward   before {m['ref_reward_mean']:+.4f}  ->  after {m['reward_mean']:+.4f}{se('reward_mean')}",
     ]

@@ -50,5 +50,7 @@ def resolve_auto_regime(config: dict) -> dict:
     leave_one_out = regime.get("leave_one_out", False)
     if needs_pairs and isinstance(leave_one_out, bool):  # anything but a bool stays, for the type check to name
         leave_one_out = False
-    config["regime"] = {**regime, "name": "best_worst" if needs_pairs else "pointwise", "leave_one_out": leave_one_out}
+    name = "best_worst" if needs_pairs else "pointwise"
+    target = OmegaConf.load(CONFIG_DIR / "regime" / f"{name}.yaml")["_target_"]  # as regime=<name> would compose it
+    config["regime"] = {**regime, "name": name, "_target_": target, "leave_one_out": leave_one_out}
     return config

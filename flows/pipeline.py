@@ -1,12 +1,13 @@
 """The QRPO experiment DAG as one Prefect flow.
 
-    prepare model ─┐
-    load dataset ──┴─> sample (train: K + M per prompt) ─> score ─> training data (regime) ─> reference log-probs ─┐
-                    └─> sample (eval reference) ──────────> score ──────────────────────────────────────┐   │
-                        sample (policy, one per eval seed) <──────────────────────────────────── train <┼───┘
-                          └─> score ─> log-probs under policy and pi_ref ─> evaluate <──────────────────┘
-                                                                               └─> report
-    (AlpacaEval 2, when enabled: its instructions ─> sample (policy) ─> judge)
+    prepare_model ─┐
+    load_dataset ──┴─> sample/train (K + M per prompt) ─> score/train ─> training_data (regime) ─> ref_logps ─┐
+                    └─> sample/eval_reference ──────────> score/eval_reference ─────────────────────┐        │
+                        sample/eval_policy_seed<s> (one per eval seed) <────────────────── train <──┼────────┘
+                          └─> score/eval_policy_seed<s> ─> eval_logps ─> evaluate <─────────────────┘
+                                                                           └─> report
+    (AlpacaEval 2, when enabled: load_alpaca_eval ─> sample/alpaca_eval ─> alpaca_eval)
+Each name is the step's task, artifact folder, library function and MLflow metric prefix (flows/tasks.py).
 The flow takes Hydra overrides and composes the config itself, so the CLI, a `--multirun` job and
 a Prefect deployment run are the same call; validating it builds the typed sections once, and each
 task receives the sections it reads (flows/tasks.py). One MLflow run records it all.
@@ -26,6 +27,7 @@ from flows.step import step_runners
 from flows.sweep import PARENT_ENV
 from flows.termination import noting_sigterm, stop_if_terminated
 from flows.validate import load_config
+from qrpo.config.binding import build_algorithm, declares
 from qrpo.store.artifacts import ArtifactStore
 from qrpo.config.sections import Sections
 from qrpo.store.tracking import RunLogger, artifact_location, flatten, redact, tracking_uri
@@ -81,65 +83,61 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     logger = RunLogger(run_id)
     steps = step_runners(config, overrides)  # the heavy steps: in this process, or (dispatch.pool) on that pool's workers
     try:
-        sampler, evals, reward = sections.sampler, sections.eval, sections.reward
-        model = tasks.prepare_model(sections.model, store, run_id)
-        dataset = tasks.load_dataset(sections.dataset, store, run_id)
-        reference = {"step": "model", "key": model.result(), "subdir": ""}
-        train_samples = steps.sample(sampler, store, reference, dataset, "train", sampler.num_train_samples + sampler.num_ref_samples,
-                                     sampler.seed, sampler.max_new_tokens, run_id, "samples_train")
-        eval_samples = steps.sample(sampler, store, reference, dataset, "eval", evals.ref_samples_per_prompt, evals.seed,
-                                    evals.max_new_tokens, run_id, "samples_eval_ref")
-        train_scored = steps.score(reward, store, train_samples, dataset, "train", run_id)
-        eval_scored = steps.score(reward, store, eval_samples, dataset, "eval", run_id)
+        sampler, evals, reward, regime = sections.sampler, sections.eval, sections.reward, sections.regime
+        states = {"prepare_model": tasks.prepare_model(sections.model, store, run_id),
+                  "load_dataset": tasks.load_dataset(sections.dataset, store, run_id)}
+        model, dataset = states["prepare_model"], states["load_dataset"]
+        reference = {"step": "prepare_model", "key": model.result(), "subdir": ""}
+        states["sample/train"] = steps.sample(sampler, store, reference, dataset, "train", sampler.num_train_samples + sampler.num_ref_samples,
+                                              sampler.seed, sampler.max_new_tokens, run_id, "train")
+        states["sample/eval_reference"] = steps.sample(sampler, store, reference, dataset, "eval", evals.ref_samples_per_prompt, evals.seed,
+                                                       evals.max_new_tokens, run_id, "eval_reference")
+        states["score/train"] = steps.score(reward, store, states["sample/train"], dataset, run_id, "train")
+        states["score/eval_reference"] = steps.score(reward, store, states["sample/eval_reference"], dataset, run_id, "eval_reference")
         offline_scored = None
-        if sections.regime.name == "offline":  # the dataset's own pairs, scored by the same reward
-            offline = tasks.offline_samples(sections.regime, store, model, dataset, train_samples, run_id)
-            offline_scored = steps.score(reward, store, offline, dataset, "offline", run_id)
-        training = tasks.training_data(sampler, sections.regime, sections.quantiles, store, train_scored, run_id, offline_scored)
+        if declares("regime", regime, "uses_dataset_pairs"):  # the dataset's own pairs, scored by the same reward
+            states["offline_samples"] = tasks.offline_samples(regime, store, model, dataset, states["sample/train"], run_id)
+            offline_scored = states["score/offline"] = steps.score(reward, store, states["offline_samples"], dataset, run_id, "offline",
+                                                                   samples_step="offline_samples")
+        training = states["training_data"] = tasks.training_data(sampler, regime, sections.quantiles, store, states["score/train"],
+                                                                 run_id, offline_scored)
         algorithm, train, distributed = sections.algorithm, sections.train, sections.distributed
-        if tasks.build_algorithm(algorithm).needs_reference:
-            ref_logps = steps.ref_logps(train, store, model, training, run_id)
-            trained = steps.train(algorithm, train, distributed, store, model, "ref_logps", ref_logps, run_id)
+        if build_algorithm(algorithm).needs_reference:
+            states["ref_logps"] = steps.ref_logps(train, store, model, training, run_id)
+            trained = steps.train(algorithm, train, distributed, store, model, "ref_logps", states["ref_logps"], run_id)
         else:  # SimPO, SFT: no reference model pass at all
-            ref_logps = None
             trained = steps.train(algorithm, train, distributed, store, model, "training_data", training, run_id)
+        states["train"] = trained
         policy = {"step": "train", "key": trained.result(), "subdir": "policy"}
-        policy_states = {}
         for seed in evals.seed_list:  # the same sample and score steps as the reference's, one per seed
-            samples = steps.sample(sampler, store, policy, dataset, "eval", evals.samples_per_prompt, seed, evals.max_new_tokens,
-                                   run_id, f"samples_eval_policy_seed{seed}")
-            policy_states[f"eval_policy_samples_seed{seed}"] = samples
-            policy_states[f"eval_policy_rewards_seed{seed}"] = steps.score(
-                reward, store, samples, dataset, "eval", run_id, name=f"rewards_eval_policy_seed{seed}")
-        scored_by_seed = {str(seed): policy_states[f"eval_policy_rewards_seed{seed}"].result() for seed in evals.seed_list}
-        logps = steps.eval_logps(evals, sections.train, store, model, trained, scored_by_seed, run_id)
-        evaluated = tasks.evaluate(evals, reward, store, logps, eval_scored, dataset, run_id)
-        alpaca_states = {}
+            instance = f"eval_policy_seed{seed}"
+            states[f"sample/{instance}"] = steps.sample(sampler, store, policy, dataset, "eval", evals.samples_per_prompt, seed,
+                                                        evals.max_new_tokens, run_id, instance)
+            states[f"score/{instance}"] = steps.score(reward, store, states[f"sample/{instance}"], dataset, run_id, instance)
+        scored_by_seed = {str(seed): states[f"score/eval_policy_seed{seed}"].result() for seed in evals.seed_list}
+        states["eval_logps"] = steps.eval_logps(evals, train, store, model, trained, scored_by_seed, run_id)
+        states["evaluate"] = tasks.evaluate(evals, reward, store, states["eval_logps"], states["score/eval_reference"], dataset, run_id)
         if evals.alpaca.enabled:
-            alpaca_states["alpaca_prompts"] = tasks.load_alpaca_eval(evals, store, run_id)
-            alpaca_states["alpaca_samples"] = steps.sample(
-                sampler, store, policy, alpaca_states["alpaca_prompts"], "eval", 1, evals.alpaca.seed, evals.alpaca.max_new_tokens,
-                run_id, "samples_alpaca_eval")
-            alpaca_states["alpaca_eval"] = tasks.alpaca_eval(evals, store, alpaca_states["alpaca_samples"], alpaca_states["alpaca_prompts"],
-                                                             run_id)
-        metrics = tasks.make_report(algorithm, sections.model, sections.dataset, reward, store, trained, evaluated, eval_scored, run_id,
-                                    alpaca_states["alpaca_eval"].result() if alpaca_states else None)
+            prompts = states["load_alpaca_eval"] = tasks.load_alpaca_eval(evals, store, run_id)
+            states["sample/alpaca_eval"] = steps.sample(sampler, store, policy, prompts, "eval", 1, evals.alpaca.seed,
+                                                        evals.alpaca.max_new_tokens, run_id, "alpaca_eval", prompts_step="load_alpaca_eval")
+            states["alpaca_eval"] = tasks.alpaca_eval(evals, store, states["sample/alpaca_eval"], prompts, run_id)
+        metrics = tasks.report(algorithm, sections.model, sections.dataset, reward, store, trained, states["evaluate"],
+                               states["score/eval_reference"], run_id,
+                               states["alpaca_eval"].result() if "alpaca_eval" in states else None)
         stop_if_terminated()
     except BaseException:  # SIGTERM included (flows/termination.py): the run never stays RUNNING
         logger.client.set_terminated(run_id, "FAILED")
         raise
     logger.client.set_terminated(run_id, "FINISHED")
-    states = {"model": model, "dataset": dataset, "train_samples": train_samples, "eval_samples": eval_samples,
-              "train_rewards": train_scored, "eval_rewards": eval_scored, "training_data": training, "ref_logps": ref_logps,
-              "train": trained, **policy_states, "eval_logps": logps, "eval": evaluated, **alpaca_states}
     summary = {
         "mlflow_run_id": run_id,
         "tracking_uri": tracking_uri(),
         "flow_run_id": str(flow_run.get_id()),
-        "artifacts": {name: state.result() for name, state in states.items() if state is not None},
-        "cached_steps": sorted(name for name, state in states.items() if state is not None and state.name == "Cached"),
-        "method": sections.algorithm.label,
-        "optimum": getattr(tasks.build_algorithm(sections.algorithm), "optimum", dict)(),
+        "artifacts": {name: state.result() for name, state in states.items()},  # by step (and instance): sample/train, train, ...
+        "cached_steps": sorted(name for name, state in states.items() if state.name == "Cached"),
+        "label": sections.algorithm.label,  # "QRPO (β=0.1, identity)"; the `method` tag is sections.algorithm.method
+        "optimum": getattr(build_algorithm(sections.algorithm), "optimum", dict)(),
         "metrics": {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")},  # the reporting half
         "selection_metrics": {k.removeprefix("eval_selection/"): v for k, v in metrics.items() if k.startswith("eval_selection/")},
     }

@@ -36,7 +36,8 @@ from qrpo.errors import InputError
 
 # The steps that can run on another pool (flows.dispatch.DISPATCHABLE): those that load a model or a reward model.
 STEPS = {name: getattr(tasks, name) for name in DISPATCHABLE}
-ARTIFACT_STEPS = {"sample": "samples", "score": "rewards", "ref_logps": "ref_logps", "train": "train", "eval_logps": "eval_logps"}
+
+
 @flow(name="qrpo-step", log_prints=True)
 def qrpo_step(step: str, overrides: list[str] | None = None, arguments: dict | None = None) -> dict:
     """Run one pipeline step (`step`: one of STEPS) for the config of these Hydra overrides, with the
@@ -106,8 +107,8 @@ def _remote(step: str, pool: str, overrides: list[str]):
 
 def check_shared_store(store: ArtifactStore, step: str, key: str, where: str) -> None:
     """The artifact a step made on another worker must be in this process's artifact store too."""
-    if store.get(ARTIFACT_STEPS[step], key) is None:
-        raise InputError(f"step {step} ran as {where} and made artifact {ARTIFACT_STEPS[step]}/{key}, but this process's artifact "
+    if store.get(step, key) is None:  # a step's artifacts live in the folder of its name
+        raise InputError(f"step {step} ran as {where} and made artifact {step}/{key}, but this process's artifact "
                          f"store {store.root} does not have it: with dispatch.pool every worker must see the same artifact store "
                          "(artifact_root=s3://..., or one volume mounted at the same path)")
 

@@ -15,7 +15,7 @@
 
 `experiment=compare` (conf/compare/) is the same parent-and-children run without `--multirun`: its arms
 are named override lists (a method, its transform, its beta) that a Cartesian grid cannot express, run
-one after the other by `run_compare` through the same `start`/`end`, each child named after its arm.
+one after the other by `run_arms` through the same `start`/`end`, each child named after its arm.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ class SweepCallback(Callback):
             os.environ.pop(name, None)
 
 
-def compare_arms(config: dict) -> dict[str, list[str]]:
+def configured_arms(config: dict) -> dict[str, list[str]]:
     """`compare.arms` of a composed config (experiment=compare): {arm name: its overrides}, checked."""
     from qrpo.errors import InputError
 
@@ -209,7 +209,7 @@ def compare_arms(config: dict) -> dict[str, list[str]]:
 COMPARE_PAIRS = ("baseline", "all")
 
 
-def compare_settings(config: dict, arms: dict[str, list[str]]) -> tuple[str | None, str]:
+def arm_settings(config: dict, arms: dict[str, list[str]]) -> tuple[str | None, str]:
     """(`compare.baseline`, `compare.pairs`) of experiment=compare, checked: the arm every other arm is
     paired with (None: the best DPO arm by the selection half), and "all" to add every pair of arms."""
     from qrpo.errors import InputError
@@ -223,7 +223,7 @@ def compare_settings(config: dict, arms: dict[str, list[str]]) -> tuple[str | No
     return baseline, pairs
 
 
-def run_compare(overrides: list[str], arms: dict[str, list[str]], run_job, baseline: str | None = None,
+def run_arms(overrides: list[str], arms: dict[str, list[str]], run_job, baseline: str | None = None,
                 pairs: str = "baseline") -> list[dict]:
     """experiment=compare: every arm (the command line's overrides, then the arm's own, then its name as
     `run_name`) as a child of one parent MLflow run, sampled and scored once at the largest K + M; the
@@ -254,4 +254,4 @@ def job_overrides(overrides: list[str], config: dict) -> list[str]:
     return [*overrides, f"sampler.min_samples_per_prompt={largest}"]
 
 
-__all__ = ["SweepCallback", "compare_arms", "compare_settings", "run_compare", "job_overrides", "sweep_jobs", "samples_per_prompt", "PARENT_ENV", "MIN_SAMPLES_ENV"]
+__all__ = ["SweepCallback", "configured_arms", "arm_settings", "run_arms", "job_overrides", "sweep_jobs", "samples_per_prompt", "PARENT_ENV", "MIN_SAMPLES_ENV"]

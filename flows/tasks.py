@@ -1,151 +1,128 @@
-"""One Prefect task per pipeline step: load inputs, call one `qrpo` function, save the artifact.
+"""One Prefect task per pipeline step: load the inputs, call one `qrpo` function, save the artifact.
 
-A task receives the typed config sections it reads (qrpo.config.sections: `sampler: SamplerConfig`, `train: TrainConfig`,
-`algorithm: AlgorithmConfig`, ...), never the whole config: the flow composes and validates the config once
-and builds every section there (`flows.validate.validate` returns them). Then the artifact store, then its
-inputs (artifact keys, numbers) and the MLflow `run_id`. An artifact key hashes a section as the config
-composed it (`qrpo.config.sections.composed`), so it moves only when a value the step reads changes.
+The step contract: a task takes the typed config sections it reads (qrpo.config.sections: `sampler:
+SamplerConfig`, `train: TrainConfig`, ...; never the whole config), the artifact store, its inputs (artifact
+keys) and the MLflow `run_id`. Unless the step's artifact exists already, it loads its inputs from the store
+and calls the step's library function once, which writes the artifact's files into the folder it is given
+and returns its metrics; the store commits the folder under a key that hashes the step, its version, the config the step reads (`composed`: as the
+config composed it) and its inputs' keys, so the key moves only when something the step reads changes.
 
-Each task returns a Prefect state whose data is the artifact key; a step whose artifact already
-exists finishes as "Cached" without loading a model. Every task also logs the artifact's metrics to
-the pipeline's MLflow run, cached or not, so each run records the full set.
+One name per step everywhere: the task, the artifact folder (`$QRPO_HOME/artifacts/<step>/`), the library
+function, the MLflow metric prefix (`<step>/`, or `<step>/<instance>/` for a step that runs several times in
+a run: `sample/train/`, `score/eval_reference/`) and the key in the run's summary. Evaluation metrics keep
+their documented names: `eval/...` (the reporting half) and `eval_selection/...`.
+
+Each task returns a Prefect state whose data is the artifact key; a step whose artifact already exists
+finishes as "Cached" without loading a model. Every task also logs the artifact's metrics to the run,
+cached or not, so each run records the full set.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from prefect import task, unmapped
 from prefect.cache_policies import NONE
 from prefect.states import Completed
-from transformers import AutoTokenizer
 
 from flows.termination import stop_if_terminated
-from qrpo import data, evaluation, models, precision, sampling
-from qrpo.data import regimes as training_data_lib
-from qrpo.evaluation import report
-from qrpo.training import logprobs, trainer
-from qrpo.store.artifacts import Artifact, ArtifactStore, write_table
-from qrpo.config.binding import build_algorithm, cache_section, declares, locate  # noqa: F401  (tasks.build_algorithm: the pipeline)
+from qrpo import data, evaluation, models, precision, rewards, sampling
+from qrpo.config.binding import build_algorithm, declares
 from qrpo.config.sections import (
     AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
-    SamplerConfig, TrainConfig, algorithm_section, composed,
+    SamplerConfig, TrainConfig, composed,
 )
-from qrpo.training.distributed import launch_training
-from qrpo.errors import InputError
+from qrpo.data import regimes
 from qrpo.evaluation import alpaca_eval as alpaca_eval_lib
-from qrpo.evaluation import paired
-from qrpo.evaluation.logratios import policy_and_ref_logps
-from qrpo.rewards import build_reward, score_samples
+from qrpo.evaluation import gain_in_words, logratios
+from qrpo.evaluation import report as report_lib
+from qrpo.store.artifacts import Artifact, ArtifactStore
 from qrpo.store.tracking import RunLogger
+from qrpo.training import logprobs, trainer
 
 
-def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str):
-    RunLogger(run_id).metrics(artifact.manifest.get("metrics", {}), prefix=prefix)
+def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str, images: bool = False):
+    logger = RunLogger(run_id)
+    logger.metrics(artifact.manifest.get("metrics", {}), prefix=prefix)
+    if images:  # the artifact's plots, beside its metrics in MLflow
+        for image in artifact.path.glob("*.png"):
+            logger.client.log_artifact(run_id, str(image), prefix.rstrip("/"))
     stop_if_terminated()  # the step's artifact is complete: a SIGTERM whose exception was dropped stops here
     return Completed(name="Cached" if cached else "Completed", data=artifact.key, message=str(artifact.path))
 
 
+def _step(instance: str | None, step: str) -> str:
+    """The step's name in metric prefixes and the summary: `sample/train`, or `train` for a single-instance step."""
+    return f"{step}/{instance}" if instance else step
+
+
 @task(cache_policy=NONE)
 def prepare_model(model: ModelConfig, store: ArtifactStore, run_id: str):
-    artifact, cached = store.get_or_build(
-        "model", 2, cache_section("model", composed(model)), {}, lambda out, _: models.prepare_model(model, out)
-    )
-    return _finish(artifact, cached, run_id, "model/")
+    artifact, cached = store.get_or_build("prepare_model", 3, composed(model), {}, lambda out, _: models.prepare_model(model, out))
+    return _finish(artifact, cached, run_id, "prepare_model/")
 
 
 @task(cache_policy=NONE)
 def load_dataset(dataset: DatasetConfig, store: ArtifactStore, run_id: str):
-    digest = data.fingerprint(dataset)  # the data, not its path, is the key
-
-    def build(out, _):
-        table = data.load_prompts(dataset)
-        write_table(table, out / "data.parquet")
-        splits = table.column("split").to_pylist()
-        return {"train_prompts": splits.count("train"), "eval_prompts": splits.count("eval")}
-
-    subset = {**composed(dataset), "path": None, "data_files": None, "sha256": digest}
-    artifact, cached = store.get_or_build("dataset", 2, subset, {}, build)
-    return _finish(artifact, cached, run_id, "dataset/")
+    subset = {**composed(dataset), "path": None, "data_files": None, "sha256": data.fingerprint(dataset)}  # the data, not its path
+    artifact, cached = store.get_or_build("load_dataset", 3, subset, {}, lambda out, _: data.load_dataset(dataset, out))
+    return _finish(artifact, cached, run_id, "load_dataset/")
 
 
-@task(cache_policy=NONE)
+@task(cache_policy=NONE, task_run_name="sample/{instance}")
 def sample(sampler: SamplerConfig, store: ArtifactStore, source: dict, dataset_key: str, split: str, num_samples: int, seed: int,
-           max_new_tokens: int, run_id: str, name: str):
-    """`num_samples` completions per prompt of `split` from `source` (the model artifact, or a trained
-    policy), reusing any sampled pool that covers them (qrpo/sampling/pool.py): "Cached" when nothing
-    was sampled. The train step draws at least `sampler.min_samples_per_prompt`."""
+           max_new_tokens: int, run_id: str, instance: str, prompts_step: str = "load_dataset"):
+    """`num_samples` completions per prompt of `split` from `source` (the prepared model, or a trained policy),
+    reusing any sampled pool that covers them (qrpo/sampling/pool.py): "Cached" when nothing was sampled.
+    The prompts are the `prompts_step` artifact `dataset_key` (`load_dataset`, or `load_alpaca_eval`)."""
     params = sampling.SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=sampler.temperature, top_p=sampler.top_p,
                                      precision=precision.resolve(sampler.precision))
     model_path = store.require(source["step"], source["key"]).path / source.get("subdir", "")
-    prompts = data.split(store.require("dataset", dataset_key).table(), split)
+    prompts = data.split(store.require(prompts_step, dataset_key).table(), split)
 
-    def sample_range(indices, partial):
-        if sampler.map_shards:
-            shards = range(len(sampling.shard_ranges(prompts.num_rows, sampler.shard_prompts)))
-            sample_shard.map(unmapped(sampler), unmapped(store), unmapped(str(model_path)), unmapped(dataset_key), unmapped(split),
-                             unmapped(dataclasses.asdict(params)), unmapped([indices.start, indices.stop]),
-                             unmapped(str(partial)), list(shards)).result()
-        return sampling.sample_split(sampler, model_path, params, prompts, indices, partial, desc=name)
+    def map_shards(indices: range, partial: Path, shards: int) -> None:  # sampler.map_shards: shards as mapped Prefect tasks
+        sample_shard.map(unmapped(sampler), unmapped(store), unmapped(str(model_path)), unmapped(prompts_step), unmapped(dataset_key),
+                         unmapped(split), unmapped(dataclasses.asdict(params)), unmapped([indices.start, indices.stop]),
+                         unmapped(str(partial)), list(range(shards))).result()
 
-    pool = sampling.pool.pool_key(source, dataset_key, split, params, sampler.drop_truncated)
-    artifact, sampled = sampling.pool.sample_with_reuse(
-        store, pool, num_samples, prompts.column("prompt_id").to_pylist(), sample_range,
-        at_least=sampler.min_samples_per_prompt if split == "train" else 0, drop_truncated=sampler.drop_truncated,
-        covering=split == "train" and source["step"] == "model",  # training_data takes the first K + M itself
-    )
-    return _finish(artifact, not sampled, run_id, f"{name}/")
+    artifact, sampled = sampling.sample(sampler, store, source, dataset_key, prompts, split, num_samples, params, model_path,
+                                        map_shards=map_shards if sampler.map_shards else None, desc=f"sample/{instance}")
+    return _finish(artifact, not sampled, run_id, f"sample/{instance}/")
 
 
-@task(cache_policy=NONE)
-def sample_shard(sampler: SamplerConfig, store: ArtifactStore, model_path: str, dataset_key: str, split: str, params: dict,
-                 indices: list[int], partial: str, shard: int):
+@task(cache_policy=NONE, task_run_name="sample/shard-{shard}")
+def sample_shard(sampler: SamplerConfig, store: ArtifactStore, model_path: str, prompts_step: str, dataset_key: str, split: str,
+                 params: dict, indices: list[int], partial: str, shard: int):
     """One shard of a `sample` step (sampler.map_shards): loads the model once, writes the shard's checkpoint."""
-    prompts = data.split(store.require("dataset", dataset_key).table(), split)
+    prompts = data.split(store.require(prompts_step, dataset_key).table(), split)
     sampling.sample_split(sampler, Path(model_path), sampling.SamplingParams(**params), prompts, range(*indices), Path(partial),
                           shards=[shard], desc=f"shard {shard}")
 
 
-@task(cache_policy=NONE)
-def score(reward: RewardConfig, store: ArtifactStore, samples_key: str, dataset_key: str, split: str, run_id: str,
-          name: str | None = None):
-
-    def build(out, _):
-        samples = store.require("samples", samples_key).table()
-        rewards = score_samples(build_reward(reward), samples, store.require("dataset", dataset_key).table())
-        write_table(samples.append_column("reward", pa.array(rewards)), out / "data.parquet")
-        return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
-
-    artifact, cached = store.get_or_build("rewards", 1, cache_section("reward", composed(reward)), {"samples": samples_key, "dataset": dataset_key}, build)
-    return _finish(artifact, cached, run_id, f"{name or 'rewards_' + split}/")
+@task(cache_policy=NONE, task_run_name="score/{instance}")
+def score(reward: RewardConfig, store: ArtifactStore, samples_key: str, dataset_key: str, run_id: str, instance: str,
+          samples_step: str = "sample", prompts_step: str = "load_dataset"):
+    """The `reward` of every sample of a `sample` (or `offline_samples`) artifact."""
+    artifact, cached = store.get_or_build("score", 2, composed(reward), {samples_step: samples_key, prompts_step: dataset_key},
+                                          lambda out, _: rewards.score(reward, store.require(samples_step, samples_key).table(),
+                                                                       store.require(prompts_step, dataset_key).table(), out))
+    return _finish(artifact, cached, run_id, f"score/{instance}/")
 
 
 @task(cache_policy=NONE)
-def offline_samples(regime: RegimeConfig, store: ArtifactStore, model_key: str, dataset_key: str, train_samples_key: str,
-                    run_id: str):
+def offline_samples(regime: RegimeConfig, store: ArtifactStore, model_key: str, dataset_key: str, samples_key: str, run_id: str):
     """regime=offline: the dataset's own chosen/rejected completions, tokenised by the policy, as samples to score."""
-
-    def build(out, _):
-        tokenizer = AutoTokenizer.from_pretrained(store.require("model", model_key).path)
-        samples = store.require("samples", train_samples_key).table()
-        prompt_ids = dict(zip(samples.column("prompt_id").to_pylist(), samples.column("prompt_ids").to_pylist()))
-        prompts = data.split(store.require("dataset", dataset_key).table(), "train")
-        table = training_data_lib.offline_completions(
-            prompts, prompt_ids, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
-            regime.chosen_column, regime.rejected_column, tokenizer.eos_token_id)
-        write_table(table, out / "data.parquet")
-        return {"completions": table.num_rows, "length_mean": float(np.mean(table.column("num_tokens").to_numpy()))}
+    def build(out: Path, _) -> dict:
+        prompts = data.split(store.require("load_dataset", dataset_key).table(), "train")
+        return regimes.offline_samples(regime, prompts, store.require("sample", samples_key).table(),
+                                       store.require("prepare_model", model_key).path, out)
 
     subset = {"offline": [regime.chosen_column, regime.rejected_column]}
-    inputs = {"model": model_key, "dataset": dataset_key, "samples": train_samples_key}
-    artifact, cached = store.get_or_build("samples", 1, subset, inputs, build)
+    inputs = {"prepare_model": model_key, "load_dataset": dataset_key, "sample": samples_key}
+    artifact, cached = store.get_or_build("offline_samples", 2, subset, inputs, build)
     return _finish(artifact, cached, run_id, "offline_samples/")
 
 
@@ -153,86 +130,51 @@ def offline_samples(regime: RegimeConfig, store: ArtifactStore, model_key: str, 
 def training_data(sampler: SamplerConfig, regime: RegimeConfig, quantiles: QuantileConfig, store: ArtifactStore, scored_key: str,
                   run_id: str, offline_scored_key: str | None = None):
     """The training table of the configured regime (pairs, or single completions) from scored samples."""
-    ties = quantiles.ties
-
-    def build(out, _):
-        offline = training_data_lib.offline_pairs(store.require("rewards", offline_scored_key).table()) if offline_scored_key else None
-        table, stats = training_data_lib.build_training_data(
-            store.require("rewards", scored_key).table(), regime, sampler.num_train_samples, sampler.num_ref_samples, ties, offline)
-        write_table(table, out / "data.parquet")
-        return stats
+    def build(out: Path, _) -> dict:
+        offline = store.require("score", offline_scored_key).table() if offline_scored_key else None
+        return regimes.training_data(regime, sampler.num_train_samples, sampler.num_ref_samples, quantiles.ties,
+                                     store.require("score", scored_key).table(), offline, out)
 
     subset = {"regime": composed(regime), "num_train_samples": sampler.num_train_samples,
-              "num_ref_samples": sampler.num_ref_samples, "ties": ties}
-    inputs = {"rewards": scored_key, **({"offline_rewards": offline_scored_key} if offline_scored_key else {})}
-    artifact, cached = store.get_or_build("training_data", 2, subset, inputs, build)
-    with tempfile.TemporaryDirectory() as tmp:
-        report.plot_training_quantiles(artifact.manifest["metrics"], Path(tmp) / "training_quantiles.png", regime.name)
-        RunLogger(run_id).artifacts(Path(tmp), "training_data")
-    return _finish(artifact, cached, run_id, "training_data/")
+              "num_ref_samples": sampler.num_ref_samples, "ties": quantiles.ties}
+    inputs = {"score": scored_key, **({"offline_score": offline_scored_key} if offline_scored_key else {})}
+    artifact, cached = store.get_or_build("training_data", 3, subset, inputs, build)
+    return _finish(artifact, cached, run_id, "training_data/", images=True)
 
 
 @task(cache_policy=NONE)
 def ref_logps(train: TrainConfig, store: ArtifactStore, model_key: str, training_data_key: str, run_id: str):
-    """log pi_ref of every completion of the training table, with the trainer's own log-prob function."""
+    """log pi_ref of every completion of the training table, in the trainer's own arithmetic."""
     arithmetic = trainer.mixed_precision(train)
-
-    def build(out, _):
-        model, tokenizer = models.load_policy(store.require("model", model_key).path)
-        table = store.require("training_data", training_data_key).table()
-        prompts = table.column("prompt_ids").to_pylist()
-        sides = ("chosen", "rejected") if "chosen_ids" in table.column_names else ("",)
-        metrics = {}
-        for side in sides:
-            prefix = f"{side}_" if side else ""
-            values = logprobs.batched_sequence_logps(
-                model, prompts, table.column(f"{side}_ids" if side else "completion_ids").to_pylist(), tokenizer.pad_token_id,
-                desc=f"ref log-probs {side}".strip(), precision=arithmetic)
-            table = table.append_column(f"{prefix}ref_logp", pa.array(values))
-            metrics[f"{prefix}ref_logp_mean"] = float(values.mean())
-        write_table(table, out / "data.parquet")
-        return metrics
-
-    artifact, cached = store.get_or_build("ref_logps", 3, {"precision": arithmetic},
-                                          {"model": model_key, "training_data": training_data_key}, build)
+    artifact, cached = store.get_or_build("ref_logps", 4, {"precision": arithmetic},
+                                          {"prepare_model": model_key, "training_data": training_data_key},
+                                          lambda out, _: logprobs.ref_logps(store.require("prepare_model", model_key).path,
+                                                                            store.require("training_data", training_data_key).table(),
+                                                                            arithmetic, out))
     return _finish(artifact, cached, run_id, "ref_logps/")
 
 
 @task(cache_policy=NONE)
 def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: DistributedConfig, store: ArtifactStore, model_key: str,
           table_step: str, table_key: str, run_id: str):
-    """Train the policy on the training table (`ref_logps`, or `training_data` for reference-free methods),
-    in this process or under `accelerate launch` with the configured topology; resumes from its checkpoints."""
-    method = build_algorithm(algorithm)
+    """Train the policy on the training table (`ref_logps`, or `training_data` for reference-free methods), in
+    this process or in the processes `distributed` launches; resumes from its checkpoints."""
     logger = RunLogger(run_id)
+    live = set()  # steps logged as they happened; a resumed or launched run logs the rest at the end
 
-    def build(out, partial):
-        model_dir, table = store.require("model", model_key).path, store.require(table_step, table_key)
-        if distributed.launches:
-            history = launch_training(distributed, model_dir, table.path / "data.parquet", composed(algorithm),
-                                      composed(train), out, checkpoint_dir=partial / "checkpoints")
-        else:
-            model, tokenizer = models.load_policy(model_dir)
-            live = set()  # steps logged as they happened; a resumed run logs its restored steps at the end
+    def log_step(step: int, record: dict) -> None:
+        logger.history([record], prefix="train/")
+        live.add(step)
 
-            def log_step(step, record):
-                logger.history([record], prefix="train/")
-                live.add(step)
-
-            history = trainer.train_policy(model, table.table(), method, train, tokenizer.pad_token_id,
-                                           checkpoint_dir=partial / "checkpoints", on_step=log_step)
-            logger.history([r for r in history if r["step"] not in live], prefix="train/")
-            model.save_pretrained(out / "policy")
-            tokenizer.save_pretrained(out / "policy")
-        write_table(pa.Table.from_pylist(history), out / "history.parquet")
-        last = history[-1]
-        return {"final_loss": last["loss"], "steps": len(history), "tokens_per_s": last["tokens_per_s"]}
+    def build(out: Path, partial: Path) -> dict:
+        return trainer.train(algorithm, train, distributed, store.require("prepare_model", model_key).path,
+                             store.require(table_step, table_key).path / "data.parquet", out, partial / "checkpoints", log_step)
 
     subset = {"algorithm": composed(algorithm), "train": composed(train), "distributed": composed(distributed),
               "precision": trainer.mixed_precision(train)}  # resolved: an "auto" run's key says which arithmetic it was
-    artifact, cached = store.get_or_build("train", 3, subset, {"model": model_key, table_step: table_key}, build)
-    if cached or distributed.launches:  # live runs logged every step as it happened
-        logger.history(artifact.table("history").to_pylist(), prefix="train/")
+    artifact, cached = store.get_or_build("train", 4, subset, {"prepare_model": model_key, table_step: table_key}, build)
+    logger.history([r for r in artifact.table("history").to_pylist() if r["step"] not in live], prefix="train/")
+    method = build_algorithm(algorithm)
     if hasattr(method, "optimum"):  # QRPO: the beta used (maybe from a KL budget) and its optimum pi*
         logger.metrics(method.optimum(), prefix="algorithm/")
     return _finish(artifact, cached, run_id, "train/")
@@ -242,119 +184,72 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
 def eval_logps(evals: EvalConfig, train: TrainConfig, store: ArtifactStore, model_key: str, train_key: str, scored_by_seed: dict,
                run_id: str):
     """The policy's scored eval samples (all seeds, one table with a `seed` column) with log pi and log pi_ref,
-    in the precision of training's reference log-probs (`train.mixed_precision`)."""
+    in the arithmetic of training's reference log-probs (`train.mixed_precision`)."""
     arithmetic = trainer.mixed_precision(train)
+    def build(out: Path, _) -> dict:
+        tables = {seed: store.require("score", key).table() for seed, key in scored_by_seed.items()}
+        return logratios.eval_logps(store.require("train", train_key).path / "policy", store.require("prepare_model", model_key).path,
+                                    tables, evals.batch_size, arithmetic, out)
 
-    def build(out, _):
-        tables = [store.require("rewards", key).table() for key in scored_by_seed.values()]
-        samples = pa.concat_tables([t.append_column("seed", pa.array([int(seed)] * t.num_rows, pa.int64()))
-                                    for seed, t in zip(scored_by_seed, tables)])
-        table = policy_and_ref_logps(store.require("train", train_key).path / "policy", store.require("model", model_key).path,
-                                     samples, evals.batch_size, arithmetic)
-        write_table(table, out / "data.parquet")
-        return {"policy_logp_mean": float(np.mean(table.column("policy_logp").to_numpy())),
-                "ref_logp_mean": float(np.mean(table.column("ref_logp").to_numpy()))}
-
-    inputs = {"model": model_key, "train": train_key, **{f"rewards_seed{seed}": key for seed, key in scored_by_seed.items()}}
-    artifact, cached = store.get_or_build("eval_logps", 2, {"precision": arithmetic}, inputs, build)
+    inputs = {"prepare_model": model_key, "train": train_key, **{f"score_seed{seed}": key for seed, key in scored_by_seed.items()}}
+    artifact, cached = store.get_or_build("eval_logps", 3, {"precision": arithmetic}, inputs, build)
     return _finish(artifact, cached, run_id, "eval_logps/")
 
 
 @task(cache_policy=NONE)
 def evaluate(evals: EvalConfig, reward: RewardConfig, store: ArtifactStore, logps_key: str, eval_ref_key: str, dataset_key: str,
              run_id: str):
-    """Metrics of the policy's samples against the reference's on the same eval prompts: reporting half
-    under eval/..., selection half under eval_selection/... (and LeetCode pass rates when the reward
-    declares `yields_pass_rates`, as the code_tests reward does)."""
+    """Metrics of the policy's samples against the reference's on the same eval prompts (eval/..., and
+    eval_selection/... for the selection half; LeetCode pass rates when the reward declares `yields_pass_rates`)."""
+    pass_rates = declares("reward", reward, "yields_pass_rates")
 
-    def build(out, _):
-        policy, reference = store.require("eval_logps", logps_key).table(), store.require("rewards", eval_ref_key).table()
-        metrics = evaluation.evaluate_halves(policy, reference, evals.split_seed, evals.lc_fit_on)
-        if declares("reward", reward, "yields_pass_rates"):  # pass rates of the policy, and of pi_ref (ref_...) on the same problems
-            problems = store.require("dataset", dataset_key).table()
-            metrics.update(evaluation.leetcode_metrics(policy, problems, evals.split_seed))
-            metrics.update({k.replace("/", "/ref_", 1): v for k, v in
-                            evaluation.leetcode_metrics(reference, problems, evals.split_seed).items()})
-        halves = evaluation.split_halves(policy.column("prompt_id").to_pylist(), evals.split_seed)
-        table = (policy.drop_columns(["prompt_ids", "completion_ids"])
-                 .append_column("half", pa.array([halves[p] for p in policy.column("prompt_id").to_pylist()]))
-                 .append_column("ref_quantile", pa.array(evaluation.sample_quantiles(policy, reference))))
-        write_table(table, out / "data.parquet")
-        return metrics
+    def build(out: Path, _) -> dict:
+        problems = store.require("load_dataset", dataset_key).table() if pass_rates else None
+        return evaluation.evaluate(store.require("eval_logps", logps_key).table(), store.require("score", eval_ref_key).table(),
+                                     evals.split_seed, evals.lc_fit_on, problems, out)
 
-    subset = {k: composed(evals).get(k) for k in ("split_seed", "lc_fit_on")} | {"reward_kind": composed(reward).get("kind")}
-    inputs = {"eval_logps": logps_key, "eval_reference": eval_ref_key, "dataset": dataset_key}
-    artifact, cached = store.get_or_build("eval", 3, subset, inputs, build)
+    subset = {k: composed(evals).get(k) for k in ("split_seed", "lc_fit_on")} | {"pass_rates": pass_rates}
+    inputs = {"eval_logps": logps_key, "score_eval_reference": eval_ref_key, "load_dataset": dataset_key}
+    artifact, cached = store.get_or_build("evaluate", 4, subset, inputs, build)
     return _finish(artifact, cached, run_id, "")
 
 
 @task(cache_policy=NONE)
 def load_alpaca_eval(evals: EvalConfig, store: ArtifactStore, run_id: str):
-    """AlpacaEval's instructions and baseline outputs as a prompt table (a `dataset` artifact the `sample` step reads)."""
+    """AlpacaEval's instructions and baseline outputs as a prompt table (the `sample` step reads it)."""
     cfg = evals.alpaca
     path = Path(cfg.instructions).expanduser()
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else cfg.instructions  # a missing file: InputError below
-
-    def build(out, _):
-        table = alpaca_eval_lib.load_instructions(cfg.instructions, cfg.max_instances)
-        write_table(table, out / "data.parquet")
-        return {"instructions": table.num_rows}
-
-    subset = {"alpaca_eval": digest, "max_instances": cfg.max_instances}
-    artifact, cached = store.get_or_build("dataset", 1, subset, {}, build)
-    return _finish(artifact, cached, run_id, "alpaca_eval_prompts/")
+    artifact, cached = store.get_or_build("load_alpaca_eval", 2, {"alpaca_eval": digest, "max_instances": cfg.max_instances}, {},
+                                          lambda out, _: alpaca_eval_lib.load_alpaca_eval(cfg, out))
+    return _finish(artifact, cached, run_id, "load_alpaca_eval/")
 
 
 @task(cache_policy=NONE)
 def alpaca_eval(evals: EvalConfig, store: ArtifactStore, samples_key: str, prompts_key: str, run_id: str):
     """The judge's verdicts on the policy's AlpacaEval outputs: eval/alpaca_eval_lc_win_rate, eval/alpaca_eval_win_rate."""
     cfg = evals.alpaca
-
-    def build(out, _):
-        metrics, annotations = alpaca_eval_lib.run_alpaca_eval(
-            store.require("dataset", prompts_key).table(), store.require("samples", samples_key).table(), cfg)
-        (out / "annotations.json").write_text(json.dumps(annotations, indent=1, default=str))
-        return {f"eval/{k}": v for k, v in metrics.items()}
-
     subset = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("enabled", "max_new_tokens", "seed")}
-    artifact, cached = store.get_or_build("alpaca_eval", 1, subset, {"samples": samples_key, "prompts": prompts_key}, build)
+    artifact, cached = store.get_or_build("alpaca_eval", 2, subset, {"sample": samples_key, "load_alpaca_eval": prompts_key},
+                                          lambda out, _: alpaca_eval_lib.alpaca_eval(store.require("load_alpaca_eval", prompts_key).table(),
+                                                                                     store.require("sample", samples_key).table(), cfg, out))
     return _finish(artifact, cached, run_id, "")
 
 
 @task(cache_policy=NONE)
-def make_report(algorithm: AlgorithmConfig, model: ModelConfig, dataset: DatasetConfig, reward: RewardConfig, store: ArtifactStore,
-                train_key: str, eval_key: str, eval_ref_key: str, run_id: str, alpaca_key: str | None = None) -> dict:
-    """Plots and a summary table, logged to the MLflow run; returns every evaluation metric (eval/..., eval_selection/...).
-    The sections name the run: the method (`algorithm.label`), the model, the dataset and the reward."""
-    evaluated, trained = store.require("eval", eval_key), store.require("train", train_key)
+def report(algorithm: AlgorithmConfig, model: ModelConfig, dataset: DatasetConfig, reward: RewardConfig, store: ArtifactStore,
+           train_key: str, evaluate_key: str, eval_ref_key: str, run_id: str, alpaca_key: str | None = None) -> dict:
+    """Plots, a summary table and the per-prompt means, logged to the MLflow run under report/; returns every
+    evaluation metric (eval/..., eval_selection/...)."""
+    evaluated, trained = store.require("evaluate", evaluate_key), store.require("train", train_key)
     metrics = dict(evaluated.manifest["metrics"])
     if alpaca_key:
         metrics.update(store.require("alpaca_eval", alpaca_key).manifest["metrics"])
     reporting = {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")}
-    title = algorithm.label + f" on {model.name}"
-    policy, reference = evaluated.table(), store.require("rewards", eval_ref_key).table()
-    reporting_ids = set(policy.filter(pc.equal(policy.column("half"), "reporting")).column("prompt_id").to_pylist())
-    on_reporting = lambda t: t.filter(pa.array([p in reporting_ids for p in t.column("prompt_id").to_pylist()]))  # noqa: E731
+    facts = {"model": model.name, "dataset": dataset.name, "reward": reward.name, "train artifact": str(trained.path),
+             "evaluate artifact": str(evaluated.path), "reward gain (reporting half)": gain_in_words(reporting)}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        report.plot_training(trained.table("history"), folder / "training_curves.png", title, eval_points=reporting)
-        report.plot_rewards(policy.column("reward").to_numpy(), reference.column("reward").to_numpy(),
-                            folder / "eval_rewards.png", f"held-out reward: {title}")
-        report.plot_reward_vs_kl([{**reporting, "label": algorithm.label}], folder / "reward_vs_kl.png",
-                                 f"reward vs KL (reporting half): {title}")
-        report.plot_reward_vs_length(on_reporting(policy), on_reporting(reference), folder / "reward_vs_length.png",
-                                     f"reward vs length (reporting half): {title}")
-        report.plot_quantile_histogram(policy.column("ref_quantile").to_numpy(), folder / "quantile_histogram.png",
-                                       f"policy samples' reference quantiles: {title}")
-        facts = {"model": model.name, "dataset": dataset.name, "reward": reward.name,
-                 "algorithm": title, "train artifact": str(trained.path), "eval artifact": str(evaluated.path),
-                 "reward gain (reporting half)": evaluation.gain_in_words(reporting)}
-        (folder / "summary.md").write_text(report.summary_markdown(facts, metrics))
-        paired.write_per_prompt(paired.per_prompt_table(policy), folder / "per_prompt.csv")  # for arm-vs-arm differences (flows/compare.py)
-        RunLogger(run_id).artifacts(folder, "report")
+        report_lib.report(algorithm.label, facts, metrics, trained.table("history"), evaluated.table(),
+                          store.require("score", eval_ref_key).table(), Path(tmp))
+        RunLogger(run_id).artifacts(Path(tmp), "report")
     return metrics
-
-
-def method_label(config: dict) -> str:
-    """"DPO (β=0.1)", "QRPO (β=0.1, identity)", "SFT": the method a run trained, for titles and the summary."""
-    return algorithm_section(config["algorithm"]).label

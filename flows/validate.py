@@ -10,7 +10,7 @@ from typing import Optional
 
 from flows.config import compose_config
 from flows.dispatch import check_dispatch
-from qrpo.config.binding import build_algorithm, locate, target_of
+from qrpo.config.binding import build_algorithm, check_target
 from qrpo.config.sections import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
     Sections, TrainConfig, check_precision, check_type, typed_sections,
@@ -62,14 +62,7 @@ def validate(config: dict) -> Sections:
 
     check_algorithm_fits(sections.regime, build_algorithm(sections.algorithm))  # e.g. DPO on pointwise data
     data.load_prompts(sections.dataset)  # columns, splits, JSON: all checked here
-    model = sections.model
-    if model.source == "pretrained" and model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().is_dir():
-        raise InputError(f"model.path={model.path!r} is not a readable folder; point it at a saved model (config.json + weights)")
-    for name in ("model", "sampler", "reward"):  # each `_target_` imports (your own class or function included)
-        locate(f"{name}._target_", target_of(name, getattr(sections, name)))
-    if model.source == "gguf":
-        from qrpo.models import gguf_file
-
-        gguf_file(model)
+    for name in ("model", "sampler", "reward", "regime"):  # each `_target_` imports, is of its section's family, checks its keys
+        check_target(name, getattr(sections, name))
     check_dispatch(config)  # dispatch.pool: the Prefect server and its step deployment, last (it asks the server)
     return sections

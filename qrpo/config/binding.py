@@ -1,8 +1,10 @@
-"""`_target_`: the dotted path a config section names its implementation by.
+"""`_target_`: the one way a config section names the Python object that implements it.
 
-Algorithms (`conf/algorithm/*.yaml`), rewards, samplers and models each name the Python object that
-builds them, e.g. `_target_: qrpo.rewards.vader.VaderReward.from_config`; your own class or function
-works the same way once it is importable. `locate` imports it, or raises one InputError naming the key.
+Every choice in conf/ is a `_target_` (algorithm, model, sampler, reward, regime), e.g.
+`_target_: qrpo.rewards.vader.VaderReward.from_config`; your own class or function works the same way
+once it is importable. `locate` imports it (or raises one InputError naming the key), `build` calls it
+with the typed section, `build_algorithm` builds a method from its keyword arguments, and `declares` /
+`check_target` read what the object says about itself (its family, its capabilities, its own checks).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import inspect
 import typing
 from typing import Any
 
-from qrpo.config.sections import MODEL_TARGETS, REWARD_TARGETS, SAMPLER_TARGETS, AlgorithmConfig, algorithm_section, check_type
+from qrpo.config.sections import AlgorithmConfig, algorithm_section, check_type
 from qrpo.errors import InputError, UnknownKeyError
 
 
@@ -79,44 +81,52 @@ def build_algorithm(section: AlgorithmConfig | dict) -> Any:
     section's keyword arguments, type-checked first against its signature; any error is one InputError,
     "algorithm (<target>): <cause>". `section`: the typed algorithm section or the mapping it comes from."""
     section = algorithm_section(section) if isinstance(section, dict) else section
+    built = vars(section).get(_BUILT)
+    if built is not None:  # built once per run: validation, the pipeline and the train step share it
+        return built
     target = locate("algorithm._target_", section._target_)
     check_arguments("algorithm", target, section.arguments)
     try:
-        return target(**copy.deepcopy(section.arguments))
+        built = target(**copy.deepcopy(section.arguments))
     except UnknownKeyError:  # already names the key and the valid ones
         raise
     except Exception as err:  # a value the class refuses (ValueError, InputError), a missing argument (TypeError)
         raise InputError(f"algorithm ({section._target_}): {err}") from None
+    object.__setattr__(section, _BUILT, built)
+    return built
 
 
-_CHOICES = {"model": (MODEL_TARGETS, "source"), "sampler": (SAMPLER_TARGETS, "backend"), "reward": (REWARD_TARGETS, "kind")}
-
-
-def target_of(section: str, cfg: Any) -> str:
-    """The dotted path that builds a typed model, sampler or reward section: its `_target_`, or the built-in of its choice."""
-    table, choice = _CHOICES[section]
-    return cfg._target_ or table[getattr(cfg, choice)]
+_BUILT = "_built"  # the algorithm a section built, kept on the (frozen) section
 
 
 def build(section: str, cfg: Any, *args: Any) -> Any:
     """Import the section's `_target_` and call it with the typed section (and `args`)."""
-    return locate(f"{section}._target_", target_of(section, cfg))(cfg, *args)
+    return locate(f"{section}._target_", cfg._target_)(cfg, *args)
+
+
+def _owner(obj: Any) -> Any:
+    """The class of a `Class.method` target (where its declarations live), else the target itself."""
+    owner = getattr(obj, "__self__", None)  # a classmethod bound to its class
+    return owner if inspect.isclass(owner) else obj
 
 
 def declares(section: str, cfg: Any, capability: str) -> bool:
-    """Whether the class a section's `_target_` builds declares `capability` (e.g. a reward's
-    `yields_pass_rates`), read without building it: the class of a `Class.from_config` target, or an
-    attribute set on a plain function target; False when neither says."""
-    obj = locate(f"{section}._target_", target_of(section, cfg))
-    owner = getattr(obj, "__self__", None)  # a classmethod bound to its class
-    owner = owner if inspect.isclass(owner) else obj
-    return bool(getattr(owner, capability, False))
+    """Whether the object a section's `_target_` names declares `capability` (e.g. a reward's
+    `yields_pass_rates`, a regime's `pointwise`), read without building it: the class of a
+    `Class.from_config` target, or an attribute set on a plain function target; False when neither says."""
+    return bool(getattr(_owner(locate(f"{section}._target_", cfg._target_)), capability, False))
 
 
-def cache_section(section: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The section as an artifact key hashes it: a `_target_` that only repeats the built-in of the
-    choice is left out, so naming it in conf/ changed no cache key; your own `_target_` is kept."""
-    table, choice = _CHOICES[section]
-    if values.get("_target_") and values["_target_"] == table.get(values.get(choice)):
-        return {k: v for k, v in values.items() if k != "_target_"}
-    return values
+def check_target(section: str, cfg: Any) -> None:
+    """Before any work: the section's `_target_` imports; the family it declares (e.g. JudgeReward.kind =
+    "judge") is the one the section's keys are for (`cfg.FAMILY`: reward.kind, model.source, ...); and its
+    own `check_config(cfg)`, if it has one, passes (e.g. GGUFModel: the package and file exist)."""
+    owner = _owner(locate(f"{section}._target_", cfg._target_))
+    family = cfg.FAMILY
+    declared, configured = getattr(owner, family, None), getattr(cfg, family)
+    if isinstance(declared, str) and declared != configured:
+        raise InputError(f"{section}._target_={cfg._target_!r} builds {section}.{family}={declared}, not {configured}; "
+                         f"pick a {section} group that sets both ({section}=<name>, conf/{section}/), or set {section}._target_ too")
+    check = getattr(owner, "check_config", None)
+    if callable(check):
+        check(cfg)

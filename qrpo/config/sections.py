@@ -1,13 +1,11 @@
-"""Typed configuration of one experiment, validated before any work starts.
+"""Typed configuration of one run: one dataclass per config section, checked before any work starts.
 
-The composed Hydra config (conf/) is a nested dict; `build_section` turns each section into one of
-these dataclasses and rejects unknown keys, values of the wrong type (checked against each field's
-annotation: `train.epochs=abc` -> "train.epochs must be an integer; got 'abc'") and out-of-range values
-with one `InputError` naming the key.
-Each pipeline step reads only its own section, and its artifact key hashes only that section, so
-changing beta re-runs training and evaluation but no sampling or scoring. `typed_sections` builds all
-of a run's sections at once (`Sections`); each Prefect task receives only the ones it reads, and an
-artifact key hashes a section as composed (`composed`: the mapping it was built from, not the defaults).
+`build_section(cls, values)` turns a section of the composed Hydra config (a nested dict) into its
+dataclass. pydantic checks every value against the field's annotation in strict mode (an int is not a
+bool, a number is not a string) and refuses unknown keys; each failure becomes one InputError naming the
+key ("train.epochs must be an integer; got 'abc'"). Then the section's own `validate()` checks ranges
+and choices. `typed_sections` builds all of a run's sections (`Sections`); each Prefect task receives only
+the ones it reads. An artifact key hashes a section as composed (`composed`), not its typed defaults.
 """
 
 from __future__ import annotations
@@ -19,44 +17,37 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+import pydantic
+import pydantic.dataclasses
 
 from qrpo.errors import InputError
 
+# The families of keys a section carries (which keys apply is named by the section's choice key). The
+# `_target_` builds the section's object; the object declares its family (e.g. JudgeReward.kind = "judge"),
+# and qrpo.config.binding.check_target refuses a `_target_` whose family is not the section's.
+MODEL_SOURCES = ("gguf", "pretrained", "config")
+SAMPLER_BACKENDS = ("hf", "vllm", "openai")
+REWARD_KINDS = ("vader", "sequence_classifier", "tiny_classifier", "code_tests", "callable", "judge")
+REGIMES = ("best_worst", "random_pairs", "offline", "pointwise")
+PRECISIONS = ("auto", "bf16", "fp32", "no")  # qrpo/precision.py; "no" is accelerate's spelling of fp32
 
-# The built-in implementations, by the choice that names them (sampler.backend, reward.kind, model.source).
-# conf/ names each one again as the section's `_target_` (what is imported and called, through
-# qrpo.config.binding.locate); a `_target_` of your own replaces the built-in, "" means the built-in of the choice.
-SAMPLER_TARGETS = {  # f(cfg: SamplerConfig, model_path, params, tokenizer) -> Sampler
-    "hf": "qrpo.sampling.hf.HFSampler.from_config",
-    "vllm": "qrpo.sampling.vllm.VLLMSampler.from_config",
-    "openai": "qrpo.sampling.openai.OpenAISampler.from_config",
-}
-REWARD_TARGETS = {  # f(cfg: RewardConfig) -> RewardModel
-    "vader": "qrpo.rewards.vader.VaderReward.from_config",
-    "sequence_classifier": "qrpo.rewards.classifier.sequence_classifier",
-    "tiny_classifier": "qrpo.rewards.classifier.tiny_classifier",
-    "code_tests": "qrpo.rewards.code.CodeTestsReward.from_config",
-    "callable": "qrpo.rewards.callable.CallableReward.from_config",
-    "judge": "qrpo.rewards.judge.JudgeReward.from_config",
-}
-MODEL_TARGETS = {  # f(cfg: ModelConfig) -> (causal LM, tokenizer)
-    "gguf": "qrpo.models.load_gguf",
-    "pretrained": "qrpo.models.load_pretrained",
-    "config": "qrpo.models.build_tiny",
-}
-SAMPLER_BACKENDS, REWARD_KINDS, MODEL_SOURCES = tuple(SAMPLER_TARGETS), tuple(REWARD_TARGETS), tuple(MODEL_TARGETS)
+_STRICT = pydantic.ConfigDict(strict=True, extra="forbid")
 
 
-def _check_target(section: str, choice: str, value: str, target: str, table: dict[str, str]) -> None:
-    """A built-in `_target_` must be the one of the section's choice (a custom one may be anything)."""
-    others = [name for name, path in table.items() if path == target and name != value]
-    if target and others:
-        raise InputError(f"{section}._target_={target!r} builds {section}.{choice}={others[0]}, not {value}; "
-                         f"pick a {section} group that sets both ({section}=<name>, conf/{section}/), or set {section}._target_ too")
+def section(cls):
+    """A config section: a frozen dataclass whose values pydantic checks, strictly, when it is built."""
+    return pydantic.dataclasses.dataclass(frozen=True, config=_STRICT)(cls)
 
 
-@dataclass(frozen=True)
+def _needs_target(name: str, target: str) -> None:
+    if not target:
+        raise InputError(f"{name}._target_ is empty; name the class or function that builds the {name} "
+                         f"(e.g. pick one with {name}=<name>, conf/{name}/)")
+
+
+@section
 class ModelConfig:
     name: str
     source: str  # "gguf" (a file in an installed package), "pretrained" (hub name or folder), "config" (tiny)
@@ -65,53 +56,17 @@ class ModelConfig:
     file: str = ""  # gguf: file name inside the package
     architecture: dict[str, Any] = field(default_factory=dict)  # config: LlamaConfig fields
     seed: int = 0  # config: initialisation seed
-    _target_: str = ""  # f(cfg) -> (model, tokenizer); "": MODEL_TARGETS[source]
+    _target_: str = ""  # builds (model, tokenizer) from this section: qrpo.models.GGUFModel.load, ...
+
+    FAMILY: ClassVar[str] = "source"
 
     def validate(self):
         if self.source not in MODEL_SOURCES:
             raise InputError(f"model.source={self.source!r} is not one of {', '.join(MODEL_SOURCES)}")
-        _check_target("model", "source", self.source, self._target_, MODEL_TARGETS)
-        if self.source == "gguf" and not (self.package and self.file):
-            raise InputError("model.source=gguf needs model.package and model.file (the GGUF inside that package)")
-        if self.source == "pretrained" and not self.path:
-            raise InputError("model.source=pretrained needs model.path (a local folder or a hub name you can access)")
-        if self.source == "config" and self._target_ in ("", MODEL_TARGETS["config"]):
-            _check_architecture(self.architecture)
+        _needs_target("model", self._target_)
 
 
-ARCHITECTURE_OWN = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")  # set from the tokenizer by build_tiny
-
-
-def _check_architecture(architecture: dict[str, Any]) -> None:
-    """model.architecture as `qrpo.models.build_tiny` hands it to transformers' LlamaConfig: known fields
-    only (LlamaConfig keeps a misspelt one silently), each of the right type, sizes positive, and the
-    config LlamaConfig itself accepts (heads dividing the hidden size, ...)."""
-    import dataclasses
-
-    from huggingface_hub.errors import StrictDataclassError
-    from transformers import LlamaConfig
-
-    own = sorted(set(architecture) & set(ARCHITECTURE_OWN))
-    if own:
-        raise InputError(f"model.architecture.{own[0]} is set from the byte-level tokenizer; remove it")
-    known = {f.name for f in dataclasses.fields(LlamaConfig)}
-    unknown = sorted(set(architecture) - known)
-    if unknown:
-        raise InputError(f"model.architecture has no field {unknown[0]!r} (LlamaConfig fields: hidden_size, "
-                         "intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, ...); fix its name")
-    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                "max_position_embeddings", "head_dim"):
-        value = architecture.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-            raise InputError(f"model.architecture.{key} must be a positive integer; got {value}")
-    try:
-        LlamaConfig(**architecture)
-    except (StrictDataclassError, TypeError, ValueError) as err:
-        detail = " ".join(str(err).split())
-        raise InputError(f"model.architecture is not a valid Llama config: {detail}") from None
-
-
-@dataclass(frozen=True)
+@section
 class DatasetConfig:
     """Where prompts come from (read with Hugging Face `datasets`, see qrpo/data/prompts.py)."""
 
@@ -138,12 +93,12 @@ class DatasetConfig:
             raise InputError("dataset.max_train_prompts / dataset.max_eval_prompts must be >= 0 (0: all)")
 
 
-@dataclass(frozen=True)
+@section
 class SamplerConfig:
     """How completions are drawn (qrpo/sampling/). Only `seed`, `max_new_tokens`, `temperature` and `top_p`
     (with the model and the prompts) determine a completion; the other keys say how fast it is drawn."""
 
-    backend: str = "hf"  # one of SAMPLER_BACKENDS (the built-in; `_target_` may name your own)
+    backend: str = "hf"  # which keys apply: one of SAMPLER_BACKENDS (`_target_` builds the sampler)
     num_ref_samples: int = 4  # M: reference completions per prompt, for the quantiles
     num_train_samples: int = 2  # K: completions per prompt from which the training pair is picked
     min_samples_per_prompt: int = 0  # the train sample step draws max(K + M, this): a sweep over M samples once
@@ -170,14 +125,15 @@ class SamplerConfig:
     timeout_s: float = 120.0
     max_retries: int = 4
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request (server extensions)
-    _target_: str = ""  # f(cfg, model_path, params, tokenizer) -> Sampler; "": SAMPLER_TARGETS[backend]
+    _target_: str = "qrpo.sampling.hf.HFSampler.from_config"  # f(cfg, model_path, params, tokenizer) -> Sampler
+    FAMILY: ClassVar[str] = "backend"
 
     def validate(self):
         _positive(self, "num_ref_samples", "num_train_samples", "max_new_tokens", "batch_size", "shard_prompts",
                   "tensor_parallel_size", "data_parallel_size", "concurrency", "timeout_s")
         if self.backend not in SAMPLER_BACKENDS:
             raise InputError(f"sampler.backend={self.backend!r} is not one of {', '.join(SAMPLER_BACKENDS)}")
-        _check_target("sampler", "backend", self.backend, self._target_, SAMPLER_TARGETS)
+        _needs_target("sampler", self._target_)
         if self.num_train_samples < 2:
             raise InputError("sampler.num_train_samples must be >= 2: the training pair is the best and worst of them")
         if not (self.temperature > 0 and 0 < self.top_p <= 1):
@@ -189,10 +145,10 @@ class SamplerConfig:
             raise InputError(f"sampler.prompt_format={self.prompt_format!r} is not one of text, token_ids")
 
 
-@dataclass(frozen=True)
+@section
 class RewardConfig:
     name: str
-    kind: str  # one of REWARD_KINDS (the built-in; `_target_` may name your own)
+    kind: str  # which keys apply: one of REWARD_KINDS (`_target_` builds the reward)
     path: str = ""  # sequence_classifier: hub name or folder
     architecture: dict[str, Any] = field(default_factory=dict)  # tiny_classifier: LlamaConfig fields
     seed: int = 0  # tiny_classifier: initialisation seed
@@ -226,12 +182,12 @@ class RewardConfig:
     max_retries: int = 3
     max_tokens: int = 16
     temperature: float = 0.0
-    _target_: str = ""  # f(cfg) -> RewardModel; "": REWARD_TARGETS[kind]
+    _target_: str = ""  # f(cfg) -> RewardModel, e.g. qrpo.rewards.vader.VaderReward.from_config
+    FAMILY: ClassVar[str] = "kind"
 
     def validate(self):
         if self.kind not in REWARD_KINDS:
             raise InputError(f"reward.kind={self.kind!r} is not one of {', '.join(REWARD_KINDS)}; or pick a reward with reward=<name> (conf/reward/)")
-        _check_target("reward", "kind", self.kind, self._target_, REWARD_TARGETS)
         _positive(self, "batch_size", "wall_seconds", "cpu_seconds", "memory_mb", "max_concurrency", "timeout", "max_tokens")
         if self.truncation not in ("right", "left"):
             raise InputError(f"reward.truncation={self.truncation!r} is not one of right, left")
@@ -240,9 +196,10 @@ class RewardConfig:
         for name in ("max_length", "max_workers", "max_tests", "max_retries"):
             if getattr(self, name) < 0:
                 raise InputError(f"reward.{name} must be >= 0; got {getattr(self, name)}")
+        _needs_target("reward", self._target_)
 
 
-@dataclass(frozen=True)
+@section
 class QuantileConfig:
     ties: str = "le"
 
@@ -253,32 +210,27 @@ class QuantileConfig:
             raise InputError(f"quantiles.ties={self.ties!r} is not one of {', '.join(TIE_POLICIES)}")
 
 
-@dataclass(frozen=True)
+@section
 class RegimeConfig:
-    """How the training table is built from scored samples (see qrpo/data/regimes.py)."""
+    """How the training table is built from scored samples (qrpo/data/regimes.py: one class per regime)."""
 
-    name: str = "best_worst"  # best_worst | random_pairs | offline | pointwise
+    name: str = "best_worst"  # which regime: one of REGIMES (`_target_` builds it)
     leave_one_out: bool = False  # pointwise: all K + M samples train, each quantile among the others
     seed: int = 0  # random_pairs: which candidates are paired
     chosen_column: str = "chosen"  # offline: the prompt table's columns holding the dataset's two completions
     rejected_column: str = "rejected"
+    _target_: str = "qrpo.data.regimes.BestWorst"  # the Regime class, built with this section
+    FAMILY: ClassVar[str] = "name"
 
     def validate(self):
         if self.name not in REGIMES:
             raise InputError(f"regime.name={self.name!r} is not one of {', '.join(REGIMES)}")
         if self.leave_one_out and self.name != "pointwise":
             raise InputError(f"regime.leave_one_out=true only applies to regime=pointwise, not {self.name}")
-
-    @property
-    def pointwise(self) -> bool:
-        return self.name == "pointwise"
+        _needs_target("regime", self._target_)
 
 
-REGIMES = ("best_worst", "random_pairs", "offline", "pointwise")
-PRECISIONS = ("auto", "bf16", "fp32", "no")  # qrpo/precision.py; "no" is accelerate's spelling of fp32
-
-
-@dataclass(frozen=True)
+@section
 class TrainConfig:
     learning_rate: float = 1e-5
     epochs: int = 1
@@ -316,7 +268,7 @@ class TrainConfig:
 TOPOLOGIES = ("none", "ddp", "fsdp", "deepspeed")
 
 
-@dataclass(frozen=True)
+@section
 class DistributedConfig:
     """Where training runs: this process, or `accelerate launch` with a topology (see qrpo/training/distributed.py)."""
 
@@ -342,7 +294,7 @@ class DistributedConfig:
         return self.topology != "none"
 
 
-@dataclass(frozen=True)
+@section
 class AlpacaEvalConfig:
     """AlpacaEval 2 on the trained policy (see qrpo/evaluation/alpaca_eval.py)."""
 
@@ -367,7 +319,7 @@ class AlpacaEvalConfig:
             raise InputError("eval.alpaca_eval.max_instances must be >= 0 and eval.alpaca_eval.max_new_tokens > 0")
 
 
-@dataclass(frozen=True)
+@section
 class EvalConfig:
     seeds: Any = (1235,)  # the policy's sampling seeds (a list), or a count n: seeds seed+1 .. seed+n
     samples_per_prompt: int = 1  # policy samples per eval prompt and seed
@@ -431,29 +383,36 @@ _SECTION_NAMES = {
 
 
 def build_section(cls, values: dict[str, Any]):
-    """`cls(**values)`, with unknown or missing keys and values of the wrong type reported as one
-    InputError naming the key, then the section's own `validate()`."""
+    """`cls(**values)`, every value checked by pydantic; unknown or missing keys and values of the wrong
+    type are reported as one InputError naming the key; then the section's own `validate()`."""
     return _build(cls, values, _SECTION_NAMES[cls])
 
 
 def _build(cls, values: dict[str, Any], section: str):
     if not isinstance(values, dict):
         raise InputError(f"{section} must be a mapping of keys (see conf/); got {values!r}")
-    hints = _field_types(cls)
-    unknown = sorted(set(values) - set(hints))
-    if unknown:
-        raise InputError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; known: {', '.join(sorted(hints))}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
-    if required:
-        raise InputError(f"{section}.{required[0]} is required; set it in the config or with {section}.{required[0]}=...")
-    for name, value in values.items():
-        check_type(f"{section}.{name}", value, hints[name])
-    config = cls(**values)
+    try:
+        config = cls(**values)
+    except pydantic.ValidationError as err:
+        raise _first_error(cls, values, section, err.errors()) from None
     object.__setattr__(config, _COMPOSED, copy.deepcopy(values))  # what artifact keys hash: see `composed`
-    if hasattr(config, "validate"):
-        config.validate()
+    config.validate()
     return config
+
+
+def _first_error(cls, values: dict[str, Any], section: str, errors: list[dict]) -> InputError:
+    """The one error to report of pydantic's list: unknown keys (all of them), else the first missing key,
+    else the first key (in the order given) whose value does not fit its annotation."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "unexpected_keyword_argument")
+    if unknown:
+        return InputError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; known: {', '.join(sorted(fields))}")
+    missing = [name for name in fields if any(e["type"] == "missing" and e["loc"][0] == name for e in errors)]
+    if missing:
+        return InputError(f"{section}.{missing[0]} is required; set it in the config or with {section}.{missing[0]}=...")
+    wrong = {e["loc"][0] for e in errors}
+    name = next(name for name in values if name in wrong)
+    return _type_error(f"{section}.{name}", values[name], _field_types(cls)[name])
 
 
 @functools.cache
@@ -461,36 +420,31 @@ def _field_types(cls) -> dict[str, Any]:
     return {name: hint for name, hint in typing.get_type_hints(cls).items() if name in {f.name for f in dataclasses.fields(cls)}}
 
 
-def check_type(key: str, value: Any, hint: Any) -> None:
-    """Raise one InputError when `value` (from YAML or an override) does not fit the annotation `hint`:
-    bool only takes true/false (not 1 or "yes"), int no floats or bools, float takes ints, str no numbers
-    (quote them), list[X] and dict by their items' types, Optional also null; Any takes anything."""
-    if not _fits(value, hint):
-        fix = f"; if you mean the text, quote it: {key}='{value}'" if isinstance(value, (int, float)) and not isinstance(value, bool) and _fits(str(value), hint) else ""
-        raise InputError(f"{key} must be {_describe(hint)}; got {value!r}{fix}")
+@functools.cache
+def _adapter(hint: Any) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(strict=True))
 
 
 def _fits(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arm) for arm in args)
-    if hint is None or hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint is list or origin in (list, tuple):
-        return isinstance(value, (list, tuple)) and (not args or all(_fits(item, args[0]) for item in value))
-    if hint is dict or origin is dict:
-        return isinstance(value, dict) and (len(args) < 2 or all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
-    return not isinstance(hint, type) or isinstance(value, hint)
+    try:
+        _adapter(hint).validate_python(value)
+    except pydantic.ValidationError:
+        return False
+    return True
+
+
+def check_type(key: str, value: Any, hint: Any) -> None:
+    """Raise one InputError when `value` (from YAML or an override) does not fit the annotation `hint`, in
+    pydantic's strict mode: bool only takes true/false (not 1 or "yes"), int no floats or bools, float takes
+    ints, str no numbers (quote them), list[X] and dict by their items' types, Optional also null."""
+    if not _fits(value, hint):
+        raise _type_error(key, value, hint)
+
+
+def _type_error(key: str, value: Any, hint: Any) -> InputError:
+    quote = isinstance(value, (int, float)) and not isinstance(value, bool) and _fits(str(value), hint)
+    fix = f"; if you mean the text, quote it: {key}='{value}'" if quote else ""
+    return InputError(f"{key} must be {_describe(hint)}; got {value!r}{fix}")
 
 
 def _describe(hint: Any) -> str:

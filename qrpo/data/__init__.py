@@ -1,5 +1,6 @@
-"""Prompt data: `load_prompts(cfg)` reads a dataset into the prompt table; `split(table, name)` picks one split."""
+"""Data: prompts (`prompts`: a dataset read into the prompt table, the `load_dataset` step) and the regimes that
+turn scored samples into training examples (`regimes`: the `offline_samples` and `training_data` steps)."""
 
-from qrpo.data.prompts import SPLITS, fingerprint, load_prompts, load_splits, split
+from qrpo.data.prompts import SPLITS, fingerprint, load_dataset, load_prompts, load_splits, split
 
-__all__ = ["SPLITS", "fingerprint", "load_prompts", "load_splits", "split"]
+__all__ = ["SPLITS", "fingerprint", "load_dataset", "load_prompts", "load_splits", "split"]

@@ -167,6 +167,16 @@ def load_prompts(cfg: DatasetConfig) -> pa.Table:
     return pa.Table.from_pylist(kept)
 
 
+def load_dataset(cfg: DatasetConfig, out: Path) -> dict:
+    """The `load_dataset` step: the prompt table into `out/data.parquet`; returns the prompt counts per split."""
+    from qrpo.store.artifacts import write_table
+
+    table = load_prompts(cfg)
+    write_table(table, out / "data.parquet")
+    splits = table.column("split").to_pylist()
+    return {"train_prompts": splits.count("train"), "eval_prompts": splits.count("eval")}
+
+
 def fingerprint(cfg: DatasetConfig) -> str:
     """A digest of the data behind the config (file contents, or the cached hub dataset's fingerprints)."""
     local = Path(cfg.path).expanduser()

@@ -13,7 +13,9 @@ references sees exactly the first K + M samples whatever else the artifact holds
 | pointwise     | every one of the K candidates on its own (QRPO only: no pairs)     | the M references             |
 | pointwise, leave_one_out | all K + M samples on their own                          | the other K + M - 1 samples  |
 
-The first three are the paper's regimes (Matrenok et al. 2025, arXiv 2507.08068, §5: offline,
+Each regime is a class here (`BestWorst`, `RandomPairs`, `Offline`, `Pointwise`) that conf/regime/<name>.yaml
+names as `_target_`; what the pipeline needs to know of one it declares (`pointwise`: single completions;
+`uses_dataset_pairs`: the dataset's own scored pairs). The first three are the paper's regimes (Matrenok et al. 2025, arXiv 2507.08068, §5: offline,
 off-policy best/worst of K, off-policy random pairs). The pointwise regime is what QRPO's regression
 allows and pairwise methods cannot use: any number of completions per prompt, no pairs. In every
 regime the set an example's quantile is computed from never contains the example itself, so no
@@ -28,21 +30,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from qrpo.config.sections import REGIMES, RegimeConfig  # noqa: F401  (re-exported)
+from qrpo.config.binding import build, declares
+from qrpo.config.sections import RegimeConfig
 from qrpo.errors import InputError
 from qrpo.objective.quantiles import quantile_table
-
-PAIR_REGIMES = ("best_worst", "random_pairs", "offline")
+from qrpo.store.artifacts import write_table
 
 
 def check_algorithm_fits(regime: RegimeConfig, algorithm) -> None:
     """A method that needs pairs cannot train on single completions: say so before any work."""
-    if regime.pointwise and algorithm.needs_pairs:
+    if declares("regime", regime, "pointwise") and algorithm.needs_pairs:
         raise InputError(
             f"algorithm {algorithm.name} needs preference pairs, but regime=pointwise gives single completions; "
             f"use regime=best_worst or regime=random_pairs, or algorithm=qrpo (the method that learns pointwise)"
@@ -93,19 +96,6 @@ def _pair_rows(groups, num_candidates: int, pick, out: dict) -> int:
     return dropped
 
 
-def _best_worst(prompt_id, rewards):
-    return [(int(np.argmax(rewards)), int(np.argmin(rewards)))]
-
-
-def _random_pairs(seed: int):
-    def pick(prompt_id, rewards):
-        digest = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()  # per prompt, whatever the row order
-        order = np.random.default_rng(int.from_bytes(digest[:8], "little")).permutation(len(rewards))
-        return [(int(order[i]), int(order[i + 1])) for i in range(0, len(order) - 1, 2)]
-
-    return pick
-
-
 def _with_pair_quantiles(table: pa.Table, ties: str) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     ref = table.column("ref_rewards")
     chosen_q = quantile_table(table.column("chosen_reward").to_numpy(), ref, ties=ties)
@@ -143,6 +133,102 @@ def quantile_histogram(quantiles: np.ndarray, bins: int = 10) -> list[int]:
     return np.histogram(quantiles, bins=bins, range=(0.0, 1.0))[0].tolist()
 
 
+class Regime:
+    """How scored samples become training examples. A subclass declares `name` (conf: regime.name) and
+    what the pipeline must know of it, and builds the table from the samples grouped per prompt."""
+
+    name: str | None = None
+    pointwise = False  # examples are single completions (QRPO only), not pairs
+    uses_dataset_pairs = False  # trains on the dataset's own chosen/rejected completions, scored by the reward
+
+    def __init__(self, cfg: RegimeConfig):
+        self.cfg = cfg
+
+    @classmethod
+    def from_config(cls, cfg: RegimeConfig) -> "Regime":
+        return cls(cfg)
+
+    def table(self, groups: dict, num_candidates: int, ties: str, offline: pa.Table | None) -> tuple[pa.Table, dict]:
+        """(training table, stats) from {prompt_id: {prompt_ids, completion_ids, reward}} of K + M samples each."""
+        raise NotImplementedError
+
+
+class _PairRegime(Regime):
+    def pairs(self, prompt_id: str, rewards: list) -> list[tuple[int, int]]:
+        """The (i, j) candidate pairs of one prompt, in either order (the higher reward is made chosen)."""
+        raise NotImplementedError
+
+    def rows(self, groups: dict, num_candidates: int, offline: pa.Table | None, out: dict) -> int:
+        """Append this regime's pairs to the columns `out`; return the tied pairs dropped."""
+        return _pair_rows(groups, num_candidates, self.pairs, out)
+
+    def table(self, groups, num_candidates, ties, offline):
+        rows = {name: [] for name in _PAIR_SCHEMA.names}
+        dropped = self.rows(groups, num_candidates, offline, rows)
+        table, chosen_q, rejected_q = _with_pair_quantiles(pa.table(rows, schema=_PAIR_SCHEMA), ties)
+        stats = _stats(table, groups, np.concatenate([chosen_q, rejected_q]), dropped)
+        if table.num_rows:
+            stats["chosen_quantile_mean"] = float(chosen_q.mean())
+            stats["rejected_quantile_mean"] = float(rejected_q.mean())
+            stats["reward_margin_mean"] = float(np.mean(np.subtract(rows["chosen_reward"], rows["rejected_reward"])))
+        return table, stats
+
+
+class BestWorst(_PairRegime):
+    """One pair per prompt: the best and the worst of the K candidates."""
+
+    name = "best_worst"
+
+    def pairs(self, prompt_id, rewards):
+        return [(int(np.argmax(rewards)), int(np.argmin(rewards)))]
+
+
+class RandomPairs(_PairRegime):
+    """K/2 disjoint random pairs of candidates per prompt, drawn from (regime.seed, prompt id)."""
+
+    name = "random_pairs"
+
+    def pairs(self, prompt_id, rewards):
+        digest = hashlib.sha256(f"{self.cfg.seed}:{prompt_id}".encode()).digest()  # per prompt, whatever the row order
+        order = np.random.default_rng(int.from_bytes(digest[:8], "little")).permutation(len(rewards))
+        return [(int(order[i]), int(order[i + 1])) for i in range(0, len(order) - 1, 2)]
+
+
+class Offline(_PairRegime):
+    """The dataset's own chosen/rejected completions, scored by the reward; every pi_ref sample is a reference."""
+
+    name = "offline"
+    uses_dataset_pairs = True
+
+    def rows(self, groups, num_candidates, offline, out):
+        if offline is None:
+            raise InputError("regime=offline needs the dataset's scored chosen/rejected completions (see offline_completions)")
+        return _offline_rows(offline, groups, out)
+
+
+class Pointwise(Regime):
+    """Every candidate on its own, its quantile among the M references (leave_one_out: all K + M samples,
+    each among the other K + M - 1)."""
+
+    name = "pointwise"
+    pointwise = True
+
+    def table(self, groups, num_candidates, ties, offline):
+        table, quantiles = _pointwise(groups, num_candidates, self.cfg.leave_one_out, ties)
+        return table, _stats(table, groups, quantiles, 0)
+
+
+def _stats(table: pa.Table, groups: dict, quantiles: np.ndarray, dropped: int) -> dict:
+    return {
+        "examples": table.num_rows,
+        "prompts": len(groups),
+        "dropped_tied_pairs": dropped,
+        "quantile_mean": float(quantiles.mean()) if len(quantiles) else float("nan"),
+        "num_ref_mean": float(np.mean(table.column("num_ref").to_numpy())) if table.num_rows else float("nan"),
+        **{f"quantile_hist_{i:02d}": count for i, count in enumerate(quantile_histogram(quantiles))},
+    }
+
+
 def build_training_data(
     samples: pa.Table,
     regime: RegimeConfig,
@@ -151,42 +237,28 @@ def build_training_data(
     ties: str = "le",
     offline: pa.Table | None = None,
 ) -> tuple[pa.Table, dict]:
-    """The training table of `regime` from scored samples (prompt_id, sample_index, prompt_ids,
-    completion_ids, reward) with K = num_candidates and M = num_ref; `offline` holds the dataset's own
-    scored completions (prompt_id, prompt_ids, chosen_ids, rejected_ids, chosen_reward, rejected_reward)
-    for regime=offline. Returns (table, stats)."""
+    """The training table of `regime` (the class its `_target_` names) from scored samples (prompt_id,
+    sample_index, prompt_ids, completion_ids, reward) with K = num_candidates and M = num_ref; `offline`
+    holds the dataset's own scored completions (prompt_id, prompt_ids, chosen_ids, rejected_ids,
+    chosen_reward, rejected_reward) for regime=offline. Returns (table, stats)."""
     regime.validate()
     needed = num_candidates + num_ref
     groups = _group(samples, needed)
     _check_counts(groups, needed, num_candidates, num_ref)
+    return build("regime", regime).table(groups, num_candidates, ties, offline)
 
-    dropped = 0
-    if regime.pointwise:
-        table, quantiles = _pointwise(groups, num_candidates, regime.leave_one_out, ties)
-    else:
-        rows = {name: [] for name in _PAIR_SCHEMA.names}
-        if regime.name == "offline":
-            if offline is None:
-                raise InputError("regime=offline needs the dataset's scored chosen/rejected completions (see offline_completions)")
-            dropped = _offline_rows(offline, groups, rows)
-        else:
-            pick = _best_worst if regime.name == "best_worst" else _random_pairs(regime.seed)
-            dropped = _pair_rows(groups, num_candidates, pick, rows)
-        table, chosen_q, rejected_q = _with_pair_quantiles(pa.table(rows, schema=_PAIR_SCHEMA), ties)
-        quantiles = np.concatenate([chosen_q, rejected_q])
-    stats = {
-        "examples": table.num_rows,
-        "prompts": len(groups),
-        "dropped_tied_pairs": dropped,
-        "quantile_mean": float(quantiles.mean()) if len(quantiles) else float("nan"),
-        "num_ref_mean": float(np.mean(table.column("num_ref").to_numpy())) if table.num_rows else float("nan"),
-        **{f"quantile_hist_{i:02d}": count for i, count in enumerate(quantile_histogram(quantiles))},
-    }
-    if not regime.pointwise and table.num_rows:
-        stats["chosen_quantile_mean"] = float(chosen_q.mean())
-        stats["rejected_quantile_mean"] = float(rejected_q.mean())
-        stats["reward_margin_mean"] = float(np.mean(np.subtract(rows["chosen_reward"], rows["rejected_reward"])))
-    return table, stats
+
+def training_data(regime: RegimeConfig, num_candidates: int, num_ref: int, ties: str, scored: pa.Table,
+                  offline_scored: pa.Table | None, out: Path) -> dict:
+    """The `training_data` step: the table of `build_training_data` into `out/data.parquet` and its quantile
+    histogram into `out/training_quantiles.png`; returns the stats."""
+    from qrpo.evaluation.report import plot_training_quantiles
+
+    offline = offline_pairs(offline_scored) if offline_scored is not None else None
+    table, stats = build_training_data(scored, regime, num_candidates, num_ref, ties, offline)
+    write_table(table, out / "data.parquet")
+    plot_training_quantiles(stats, out / "training_quantiles.png", regime.name)
+    return stats
 
 
 def _offline_rows(offline: pa.Table, groups: dict, out: dict) -> int:
@@ -252,6 +324,20 @@ def offline_completions(prompts: pa.Table, prompt_ids: dict[str, list[int]], tok
     return pa.Table.from_pylist(rows)
 
 
+def offline_samples(regime: RegimeConfig, prompts: pa.Table, samples: pa.Table, model_dir: Path, out: Path) -> dict:
+    """The `offline_samples` step (regime=offline): the dataset's own chosen/rejected completions of the train
+    prompts, tokenised by the policy's tokenizer, as a samples table into `out/data.parquet` (the `score` step
+    scores it like any other samples); the prompts' token ids come from the sampled `samples`."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    prompt_ids = dict(zip(samples.column("prompt_id").to_pylist(), samples.column("prompt_ids").to_pylist()))
+    table = offline_completions(prompts, prompt_ids, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+                                regime.chosen_column, regime.rejected_column, tokenizer.eos_token_id)
+    write_table(table, out / "data.parquet")
+    return {"completions": table.num_rows, "length_mean": float(np.mean(table.column("num_tokens").to_numpy()))}
+
+
 def offline_pairs(scored: pa.Table) -> pa.Table:
     """Scored offline completions (sample_index 0 = chosen, 1 = rejected) as one row per prompt."""
     by_prompt: dict[str, dict] = {}
@@ -260,13 +346,6 @@ def offline_pairs(scored: pa.Table) -> pa.Table:
         entry = by_prompt.setdefault(row["prompt_id"], {"prompt_id": row["prompt_id"], "prompt_ids": row["prompt_ids"]})
         entry[f"{side}_ids"], entry[f"{side}_reward"] = row["completion_ids"], row["reward"]
     return pa.Table.from_pylist(list(by_prompt.values()))
-
-
-def build_training_pairs(samples: pa.Table, num_train_samples: int, ties: str = "le") -> tuple[pa.Table, dict]:
-    """The best/worst-of-K regime with every sample past the K candidates as a reference (the former API)."""
-    counts = pc.value_counts(samples.column("prompt_id")).field("counts").to_numpy()
-    num_ref = int(counts.min()) - num_train_samples if len(counts) else 0
-    return build_training_data(samples, RegimeConfig("best_worst"), num_train_samples, num_ref, ties)
 
 
 _PAIR_SCHEMA = pa.schema(

@@ -293,3 +293,21 @@ def run_alpaca_eval(instructions: pa.Table, policy_outputs: pa.Table, cfg: Alpac
     }
     keep = ["instruction", "output_1", "output_2", "generator_1", "generator_2", "preference", "raw_completion"]
     return metrics, annotations[[c for c in keep if c in annotations.columns]].to_dict("records")
+
+
+def load_alpaca_eval(cfg: AlpacaEvalConfig, out: Path) -> dict:
+    """The `load_alpaca_eval` step: the instructions and the baseline's outputs as a prompt table (the `sample`
+    step reads it like any dataset) into `out/data.parquet`; returns their number."""
+    from qrpo.store.artifacts import write_table
+
+    table = load_instructions(cfg.instructions, cfg.max_instances)
+    write_table(table, out / "data.parquet")
+    return {"instructions": table.num_rows}
+
+
+def alpaca_eval(instructions: pa.Table, samples: pa.Table, cfg: AlpacaEvalConfig, out: Path) -> dict:
+    """The `alpaca_eval` step: the judge's verdicts on the policy's outputs into `out/annotations.json`; returns
+    eval/alpaca_eval_lc_win_rate, eval/alpaca_eval_win_rate, ... (see `run_alpaca_eval`)."""
+    metrics, annotations = run_alpaca_eval(instructions, samples, cfg)
+    (out / "annotations.json").write_text(json.dumps(annotations, indent=1, default=str))
+    return {f"eval/{k}": v for k, v in metrics.items()}

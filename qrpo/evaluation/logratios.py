@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from qrpo import models
@@ -26,3 +27,17 @@ def policy_and_ref_logps(policy_dir: Path, ref_dir: Path, samples: pa.Table, bat
         samples = samples.append_column(column, pa.array(values))
         del model
     return samples
+
+
+def eval_logps(policy_dir: Path, ref_dir: Path, scored_by_seed: dict[str, pa.Table], batch_size: int, precision: str,
+               out: Path) -> dict:
+    """The `eval_logps` step: the policy's scored eval samples of every seed in one table (a `seed` column)
+    with log pi and log pi_ref, into `out/data.parquet`; returns both means."""
+    from qrpo.store.artifacts import write_table
+
+    samples = pa.concat_tables([t.append_column("seed", pa.array([int(seed)] * t.num_rows, pa.int64()))
+                                for seed, t in scored_by_seed.items()])
+    table = policy_and_ref_logps(policy_dir, ref_dir, samples, batch_size, precision)
+    write_table(table, out / "data.parquet")
+    return {"policy_logp_mean": float(np.mean(table.column("policy_logp").to_numpy())),
+            "ref_logp_mean": float(np.mean(table.column("ref_logp").to_numpy()))}

@@ -237,11 +237,6 @@ def evaluate_halves(policy: pa.Table, reference: pa.Table, split_seed: int, lc_f
     return out
 
 
-def summarize(policy: pa.Table, reference: pa.Table) -> dict[str, float]:
-    """All prompts at once (no halves): `evaluation_metrics` under the same names."""
-    return evaluation_metrics(policy, reference)
-
-
 def gain_in_words(metrics: dict[str, float], prefix: str = "") -> str:
     """"within noise" when the 95% interval of the reward gain contains 0, else the direction."""
     low, high = metrics.get(f"{prefix}reward_gain_ci_low"), metrics.get(f"{prefix}reward_gain_ci_high")

@@ -152,3 +152,28 @@ def plot_training_quantiles(stats: dict, path: Path, regime: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def report(label: str, facts: dict[str, str], metrics: dict[str, float], history: pa.Table, evaluated: pa.Table,
+           reference: pa.Table, out: Path) -> None:
+    """The `report` step: into `out`, the run's plots (training curves with the eval points, held-out rewards,
+    reward vs KL, reward vs length, the reference-quantile histogram), `summary.md` (`facts` and `metrics`)
+    and `per_prompt.csv` (each reporting-half prompt's means, for arm-vs-arm comparisons). `label` names the
+    method ("QRPO (β=0.1, identity)"), `facts["model"]` the model; `evaluated` is the `evaluate` table."""
+    from qrpo.evaluation import paired
+
+    reporting = {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")}
+    title = f"{label} on {facts['model']}"
+    reporting_ids = set(evaluated.filter(pa.array([h == "reporting" for h in evaluated.column("half").to_pylist()]))
+                        .column("prompt_id").to_pylist())
+    on_reporting = lambda t: t.filter(pa.array([p in reporting_ids for p in t.column("prompt_id").to_pylist()]))  # noqa: E731
+    plot_training(history, out / "training_curves.png", title, eval_points=reporting)
+    plot_rewards(evaluated.column("reward").to_numpy(), reference.column("reward").to_numpy(), out / "eval_rewards.png",
+                 f"held-out reward: {title}")
+    plot_reward_vs_kl([{**reporting, "label": label}], out / "reward_vs_kl.png", f"reward vs KL (reporting half): {title}")
+    plot_reward_vs_length(on_reporting(evaluated), on_reporting(reference), out / "reward_vs_length.png",
+                          f"reward vs length (reporting half): {title}")
+    plot_quantile_histogram(evaluated.column("ref_quantile").to_numpy(), out / "quantile_histogram.png",
+                            f"policy samples' reference quantiles: {title}")
+    (out / "summary.md").write_text(summary_markdown({**facts, "algorithm": title}, metrics))
+    paired.write_per_prompt(paired.per_prompt_table(evaluated), out / "per_prompt.csv")

@@ -44,8 +44,6 @@ class PairBatch:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-PreferenceBatch = PairBatch  # the name used before pointwise batches existed
-
 
 @dataclass
 class PointwiseBatch:

@@ -1,5 +1,5 @@
-"""Pointwise reward models r(x, y) -> float, one backend per module, chosen by `reward.kind` and built by
-the function or class method `reward._target_` names (conf/reward/*.yaml; your own f(cfg) -> RewardModel
+"""Pointwise reward models r(x, y) -> float, one family per module (`reward.kind` names which keys apply),
+built by the function or class method `reward._target_` names (conf/reward/*.yaml; your own f(cfg) -> RewardModel
 works the same way).
 
 - `vader` (vader.py): VADER sentiment of the answer, the CPU demo.
@@ -13,21 +13,28 @@ The contract (`RewardModel`, `score_samples`) is in base.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pyarrow as pa
+
 from qrpo.config.binding import build
-from qrpo.config.sections import REWARD_TARGETS, RewardConfig
-from qrpo.errors import InputError
+from qrpo.config.sections import RewardConfig
 from qrpo.rewards.base import RewardModel, score_samples
 from qrpo.rewards.classifier import SequenceClassifierReward
 from qrpo.rewards.vader import VaderReward
-
-REWARD_KINDS = REWARD_TARGETS  # kind -> the dotted path that builds it (what conf/reward/*.yaml name as _target_)
+from qrpo.store.artifacts import write_table
 
 
 def build_reward(cfg: RewardConfig) -> RewardModel:
-    """The reward `reward._target_` names (built-in: REWARD_TARGETS[reward.kind]), called with the section."""
-    if cfg.kind not in REWARD_KINDS:
-        raise InputError(f"reward.kind={cfg.kind!r} is not one of {', '.join(REWARD_KINDS)}")
+    """The reward `reward._target_` names, called with the section."""
     return build("reward", cfg)
 
 
-__all__ = ["REWARD_KINDS", "RewardModel", "SequenceClassifierReward", "VaderReward", "build_reward", "score_samples"]
+def score(cfg: RewardConfig, samples: pa.Table, prompts: pa.Table, out: Path) -> dict:
+    """The `score` step: `samples` with a `reward` column, into `out/data.parquet`; returns the reward's mean and sd."""
+    rewards = score_samples(build_reward(cfg), samples, prompts)
+    write_table(samples.append_column("reward", pa.array(rewards)), out / "data.parquet")
+    return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
+
+
+__all__ = ["RewardModel", "SequenceClassifierReward", "VaderReward", "build_reward", "score", "score_samples"]

@@ -19,6 +19,7 @@ class RewardModel(ABC):
     # True: the rewards are unit-test pass rates in [0, 1]; evaluation then adds the LeetCode metrics
     # (eval/leetcode_pass_rate, ...). Read from the class the reward's `_target_` names, before any build.
     yields_pass_rates: bool = False
+    kind: str | None = None  # the family of reward.* keys it reads (conf: reward.kind), declared by each built-in
 
     @abstractmethod
     def score(self, prompts: list[str], completions: list[str]) -> np.ndarray:

@@ -24,6 +24,8 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 class CallableReward(RewardModel):
+    kind = "callable"
+
     def __init__(self, function, name: str = ""):
         self.function, self.name = function, name or getattr(function, "__qualname__", repr(function))
 

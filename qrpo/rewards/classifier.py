@@ -169,3 +169,7 @@ def sequence_classifier(cfg) -> SequenceClassifierReward:
 def tiny_classifier(cfg) -> SequenceClassifierReward:
     """reward.kind=tiny_classifier: a tiny random classifier built from reward.architecture."""
     return SequenceClassifierReward.from_config(cfg.architecture, cfg.seed, **_options(cfg))
+
+
+sequence_classifier.kind = "sequence_classifier"  # the family of reward.* keys each reads (reward.kind)
+tiny_classifier.kind = "tiny_classifier"

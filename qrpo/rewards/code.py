@@ -74,6 +74,7 @@ def _test_cases(row: dict, max_tests: int):
 class CodeTestsReward(RewardModel):
     """Fraction of the prompt row's test cases passed by the completion's program, in [0, 1]."""
 
+    kind = "code_tests"
     yields_pass_rates = True
 
     def __init__(self, sandbox: Sandbox, code_block: str = "last", max_tests: int = 0):

@@ -41,6 +41,8 @@ def parse_score(reply: str, low: float, high: float) -> float | None:
 
 
 class JudgeReward(RewardModel):
+    kind = "judge"
+
     def __init__(self, base_url: str, model: str, api_key: str = "", template: str = "", score_min: float = 0.0,
                  score_max: float = 10.0, max_concurrency: int = 8, timeout: float = 60.0, max_retries: int = 3,
                  max_tokens: int = 16, temperature: float = 0.0):

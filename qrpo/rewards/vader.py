@@ -14,6 +14,8 @@ from qrpo.rewards.base import RewardModel
 
 
 class VaderReward(RewardModel):
+    kind = "vader"
+
     def __init__(self):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 

@@ -1,16 +1,17 @@
-"""Sampling completions: one contract (`base`), three backends (`hf`, `vllm`, `openai`, chosen by
-`sampler.backend` and built by the class method `sampler._target_` names, conf/sampler/*.yaml), and
-reuse of sampled pools across runs (`pool`)."""
+"""Sampling completions: one contract (`base`), three backends (`hf`, `vllm`, `openai`, each built by the class
+method `sampler._target_` names, conf/sampler/*.yaml; `sampler.backend` says which keys apply), reuse of
+sampled pools across runs (`pool`), and the `sample` step (`sample`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pyarrow as pa
 
 from qrpo.config.binding import build
 from qrpo.config.sections import SamplerConfig
+from qrpo.store.artifacts import Artifact, ArtifactStore
 from qrpo.sampling.base import (
     SAMPLES_SCHEMA, Completion, Prompt, Sampler, SamplingParams, encode_prompts, row_seed, sample_table, shard_ranges,
 )
@@ -18,7 +19,7 @@ from qrpo.sampling import pool
 from qrpo.sampling.hf import HFSampler, sample_completions
 
 __all__ = ["SAMPLES_SCHEMA", "Completion", "HFSampler", "Prompt", "Sampler", "SamplingParams", "build_sampler",
-           "encode_prompts", "load_tokenizer", "pool", "row_seed", "sample_completions", "sample_split", "sample_table",
+           "encode_prompts", "load_tokenizer", "pool", "row_seed", "sample", "sample_completions", "sample_split", "sample_table",
            "shard_ranges"]
 
 
@@ -34,7 +35,7 @@ def load_tokenizer(model_path: Path):
 
 
 def build_sampler(cfg: SamplerConfig, model_path: Path, params: SamplingParams, tokenizer=None) -> Sampler:
-    """The sampler `sampler._target_` names (built-in: SAMPLER_TARGETS[sampler.backend]) for the model in `model_path`."""
+    """The sampler `sampler._target_` names, for the model in `model_path`."""
     return build("sampler", cfg, Path(model_path), params, tokenizer or load_tokenizer(model_path))
 
 
@@ -53,3 +54,26 @@ def sample_split(
     tokenizer = load_tokenizer(model_path)
     return sample_table(lambda: build_sampler(cfg, model_path, params, tokenizer), encode_prompts(tokenizer, prompts),
                         indices, shard_prompts=cfg.shard_prompts, checkpoint_dir=checkpoint_dir, shards=shards, desc=desc)
+
+
+def sample(cfg: SamplerConfig, store: ArtifactStore, source: dict, dataset_key: str, prompts: pa.Table, split: str, num_samples: int,
+           params: SamplingParams, model_path: Path, map_shards: Callable[[range, Path, int], None] | None = None,
+           desc: str = "sampling") -> tuple[Artifact, bool]:
+    """The `sample` step: `num_samples` completions of every prompt of `prompts` (the `split` rows of the
+    prompt artifact `dataset_key`) from the model in `model_path` (`source`: the artifact it is), reusing any
+    sampled pool that covers them (`pool.sample_with_reuse`); returns (the `sample` artifact, whether anything
+    was sampled). The train split draws at least `cfg.min_samples_per_prompt`. `map_shards(indices, partial,
+    shards)`, when given, samples the shards elsewhere first (e.g. as mapped Prefect tasks); they land in
+    `partial` as checkpoints, which the sampling here then only reads."""
+
+    def sample_range(indices: range, partial: Path) -> pa.Table:
+        if map_shards is not None:
+            map_shards(indices, partial, len(shard_ranges(prompts.num_rows, cfg.shard_prompts)))
+        return sample_split(cfg, model_path, params, prompts, indices, partial, desc=desc)
+
+    key = pool.pool_key(source, dataset_key, split, params, cfg.drop_truncated)
+    return pool.sample_with_reuse(
+        store, key, num_samples, prompts.column("prompt_id").to_pylist(), sample_range,
+        at_least=cfg.min_samples_per_prompt if split == "train" else 0, drop_truncated=cfg.drop_truncated,
+        covering=split == "train" and source["step"] == "prepare_model",  # training_data takes the first K + M itself
+    )

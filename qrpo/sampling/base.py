@@ -81,6 +81,8 @@ class Completion:
 class Sampler(ABC):
     """Draws completions (prompt, sample index) -> tokens, each from its own `row_seed` only."""
 
+    backend: str | None = None  # the family of sampler.* keys it reads (conf: sampler.backend), declared by each built-in
+
     def __init__(self, tokenizer, params: SamplingParams):
         self.tokenizer, self.params = tokenizer, params
 

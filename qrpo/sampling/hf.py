@@ -118,6 +118,8 @@ def padded_width(length: int) -> int:
 class HFSampler(Sampler):
     """`generate` on a loaded model; `batch_size` bounds the sequences per call."""
 
+    backend = "hf"
+
     def __init__(self, model, tokenizer, params: SamplingParams, batch_size: int = 16):
         super().__init__(tokenizer, params)
         self.model, self.batch_size = model.eval(), batch_size

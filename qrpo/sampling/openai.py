@@ -46,6 +46,8 @@ class SamplerServerError(RuntimeError):
 
 
 class OpenAISampler(Sampler):
+    backend = "openai"
+
     def __init__(self, tokenizer, params: SamplingParams, cfg: SamplerConfig):
         super().__init__(tokenizer, params)
         self.cfg, self.base_url = cfg, cfg.base_url.rstrip("/")

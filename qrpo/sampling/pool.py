@@ -1,8 +1,8 @@
-"""Reuse of samples across runs: a *pool* is every `samples` artifact that differs only in N.
+"""Reuse of samples across runs: a *pool* is every `sample` artifact that differs only in N.
 
 A pool key hashes everything that determines a completion except the count: the model (or trained
 policy) artifact, the prompt table and split, the seed, max_new_tokens, temperature, top_p and
-drop_truncated. The artifact holding N samples per prompt is `samples/<pool key>-n<N:05d>/`.
+drop_truncated. The artifact holding N samples per prompt is `sample/<pool key>-n<N:05d>/`.
 Because completions are a prefix property (qrpo/sampling/base.py), a request for N
 
 - finds `<pool>-n<N>` itself: nothing to do;
@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from qrpo.store.artifacts import Artifact, ArtifactStore, artifact_key, write_table
 from qrpo.sampling.base import SamplingParams
 
-STEP = "samples"
+STEP = "sample"
 VERSION = 3  # 3: hf bf16 samples made batch-invariant (padded_width), were batch-dependent
 
 # sample_range(indices, partial_dir) -> samples table of those indices for every prompt of the split
@@ -90,7 +90,7 @@ def sample_with_reuse(
     drop_truncated: bool = False,
     covering: bool = False,
 ) -> tuple[Artifact, bool]:
-    """The `samples` artifact with n samples per prompt (see the module docstring); (artifact, sampled).
+    """The `sample` artifact with n samples per prompt (see the module docstring); (artifact, sampled).
 
     `covering=True` accepts the pool's largest artifact with at least n samples per prompt as it is,
     for a consumer that takes its own prefix (the train split: the training_data step reads the first

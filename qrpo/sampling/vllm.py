@@ -100,6 +100,8 @@ class _Worker:
 class VLLMSampler(Sampler):
     """Completions from `sampler.data_parallel_size` vLLM worker processes (protocol in the module docstring)."""
 
+    backend = "vllm"
+
     def __init__(self, model_path: Path, tokenizer, params: SamplingParams, cfg: SamplerConfig,
                  load_timeout_s: float = 1800.0):
         super().__init__(tokenizer, params)

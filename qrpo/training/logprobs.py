@@ -29,7 +29,10 @@ probability of what was actually sampled.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -197,3 +200,23 @@ def batched_sequence_logps(
     for idx, values in out:
         result[idx] = values
     return result
+
+
+def ref_logps(model_dir: Path, table: pa.Table, precision: str, out: Path) -> dict:
+    """The `ref_logps` step: log pi_ref of every completion of the training table (both sides of a pair
+    table: chosen_ref_logp, rejected_ref_logp; a pointwise table: ref_logp), added as columns, into
+    `out/data.parquet`, in `precision` (the trainer's own arithmetic); returns the columns' means."""
+    from qrpo.models import load_policy
+    from qrpo.store.artifacts import write_table
+
+    model, tokenizer = load_policy(model_dir)
+    prompts = table.column("prompt_ids").to_pylist()
+    sides = ("chosen_", "rejected_") if "chosen_ids" in table.column_names else ("",)
+    metrics = {}
+    for side in sides:
+        values = batched_sequence_logps(model, prompts, table.column(f"{side}ids" if side else "completion_ids").to_pylist(),
+                                        tokenizer.pad_token_id, desc=f"ref log-probs {side.rstrip('_')}".strip(), precision=precision)
+        table = table.append_column(f"{side}ref_logp", pa.array(values))
+        metrics[f"{side}ref_logp_mean"] = float(values.mean())
+    write_table(table, out / "data.parquet")
+    return metrics

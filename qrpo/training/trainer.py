@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from qrpo import precision
 from qrpo.objective.algorithms import Algorithm, PairBatch, PointwiseBatch
-from qrpo.config.sections import TrainConfig
+from qrpo.config.sections import AlgorithmConfig, DistributedConfig, TrainConfig
 from qrpo.errors import InputError
 from qrpo.training.logprobs import sequence_logps, shared_prompt_logps
 
@@ -352,3 +352,32 @@ def train_policy(
         model = model.merge_and_unload()
     model.eval()
     return history
+
+
+def train(algorithm: AlgorithmConfig, train_cfg: TrainConfig, distributed: DistributedConfig, model_dir: Path, table_file: Path,
+          out: Path, checkpoint_dir: Path | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """The `train` step: the policy trained on the training table in `table_file` (with reference log-probs
+    where the method needs them) into `out/policy/`, its history into `out/history.parquet`; in this
+    process, or in the processes `distributed` launches (qrpo.training.distributed). Resumes from the
+    checkpoints in `checkpoint_dir`. `on_step(step, record)` sees each step as it ends (in this process
+    only). Returns the final loss, the steps and the tokens/s of the last step."""
+    import pyarrow.parquet as pq
+
+    from qrpo.config.binding import build_algorithm
+    from qrpo.config.sections import composed
+    from qrpo.models import load_policy
+    from qrpo.store.artifacts import write_table
+    from qrpo.training.distributed import launch_training
+
+    if distributed.launches:
+        history = launch_training(distributed, model_dir, table_file, composed(algorithm), composed(train_cfg), out,
+                                  checkpoint_dir=checkpoint_dir)
+    else:
+        model, tokenizer = load_policy(model_dir)
+        history = train_policy(model, pq.read_table(table_file), build_algorithm(algorithm), train_cfg, tokenizer.pad_token_id,
+                               on_step=on_step, checkpoint_dir=checkpoint_dir)
+        model.save_pretrained(out / "policy")
+        tokenizer.save_pretrained(out / "policy")
+    write_table(pa.Table.from_pylist(history), out / "history.parquet")
+    last = history[-1]
+    return {"final_loss": last["loss"], "steps": len(history), "tokens_per_s": last["tokens_per_s"]}

@@ -23,7 +23,7 @@ def tiny_policy_dir(tmp_path_factory):
     from qrpo.models import prepare_model
 
     out = tmp_path_factory.mktemp("policy")
-    prepare_model(ModelConfig(name="tiny", source="config", seed=0, architecture={
+    prepare_model(ModelConfig(name="tiny", source="config", _target_="qrpo.models.TinyModel.load", seed=0, architecture={
         "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
         "num_key_value_heads": 1, "max_position_embeddings": 256}), out)
     return out

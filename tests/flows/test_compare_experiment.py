@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.config import compose_config
-from flows.sweep import compare_arms
+from flows.sweep import configured_arms
 from qrpo.store.artifacts import ArtifactStore
 from qrpo.errors import InputError
 from tests.flows.test_sweep import cli_env
@@ -31,11 +31,11 @@ def compare(prefect_server, tmp_path_factory):
 
 
 def test_compare_arms_are_read_from_the_preset_and_checked():
-    arms = compare_arms(compose_config(["experiment=smoke", "compare=methods"]))
+    arms = configured_arms(compose_config(["experiment=smoke", "compare=methods"]))
     assert {name for name in arms} == METHODS and arms["dpo"] == ["algorithm=dpo", "regime=best_worst"]
-    assert compare_arms(compose_config(["experiment=smoke"])) == {}
+    assert configured_arms(compose_config(["experiment=smoke"])) == {}
     with pytest.raises(InputError, match="compare.arms must map each arm's name to a list of overrides"):
-        compare_arms({"compare": {"arms": {"dpo": "algorithm=dpo"}}})
+        configured_arms({"compare": {"arms": {"dpo": "algorithm=dpo"}}})
 
 
 @pytest.mark.slow

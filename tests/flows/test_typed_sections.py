@@ -1,6 +1,7 @@
-"""Each task receives the typed sections it reads (never the whole config), and its artifact key is the
-one the whole-config tasks computed: users' caches stay valid across the change. One deliberate change
-since: the train key holds the precision `precision=auto` resolved to (qrpo/precision.py)."""
+"""Each task receives the typed sections it reads (never the whole config), and its artifact key hashes exactly
+the config the step reads, as composed. Keys changed deliberately twice: the train key holds the precision
+`precision=auto` resolved to (qrpo/precision.py), and every key with the one-name-per-step change (issue 17:
+artifact folders named after their step, `_target_` always in the key)."""
 
 import typing
 
@@ -10,7 +11,7 @@ from flows import tasks
 from flows.config import CONFIG_DIR, compose_config
 from flows.step import config_arguments, config_parameters
 from qrpo.store.artifacts import ArtifactStore, artifact_key
-from qrpo.config.binding import cache_section
+from qrpo.config.binding import build_algorithm
 from qrpo.config.sections import (
     AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
     SamplerConfig, Sections, TrainConfig, build_section, composed, typed_sections,
@@ -27,7 +28,7 @@ INPUT_DICTS = {"source", "params", "scored_by_seed"}  # artifact references and 
 
 def test_every_task_takes_its_typed_sections_and_the_store_never_the_config():
     assert {"prepare_model", "load_dataset", "sample", "sample_shard", "score", "offline_samples", "training_data", "ref_logps",
-            "train", "eval_logps", "evaluate", "load_alpaca_eval", "alpaca_eval", "make_report"} <= set(TASKS)
+            "train", "eval_logps", "evaluate", "load_alpaca_eval", "alpaca_eval", "report"} <= set(TASKS)
     for name, task in TASKS.items():
         hints = {k: v for k, v in typing.get_type_hints(task.fn).items() if k != "return"}
         for parameter, hint in hints.items():
@@ -48,20 +49,21 @@ def test_a_remote_step_sends_only_json_and_its_worker_fills_the_sections_back_in
     assert set(config_arguments(tasks.evaluate.fn, sections, store)) == {"evals", "reward", "store"}
 
 
-# The subsets the tasks hashed when each took the whole config (main before typed sections), verbatim.
-def old_subsets(config: dict) -> dict:
+def expected_subsets(config: dict) -> dict:
+    """What each step's key should hash, written out from the composed config."""
     evals, regime = config["eval"], build_section(RegimeConfig, config["regime"])
     sampler, ties = build_section(SamplerConfig, config["sampler"]), build_section(QuantileConfig, config["quantiles"]).ties
+    pass_rates = config["reward"]["kind"] == "code_tests"  # the one built-in reward that yields pass rates
     return {
-        "model": cache_section("model", config["model"]),
-        "dataset": {**config["dataset"], "path": None, "data_files": None},  # + the data's sha256, same on both paths
-        "rewards": cache_section("reward", config["reward"]),
+        "prepare_model": config["model"],
+        "load_dataset": {**config["dataset"], "path": None, "data_files": None},  # + the data's sha256
+        "score": config["reward"],
         "offline_samples": {"offline": [regime.chosen_column, regime.rejected_column]},
         "training_data": {"regime": config["regime"], "num_train_samples": sampler.num_train_samples,
                           "num_ref_samples": sampler.num_ref_samples, "ties": ties},
         "train": {"algorithm": config["algorithm"], "train": config["train"], "distributed": config["distributed"],
                   "precision": resolve(config["train"]["mixed_precision"])},
-        "eval": {k: evals.get(k) for k in ("split_seed", "lc_fit_on")} | {"reward_kind": config["reward"].get("kind")},
+        "evaluate": {k: evals.get(k) for k in ("split_seed", "lc_fit_on")} | {"pass_rates": pass_rates},
     }
 
 
@@ -90,35 +92,35 @@ def requested(call) -> tuple:
     ["algorithm=rebel", "reward=judge", "sampler=vllm", "train.mixed_precision=no"],
     ["experiment=smoke", "reward._target_=qrpo.rewards.vader.VaderReward.from_config", "reward.kind=vader"],
 ], ids=lambda o: " ".join(o))
-def test_each_task_hashes_the_same_subset_as_the_whole_config_did(overrides, qrpo_home):
+def test_each_task_hashes_exactly_the_config_its_step_reads(overrides, qrpo_home):
     config = compose_config(overrides)
-    s, store, old = typed_sections(config), RecordingStore(qrpo_home / "a"), old_subsets(config)
+    s, store, expected_of = typed_sections(config), RecordingStore(qrpo_home / "a"), expected_subsets(config)
     run = "no-run"
-    calls = {
-        "model": lambda: tasks.prepare_model.fn(s.model, store, run),
-        "dataset": lambda: tasks.load_dataset.fn(s.dataset, store, run),
-        "rewards": lambda: tasks.score.fn(s.reward, store, "samples-key", "dataset-key", "train", run),
+    calls = {  # the store refuses every input read, so each call stops at the key (RecordingStore)
+        "prepare_model": lambda: tasks.prepare_model.fn(s.model, store, run),
+        "load_dataset": lambda: tasks.load_dataset.fn(s.dataset, store, run),
+        "score": lambda: tasks.score.fn(s.reward, store, "samples-key", "dataset-key", run, "train"),
         "offline_samples": lambda: tasks.offline_samples.fn(s.regime, store, "model-key", "dataset-key", "samples-key", run),
         "training_data": lambda: tasks.training_data.fn(s.sampler, s.regime, s.quantiles, store, "rewards-key", run),
         "train": lambda: tasks.train.fn(s.algorithm, s.train, s.distributed, store, "model-key", "ref_logps", "ref-key", run),
-        "eval": lambda: tasks.evaluate.fn(s.eval, s.reward, store, "logps-key", "ref-key", "dataset-key", run),
+        "evaluate": lambda: tasks.evaluate.fn(s.eval, s.reward, store, "logps-key", "ref-key", "dataset-key", run),
     }
     for name, call in calls.items():
         step, version, subset, inputs = requested(call)
-        expected = dict(old[name], sha256=fingerprint(s.dataset)) if name == "dataset" else old[name]
-        assert subset == expected, name
-        assert artifact_key(step, version, subset, inputs) == artifact_key(step, version, expected, inputs), name
+        expected = dict(expected_of[name], sha256=fingerprint(s.dataset)) if name == "load_dataset" else expected_of[name]
+        assert step == name and subset == expected, name
     # the sections the keys read are the composed mappings themselves, defaults not filled in
     for field in ("model", "dataset", "sampler", "reward", "quantiles", "regime", "train", "distributed", "eval", "algorithm"):
         assert composed(getattr(s, field)) == config[field], field
 
 
-def test_the_smoke_keys_of_the_config_only_steps_are_the_ones_users_have_cached(qrpo_home):
-    """Frozen from a run of `qrpo-pipeline experiment=smoke` before the tasks took typed sections."""
+def test_the_smoke_keys_of_the_config_only_steps_do_not_drift(qrpo_home):
+    """Frozen from `qrpo-pipeline experiment=smoke` after the one-name-per-step change: a key that moves
+    makes every user's cache miss, so it moves only on purpose (a step's version)."""
     s = typed_sections(compose_config(["experiment=smoke"]))
     store = RecordingStore(qrpo_home / "a")
-    assert artifact_key(*requested(lambda: tasks.prepare_model.fn(s.model, store, "r"))) == "4fc43149f6a3c7a2"
-    assert artifact_key(*requested(lambda: tasks.load_dataset.fn(s.dataset, store, "r"))) == "68ba66286804dce4"
+    assert artifact_key(*requested(lambda: tasks.prepare_model.fn(s.model, store, "r"))) == "a8721efc7d60a1a6"
+    assert artifact_key(*requested(lambda: tasks.load_dataset.fn(s.dataset, store, "r"))) == "ee39a1e31e0e0db2"
 
 
 @pytest.mark.parametrize("group, option", [(g.name, o.stem) for g in sorted(CONFIG_DIR.iterdir()) if g.is_dir()
@@ -132,9 +134,10 @@ def test_every_config_option_types_its_sections_and_gives_back_the_composed_mapp
 
 
 def test_a_section_made_by_hand_hashes_all_its_fields_and_the_algorithm_its_target_and_arguments():
-    assert composed(RegimeConfig("offline")) == {"name": "offline", "leave_one_out": False, "seed": 0,
-                                                 "chosen_column": "chosen", "rejected_column": "rejected"}
+    assert composed(RegimeConfig("offline", _target_="qrpo.data.regimes.Offline")) == {
+        "name": "offline", "leave_one_out": False, "seed": 0, "chosen_column": "chosen", "rejected_column": "rejected",
+        "_target_": "qrpo.data.regimes.Offline"}
     algorithm = AlgorithmConfig("qrpo.objective.algorithms.DPO", {"beta": 0.1})
     assert composed(algorithm) == {"_target_": "qrpo.objective.algorithms.DPO", "beta": 0.1}
     assert (algorithm.name, algorithm.method, algorithm.label) == ("dpo", "dpo", "DPO (β=0.1)")
-    assert tasks.build_algorithm(algorithm).name == "dpo"
+    assert build_algorithm(algorithm).name == "dpo"

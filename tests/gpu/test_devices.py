@@ -36,7 +36,7 @@ TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "nu
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("device_model")
-    prepare_model(ModelConfig(name="tiny", source="config", architecture=TINY, seed=0), out)
+    prepare_model(ModelConfig(name="tiny", source="config", _target_="qrpo.models.TinyModel.load", architecture=TINY, seed=0), out)
     return out
 
 

@@ -12,7 +12,7 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num
 def tiny_model_dir(tmp_path_factory):
     """A tiny Llama + byte tokenizer saved the way the pipeline saves models."""
     out = tmp_path_factory.mktemp("tiny_model")
-    prepare_model(ModelConfig(name="tiny", source="config", architecture=TINY, seed=0), out)
+    prepare_model(ModelConfig(name="tiny", source="config", _target_="qrpo.models.TinyModel.load", architecture=TINY, seed=0), out)
     return out
 
 

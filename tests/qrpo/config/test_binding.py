@@ -1,36 +1,31 @@
-"""`_target_` binding of models, samplers and rewards (qrpo/config/binding.py): conf/ names the built-in of each
-choice, your own importable function replaces it, a bad path is one InputError naming the key, and a
-`_target_` that only repeats the built-in leaves artifact cache keys as they were."""
+"""`_target_` binding (qrpo/config/binding.py): every choice in conf/ is a `_target_` that imports and is of its
+section's family, your own importable function replaces a built-in, and a bad path is one InputError
+naming the key."""
 
 import sys
 import textwrap
 
 import pytest
 
-from flows.config import compose_config
-from qrpo.config.binding import build, build_algorithm, cache_section, declares, locate, target_of
-from qrpo.config.sections import MODEL_TARGETS, REWARD_TARGETS, SAMPLER_TARGETS, ModelConfig, RewardConfig, build_section
+from flows.config import CONFIG_DIR, compose_config
+from qrpo.config.binding import build, build_algorithm, check_target, declares, locate
+from qrpo.config.sections import ModelConfig, RegimeConfig, RewardConfig, SamplerConfig, build_section
 from qrpo.errors import InputError, UnknownKeyError
 from qrpo.rewards import VaderReward, build_reward
 
-
-@pytest.mark.parametrize("table", [MODEL_TARGETS, SAMPLER_TARGETS, REWARD_TARGETS])
-def test_every_built_in_target_imports_and_is_callable(table):
-    for target in table.values():
-        assert callable(locate("x._target_", target))
+FAMILIES = {"model": ModelConfig, "sampler": SamplerConfig, "reward": RewardConfig, "regime": RegimeConfig}
 
 
-@pytest.mark.parametrize("group, section, choice, table", [
-    ("model", "model", "source", MODEL_TARGETS), ("sampler", "sampler", "backend", SAMPLER_TARGETS),
-    ("reward", "reward", "kind", REWARD_TARGETS),
-])
-def test_every_config_file_names_the_built_in_of_its_choice(group, section, choice, table):
-    from flows.config import CONFIG_DIR
-
+@pytest.mark.parametrize("group", sorted(FAMILIES))
+def test_every_config_file_names_a_target_of_its_own_family(group):
     for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
+        if path.stem == "auto":  # resolved to pointwise or best_worst when composed (tests/flows/test_regimes.py)
+            continue
         overrides = [f"{group}={path.stem}"] + (["model.path=/tmp"] if path.stem == "pretrained" else [])
-        values = compose_config(overrides)[section]
-        assert values["_target_"] == table[values[choice]], path
+        section = build_section(FAMILIES[group], compose_config(overrides)[group])
+        target = locate(f"{group}._target_", section._target_)
+        owner = getattr(target, "__self__", target)
+        assert callable(target) and getattr(owner, section.FAMILY) == getattr(section, section.FAMILY), path
 
 
 @pytest.mark.parametrize("target, message", [
@@ -60,27 +55,35 @@ def test_a_target_of_your_own_replaces_the_built_in(tmp_path, monkeypatch):
     sys.modules.pop("my_rewards", None)
 
 
-def test_an_empty_target_means_the_built_in_of_the_choice():
-    assert target_of("reward", RewardConfig(name="v", kind="vader")) == REWARD_TARGETS["vader"]
-    assert isinstance(build("reward", RewardConfig(name="v", kind="vader")), VaderReward)
-    model, tokenizer = build("model", ModelConfig(name="t", source="config", architecture={
+def test_the_target_alone_chooses_what_is_built():
+    assert isinstance(build("reward", RewardConfig(name="v", kind="vader", _target_="qrpo.rewards.vader.VaderReward.from_config")),
+                      VaderReward)
+    model, tokenizer = build("model", ModelConfig(name="t", source="config", _target_="qrpo.models.TinyModel.load", architecture={
         "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}))
     assert model.config.hidden_size == 16 and tokenizer.chat_template
+    with pytest.raises(InputError, match="reward._target_ is empty"):
+        build_section(RewardConfig, {"name": "v", "kind": "vader"})
 
 
-def test_a_built_in_target_must_match_its_choice():
+def test_a_target_must_be_of_its_sections_family():
+    judge = build_section(RewardConfig, {"name": "x", "kind": "vader", "_target_": "qrpo.rewards.judge.JudgeReward.from_config"})
     with pytest.raises(InputError, match="builds reward.kind=judge, not vader"):
-        build_section(RewardConfig, {"name": "x", "kind": "vader", "_target_": REWARD_TARGETS["judge"]})
+        check_target("reward", judge)
+    regime = build_section(RegimeConfig, {"name": "best_worst", "_target_": "qrpo.data.regimes.Pointwise"})
+    with pytest.raises(InputError, match="builds regime.name=pointwise, not best_worst"):
+        check_target("regime", regime)
+    check_target("reward", build_section(RewardConfig, {"name": "x", "kind": "vader", "_target_": f"{__name__}._PassRateReward.from_config"}))
 
 
-def test_naming_the_built_in_target_keeps_the_cache_key_of_the_section():
-    section = compose_config(["reward=tiny_classifier"])["reward"]
-    without = {k: v for k, v in section.items() if k != "_target_"}
-    assert cache_section("reward", section) == without
-    mine = {**section, "_target_": "my_rewards.Shouty"}
-    assert cache_section("reward", mine) == mine
-    model = compose_config(["model=tiny"])["model"]
-    assert "_target_" not in cache_section("model", model) and "_target_" in model
+def test_a_target_runs_its_own_checks_before_any_work():
+    gguf = build_section(ModelConfig, {"name": "m", "source": "gguf", "_target_": "qrpo.models.GGUFModel.load", "package": "no_such_pkg",
+                                       "file": "x.gguf"})
+    with pytest.raises(InputError, match="model.package='no_such_pkg' is not installed"):
+        check_target("model", gguf)
+    tiny = build_section(ModelConfig, {"name": "m", "source": "config", "_target_": "qrpo.models.TinyModel.load",
+                                       "architecture": {"hidden_sze": 8}})
+    with pytest.raises(InputError, match="model.architecture has no field 'hidden_sze'"):
+        check_target("model", tiny)
 
 
 class _Scaled:
@@ -119,8 +122,11 @@ class _PassRateReward:
 
 
 def test_a_reward_declares_pass_rates_on_its_class_and_evaluation_reads_it_without_building():
-    assert declares("reward", RewardConfig(name="r", kind="code_tests"), "yields_pass_rates") is True
-    assert declares("reward", RewardConfig(name="r", kind="vader"), "yields_pass_rates") is False
-    assert declares("reward", RewardConfig(name="r", kind="sequence_classifier"), "yields_pass_rates") is False  # a plain function
+    def reward(kind):
+        return build_section(RewardConfig, compose_config([f"reward={kind}"])["reward"])
+
+    assert declares("reward", reward("code_tests"), "yields_pass_rates") is True
+    assert declares("reward", reward("vader"), "yields_pass_rates") is False
+    assert declares("reward", reward("armorm"), "yields_pass_rates") is False  # a plain function
     own = RewardConfig(name="r", kind="callable", _target_=f"{__name__}._PassRateReward.from_config")
     assert declares("reward", own, "yields_pass_rates") is True, "a reward of your own gets LeetCode metrics by declaring it"

@@ -360,9 +360,6 @@ def test_evaluate_halves_computes_each_half_on_its_own_prompts_and_skips_an_empt
     assert m["eval/num_prompts"] == 5 and m["eval_selection/num_prompts"] == 4  # the reporting half gets the odd one
     one = evaluate_halves(pol.slice(0, 2), ref, split_seed=0)  # one prompt: all of it reports, no selection half
     assert one["eval/num_prompts"] == 1 and not any(k.startswith("eval_selection/") for k in one)
-    from qrpo.evaluation.metrics import summarize
-
-    assert summarize(pol, ref) == evaluation_metrics(pol, ref)
 
 
 def test_gain_in_words_at_the_boundaries_without_an_interval_and_with_a_prefix():

@@ -31,13 +31,13 @@ def test_alpaca_eval_enabled_needs_instructions():
 
 def test_method_label_and_summary_wording():
     from flows.cli import format_summary
-    from flows.tasks import method_label
+    from qrpo.config.sections import algorithm_section
 
-    assert method_label(compose_config(["algorithm=dpo", "algorithm.beta=0.1"])) == "DPO (β=0.1)"
-    assert method_label(compose_config(["algorithm=sft"])) == "SFT"
+    assert algorithm_section(compose_config(["algorithm=dpo", "algorithm.beta=0.1"])["algorithm"]).label == "DPO (β=0.1)"
+    assert algorithm_section(compose_config(["algorithm=sft"])["algorithm"]).label == "SFT"
     metrics = {"reward_mean": 0.3, "ref_reward_mean": 0.1, "reward_gain": 0.2, "win_rate_vs_ref": 0.6, "kl_k1": 0.1,
                "kl_k3": 0.09, "length_mean": 20.0, "ref_length_mean": 19.0, "num_prompts": 1}
-    summary = {"method": "DPO (β=0.1)", "metrics": {**metrics, "reward_gain_ci_low": float("nan"), "reward_gain_ci_high": float("nan")},
+    summary = {"label": "DPO (β=0.1)", "metrics": {**metrics, "reward_gain_ci_low": float("nan"), "reward_gain_ci_high": float("nan")},
                "tracking_uri": "sqlite:///x.db", "mlflow_run_id": "r", "flow_run_id": "f", "cached_steps": []}
     text = format_summary(summary)
     assert text.splitlines()[1].startswith("DPO (β=0.1) finished") and "no interval" in text

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from qrpo.objective.algorithms import DPO, QRPO, REBEL, SFT, PairBatch, PointwiseBatch, PreferenceBatch, SimPO
+from qrpo.objective.algorithms import DPO, QRPO, REBEL, SFT, PairBatch, PointwiseBatch, SimPO
 from qrpo.errors import UnknownKeyError
 from qrpo.objective.optimum import beta_for_kl, beta_for_quantile, optimum_stats
 from qrpo.objective.transforms import get_transform
@@ -91,7 +91,6 @@ def test_batch_tensors_leave_out_the_missing_reference():
     point = pointwise_batch()
     assert list(point.tensors()) == ["policy_logps", "ref_logps", "lengths", "rewards", "quantiles", "num_ref"]
     assert point.tensors()["rewards"] is point.rewards
-    assert PreferenceBatch is PairBatch
 
 
 # ------------------------------------------------------------------ pair methods against their formulas

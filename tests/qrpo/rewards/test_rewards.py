@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from qrpo.config.sections import RewardConfig, build_section
+from qrpo.config.sections import REWARD_KINDS, RewardConfig, build_section
 from qrpo.errors import InputError
-from qrpo.rewards import REWARD_KINDS, RewardModel, SequenceClassifierReward, build_reward, score_samples
+from qrpo.rewards import RewardModel, SequenceClassifierReward, build_reward, score_samples
 from qrpo.rewards.code import extract_code, program_from_completion
 from qrpo.rewards.judge import JudgeReward, parse_score
 
@@ -19,7 +19,7 @@ TINY_ARCH = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
 
 
 def test_vader_scores_warm_answers_above_cold_ones_within_minus_one_to_one():
-    reward = build_reward(RewardConfig(name="v", kind="vader"))
+    reward = build_reward(RewardConfig(name="v", kind="vader", _target_="qrpo.rewards.vader.VaderReward.from_config"))
     scores = reward.score(["q"] * 3, ["I'd be glad to help, what a wonderful idea!", "The file is 3 MB.", "That is awful and stupid."])
     assert scores[0] > scores[1] > scores[2]
     assert scores[1] == 0.0 and np.all(np.abs(scores) <= 1)
@@ -61,9 +61,9 @@ def test_truncation_policy_keeps_the_start_or_the_end_of_the_answer_and_the_requ
         build_section(RewardConfig, {"name": "x", "kind": "tiny_classifier", "truncation": "middle"})
 
 
-def test_unknown_reward_kind_lists_the_registry():
+def test_unknown_reward_kind_lists_the_families():
     with pytest.raises(InputError, match=", ".join(REWARD_KINDS)):
-        build_reward(RewardConfig(name="x", kind="telepathy"))
+        build_section(RewardConfig, {"name": "x", "kind": "telepathy", "_target_": "qrpo.rewards.vader.VaderReward.from_config"})
 
 
 def test_score_samples_pairs_each_completion_with_its_own_prompt_row():
@@ -111,7 +111,7 @@ def _code_prompts(n=3):
 def test_code_tests_reward_is_the_fraction_of_tests_passed_per_sample():
     prompts, rows = _code_prompts()
     # a generous limit: a busy machine must not time out a correct answer (the endless loop costs this long)
-    reward = build_reward(build_section(RewardConfig, {"name": "c", "kind": "code_tests", "wall_seconds": 8.0, "max_workers": 6}))
+    reward = build_reward(build_section(RewardConfig, {"name": "c", "kind": "code_tests", "_target_": "qrpo.rewards.code.CodeTestsReward.from_config", "wall_seconds": 8.0, "max_workers": 6}))
     evens = rows[0]
     partial = evens["completion"].replace("x % 2 == 0", "x % 2 == 0 and x > 0")  # wrong only when a negative even is present
     samples = pa.table({"prompt_id": [evens["task_id"]] * 4 + [rows[1]["task_id"]],
@@ -128,7 +128,7 @@ def test_code_tests_reward_is_the_fraction_of_tests_passed_per_sample():
 
 
 def test_code_tests_reward_names_the_missing_columns():
-    reward = build_reward(RewardConfig(name="c", kind="code_tests"))
+    reward = build_reward(RewardConfig(name="c", kind="code_tests", _target_="qrpo.rewards.code.CodeTestsReward.from_config"))
     prompts = pa.table({"prompt_id": ["p"], "prompt": ["write f"]})
     with pytest.raises(InputError, match="keep_columns"):
         score_samples(reward, pa.table({"prompt_id": ["p"], "completion": ["def f(): pass"]}), prompts)
@@ -146,18 +146,18 @@ def test_callable_reward_calls_a_user_function_with_the_prompt_row(tmp_path, mon
     prompts = pa.table({"prompt_id": ["a", "b"], "prompt": ["2+2?", "3+3?"], "answer": ["4", "6"]})
     samples = pa.table({"prompt_id": ["a", "b", "b"], "completion": ["4", "7", " 6 "]})
     for path in ("my_callable_rewards:exact", "my_callable_rewards.exact"):
-        reward = build_reward(RewardConfig(name="c", kind="callable", function=path))
+        reward = build_reward(RewardConfig(name="c", kind="callable", _target_="qrpo.rewards.callable.CallableReward.from_config", function=path))
         assert score_samples(reward, samples, prompts).tolist() == pytest.approx([1.04, 0.04, 1.04])
     with pytest.raises(InputError, match="not a number"):
-        score_samples(build_reward(RewardConfig(name="c", kind="callable", function="my_callable_rewards:broken")), samples, prompts)
+        score_samples(build_reward(RewardConfig(name="c", kind="callable", _target_="qrpo.rewards.callable.CallableReward.from_config", function="my_callable_rewards:broken")), samples, prompts)
     with pytest.raises(InputError, match=r"reward.function='no_such_module:f': no module 'no_such_module' .*; install it or put it on PYTHONPATH"):
-        build_reward(RewardConfig(name="c", kind="callable", function="no_such_module:f"))
+        build_reward(RewardConfig(name="c", kind="callable", _target_="qrpo.rewards.callable.CallableReward.from_config", function="no_such_module:f"))
     with pytest.raises(InputError, match="reward.function='my_callable_rewards:missing': my_callable_rewards has no attribute 'missing'; check the name"):
-        build_reward(RewardConfig(name="c", kind="callable", function="my_callable_rewards:missing"))
+        build_reward(RewardConfig(name="c", kind="callable", _target_="qrpo.rewards.callable.CallableReward.from_config", function="my_callable_rewards:missing"))
 
 
 def test_shipped_callable_checks_the_final_number():
-    reward = build_reward(build_section(RewardConfig, {"name": "c", "kind": "callable", "function": "qrpo.rewards.callable:final_number_matches"}))
+    reward = build_reward(build_section(RewardConfig, {"name": "c", "kind": "callable", "_target_": "qrpo.rewards.callable.CallableReward.from_config", "function": "qrpo.rewards.callable:final_number_matches"}))
     prompts = pa.table({"prompt_id": ["a"], "prompt": ["q"], "answer": ["1,234"]})
     samples = pa.table({"prompt_id": ["a"] * 3, "completion": ["12 then 1234", "1,234 or 5", "none"]})
     assert score_samples(reward, samples, prompts).tolist() == [1.0, 0.0, 0.0]
@@ -181,7 +181,7 @@ def test_judge_names_the_server_when_it_cannot_get_a_score():
     with pytest.raises(InputError, match=f"judge 'some-model' at http://127.0.0.1:{port}/v1 gave no score after 2 tries"):
         reward.score(["q"], ["a"])
     with pytest.raises(InputError, match="api_key_env"):
-        build_reward(RewardConfig(name="j", kind="judge", base_url="http://x/v1", model="m", api_key_env="QRPO_NO_SUCH_KEY_SET"))
+        build_reward(RewardConfig(name="j", kind="judge", _target_="qrpo.rewards.judge.JudgeReward.from_config", base_url="http://x/v1", model="m", api_key_env="QRPO_NO_SUCH_KEY_SET"))
 
 
 def _digit_model(folder: Path):
@@ -208,7 +208,7 @@ def test_judge_against_a_real_transformers_serve(tmp_path, transformers_server):
     _digit_model(model_dir)
     with transformers_server(model_dir, env={"HF_HOME": str(tmp_path / "hf")}) as url:
         reward = build_reward(build_section(RewardConfig, {
-            "name": "j", "kind": "judge", "base_url": url, "model": str(model_dir),
+            "name": "j", "kind": "judge", "_target_": "qrpo.rewards.judge.JudgeReward.from_config", "base_url": url, "model": str(model_dir),
             "max_tokens": 1, "score_min": 0, "score_max": 9, "max_concurrency": 2, "timeout": 60, "max_retries": 2}))
         scores = reward.score(["Is 2+2=4?", "Write a poem.", "Sort [3, 1]."], ["Yes.", "Roses.", "[1, 3]"])
         assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 9)) and np.all(scores == np.round(scores))

