@@ -6,9 +6,10 @@ read from the environment variable named by `reward.api_key_env` (never from a c
 Each sample is sent as one user message built from `reward.template` (fields {prompt},
 {completion}, {min}, {max}); the score is the FIRST number in the reply that lies in
 [score_min, score_max] ("Score: 8/10" -> 8, "7.5" -> 7.5, "I give it 11" with max 10 -> none).
-A reply without such a number, a timeout or a server error is retried up to `max_retries` times;
-then the step fails with one error that names the server and the last reply or error. Requests
-run concurrently, at most `max_concurrency` at a time.
+Requests go to `<base_url>/chat/completions` through qrpo.http_json (httpx): a reply without such a
+number, a connection error, a timeout, HTTP 408/409/429/5xx are retried up to `max_retries` times
+with exponential back-off; then the step fails with one error that names the server and the last
+reply or error. Requests run concurrently, at most `max_concurrency` at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qrpo.errors import InputError
+from qrpo.http_json import BadReply, GaveUp, JSONClient, Rejected
 from qrpo.rewards.base import RewardModel
 
 DEFAULT_TEMPLATE = (
@@ -46,17 +48,14 @@ class JudgeReward(RewardModel):
     def __init__(self, base_url: str, model: str, api_key: str = "", template: str = "", score_min: float = 0.0,
                  score_max: float = 10.0, max_concurrency: int = 8, timeout: float = 60.0, max_retries: int = 3,
                  max_tokens: int = 16, temperature: float = 0.0):
-        from openai import OpenAI
-
         if not base_url or not model:
             raise InputError("reward.kind=judge needs reward.base_url (e.g. http://127.0.0.1:8000/v1) and reward.model")
         if not score_min < score_max:
             raise InputError(f"reward.score_min={score_min} must be below reward.score_max={score_max}")
         self.base_url, self.model, self.template = base_url, model, template or DEFAULT_TEMPLATE
         self.score_min, self.score_max = score_min, score_max
-        self.max_concurrency, self.max_retries = max_concurrency, max_retries
+        self.max_concurrency, self.max_retries, self.timeout, self.api_key = max_concurrency, max_retries, timeout, api_key
         self.max_tokens, self.temperature = max_tokens, temperature
-        self.client = OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0)
 
     @classmethod
     def from_config(cls, cfg) -> "JudgeReward":
@@ -68,28 +67,34 @@ class JudgeReward(RewardModel):
         return cls(cfg.base_url, cfg.model, api_key, cfg.template, cfg.score_min, cfg.score_max, cfg.max_concurrency,
                    cfg.timeout, cfg.max_retries, cfg.max_tokens, cfg.temperature)
 
-    def _one(self, prompt: str, completion: str) -> float:
+    def _one(self, http: JSONClient, prompt: str, completion: str) -> float:
         message = self.template.format(prompt=prompt, completion=completion, min=_fmt(self.score_min), max=_fmt(self.score_max))
-        last = ""
-        for _ in range(self.max_retries + 1):
-            try:
-                reply = self.client.chat.completions.create(
-                    model=self.model, messages=[{"role": "user", "content": message}],
-                    max_tokens=self.max_tokens, temperature=self.temperature)
-                text = reply.choices[0].message.content or ""
-            except Exception as err:  # noqa: BLE001 -- connection, timeout, HTTP errors: retried, then reported
-                last = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                continue
-            score = parse_score(text, self.score_min, self.score_max)
-            if score is not None:
-                return score
-            last = f"reply without a score in [{_fmt(self.score_min)}, {_fmt(self.score_max)}]: {text[:200]!r}"
-        raise InputError(f"judge {self.model!r} at {self.base_url} gave no score after {self.max_retries + 1} tries ({last}); "
-                         "check that the server is up and the model follows reward.template")
+        body = {"model": self.model, "messages": [{"role": "user", "content": message}],
+                "max_tokens": self.max_tokens, "temperature": self.temperature}
+        try:
+            return http.call("POST", "/chat/completions", body, accept=self._score)
+        except GaveUp as err:
+            raise InputError(f"judge {self.model!r} at {self.base_url} gave no score after {err.attempts} tries ({err.last}); "
+                             "check that the server is up and the model follows reward.template") from None
+        except Rejected as err:
+            raise InputError(f"judge {self.model!r} at {self.base_url} refused the request ({err.last}); "
+                             "check reward.base_url, reward.model and reward.api_key_env") from None
+
+    def _score(self, reply) -> float:
+        try:
+            text = reply["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise BadReply(f"not a chat completion: {str(reply)[:200]!r}") from None
+        score = parse_score(text, self.score_min, self.score_max)
+        if score is None:
+            raise BadReply(f"reply without a score in [{_fmt(self.score_min)}, {_fmt(self.score_max)}]: {text[:200]!r}")
+        return score
 
     def score(self, prompts, completions):
-        with ThreadPoolExecutor(self.max_concurrency) as pool:
-            scores = list(tqdm(pool.map(self._one, prompts, completions), total=len(prompts), desc="judge", unit="sample", dynamic_ncols=True))
+        with JSONClient(self.base_url, timeout=self.timeout, retries=self.max_retries, connections=self.max_concurrency,
+                        api_key=self.api_key, timeout_key="reward.timeout") as http, ThreadPoolExecutor(self.max_concurrency) as pool:
+            scores = list(tqdm(pool.map(lambda p, c: self._one(http, p, c), prompts, completions), total=len(prompts),
+                               desc="judge", unit="sample", dynamic_ncols=True))
         return np.array(scores, dtype=np.float64)
 
 

@@ -17,28 +17,22 @@ server returns them (`choices[].token_ids`, e.g. vLLM with extra_body {return_to
 otherwise the text is tokenised with the policy tokenizer (and EOS appended when finish_reason is
 "stop"), which may differ from the server's own tokens at a few boundaries.
 
-`sampler.concurrency` prompts are in flight at once (threads); each request has `sampler.timeout_s`;
-connection errors, timeouts, HTTP 429 and 5xx are retried `sampler.max_retries` times with
-exponential back-off (0.5 s, 1 s, 2 s, ... capped at 30 s), after which one `SamplerServerError`
-names the server URL and the last error. The API key, if the server needs one, is read from the
-environment variable named by `sampler.api_key_env`.
+`sampler.concurrency` prompts are in flight at once (threads sharing one httpx connection pool,
+qrpo.http_json); each request has `sampler.timeout_s`; connection errors, timeouts, HTTP 408, 409,
+429 and 5xx are retried `sampler.max_retries` times with exponential back-off (0.5 s, 1 s, 2 s, ...
+capped at 30 s), after which one `SamplerServerError` names the server URL and the last error. The
+API key, if the server needs one, is read from the environment variable named by `sampler.api_key_env`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from qrpo.config.sections import SamplerConfig
+from qrpo.http_json import GaveUp, JSONClient, Rejected
 from qrpo.sampling.base import Completion, Prompt, Sampler, SamplingParams, eos_ids, row_seed
-
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
 class SamplerServerError(RuntimeError):
@@ -53,42 +47,29 @@ class OpenAISampler(Sampler):
         self.cfg, self.base_url = cfg, cfg.base_url.rstrip("/")
         self.api_key = os.environ.get(cfg.api_key_env, "")
         self._model = cfg.api_model or None
+        self.http = JSONClient(self.base_url, timeout=cfg.timeout_s, retries=cfg.max_retries, connections=cfg.concurrency,
+                               api_key=self.api_key, timeout_key="sampler.timeout_s")
 
     @classmethod
     def from_config(cls, cfg: SamplerConfig, model_path, params: SamplingParams, tokenizer) -> "OpenAISampler":
         """sampler.backend=openai: the server at sampler.base_url serves the model (model_path is not read)."""
         return cls(tokenizer, params, cfg)
 
-    # --- HTTP with retries -------------------------------------------------------------------
+    # --- HTTP with retries (qrpo.http_json) --------------------------------------------------
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        url = f"{self.base_url}{path}"
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = json.dumps(body).encode() if body is not None else None
-        last = ""
-        for attempt in range(self.cfg.max_retries + 1):
-            if attempt:
-                time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
-            try:
-                request = urllib.request.Request(url, data=data, headers=headers, method=method)
-                with urllib.request.urlopen(request, timeout=self.cfg.timeout_s) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode(errors="replace")[:300]
-                last = f"HTTP {err.code}: {detail}"
-                if err.code not in RETRY_STATUS:
-                    raise SamplerServerError(f"the OpenAI-compatible server at {self.base_url} rejected {method} {path}: "
-                                             f"{last}") from None
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, json.JSONDecodeError) as err:
-                reason = getattr(err, "reason", err)
-                last = f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason
-                if isinstance(reason, (socket.timeout, TimeoutError)) or isinstance(err, (socket.timeout, TimeoutError)):
-                    last = f"no answer within sampler.timeout_s={self.cfg.timeout_s:g} s"
-        raise SamplerServerError(
-            f"the OpenAI-compatible server at {self.base_url} failed {self.cfg.max_retries + 1} times on {method} {path} "
-            f"(last error: {last}); check that it is running and serves the policy (sampler.base_url, sampler.api_model)"
-        )
+        try:
+            return self.http.call(method, path, body)
+        except Rejected as err:
+            raise SamplerServerError(f"the OpenAI-compatible server at {self.base_url} rejected {method} {path}: "
+                                     f"{err.last}") from None
+        except GaveUp as err:
+            raise SamplerServerError(
+                f"the OpenAI-compatible server at {self.base_url} failed {err.attempts} times on {method} {path} "
+                f"(last error: {err.last}); check that it is running and serves the policy (sampler.base_url, sampler.api_model)"
+            ) from None
+
+    def close(self) -> None:
+        self.http.close()
 
     @property
     def model(self) -> str:

@@ -26,7 +26,8 @@ def _free_port():
 
 class Recorder(BaseHTTPRequestHandler):
     """A local OpenAI-compatible endpoint. `mode`: "forward" (to transformers serve, recording bodies),
-    "honour_n" (answers n choices with token ids), "error" (503), "flaky" (503 twice, then answers), "hang"."""
+    "honour_n" (answers n choices with token ids), "error" (503), "flaky" (503 twice, then answers), "hang",
+    "reject" (400)."""
 
     mode, upstream, bodies, lock = "honour_n", "", [], threading.Lock()
 
@@ -45,6 +46,11 @@ class Recorder(BaseHTTPRequestHandler):
             self.send_response(503)
             self.end_headers()
             self.wfile.write(b'{"error": "overloaded"}')
+            return
+        if self.mode == "reject":
+            self.send_response(400)
+            self.end_headers()
+            self.wfile.write(b'{"error": "unknown field seed"}')
             return
         if self.mode == "forward":
             request = urllib.request.Request(f"{self.upstream}{self.path}", data=json.dumps(body).encode(),
@@ -133,3 +139,10 @@ def test_an_unreachable_server_is_one_clear_error(tiny_model_dir):
     url = f"http://127.0.0.1:{_free_port()}/v1"
     with pytest.raises(SamplerServerError, match=rf"server at {url} failed 2 times .*ConnectionRefusedError"):
         _sample(tiny_model_dir, url, 1, max_retries=1)
+
+
+def test_a_request_the_server_rejects_is_not_retried(tiny_model_dir, local_server):
+    Recorder.mode = "reject"
+    with pytest.raises(SamplerServerError, match=r"rejected POST /completions: HTTP 400: .*unknown field seed"):
+        _sample(tiny_model_dir, local_server, 2, concurrency=1, max_retries=3)
+    assert len(Recorder.bodies) == 1
