@@ -93,7 +93,7 @@ def sample(sampler: SamplerConfig, store: ArtifactStore, source: dict, dataset_k
     return _finish(artifact, not sampled, run_id, f"sample/{instance}/")
 
 
-@task(cache_policy=NONE, task_run_name="sample/shard-{shard}")
+@task(cache_policy=NONE)
 def sample_shard(sampler: SamplerConfig, store: ArtifactStore, model_path: str, prompts_step: str, dataset_key: str, split: str,
                  params: dict, indices: list[int], partial: str, shard: int):
     """One shard of a `sample` step (sampler.map_shards): loads the model once, writes the shard's checkpoint."""

@@ -74,7 +74,7 @@ def test_compare_parent_run_carries_one_row_per_method(compare):
 def test_compare_samples_and_scores_the_train_prompts_once(compare):
     home, *_ = compare
     store = ArtifactStore(home / "artifacts")
-    train = [k for k in store.keys("samples") if store.require("samples", k).manifest["num_samples"] == 3 + 4]
+    train = [k for k in store.keys("sample") if store.require("sample", k).manifest["num_samples"] == 3 + 4]
     assert len(train) == 1, f"the train prompts were sampled into {len(train)} artifacts for 7 arms"
-    assert len([k for k in store.keys("rewards") if store.require("rewards", k).manifest["inputs"]["samples"] in train]) == 1
+    assert len([k for k in store.keys("score") if store.require("score", k).manifest["inputs"]["sample"] in train]) == 1
     assert len(store.keys("train")) == 7

@@ -22,7 +22,7 @@ def test_default_model_runs_end_to_end(prefect_server, qrpo_home):
         "eval.max_new_tokens=10", "train.epochs=1", "train.batch_size=2", "train.micro_batch_size=2",
     ])
     store = ArtifactStore(qrpo_home / "artifacts")
-    model_dir = store.require("model", summary["artifacts"]["model"]).path
+    model_dir = store.require("prepare_model", summary["artifacts"]["prepare_model"]).path
     with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
         parameters = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
     assert 130e6 < parameters < 140e6  # SmolLM2-135M (tied embeddings saved once)

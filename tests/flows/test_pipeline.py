@@ -7,13 +7,11 @@ from flows.pipeline import qrpo_pipeline
 from qrpo.store.artifacts import ArtifactStore
 from qrpo.precision import resolve
 
-STEPS = {
-    "model": "model", "dataset": "dataset", "train_samples": "samples", "eval_samples": "samples",
-    "train_rewards": "rewards", "eval_rewards": "rewards", "training_data": "training_data", "ref_logps": "ref_logps",
-    "train": "train", "eval_policy_samples_seed1": "samples", "eval_policy_rewards_seed1": "rewards",
-    "eval_policy_samples_seed2": "samples", "eval_policy_rewards_seed2": "rewards", "eval_logps": "eval_logps",
-    "eval": "eval",
-}
+# the summary's keys: each step by its name (and its instance where it runs more than once); the artifact
+# folder is the step's name
+STEPS = ["prepare_model", "load_dataset", "sample/train", "sample/eval_reference", "score/train", "score/eval_reference",
+         "training_data", "ref_logps", "train", "sample/eval_policy_seed1", "score/eval_policy_seed1", "sample/eval_policy_seed2",
+         "score/eval_policy_seed2", "eval_logps", "evaluate"]
 # every eval/... metric that applies to the smoke run (no AlpacaEval, no code task)
 EVAL_METRICS = ("reward_mean", "reward_gain", "reward_gain_ci_low", "reward_gain_ci_high", "win_rate_vs_ref", "length_mean",
                 "kl_k1", "kl_k3", "reward_lc_mean", "quantile_mean", "reward_mean_se", "reward_gain_se", "kl_k1_se",
@@ -48,8 +46,8 @@ def test_first_run_writes_every_artifact_with_a_manifest(runs):
     home, first, _, _ = runs
     store = ArtifactStore(home / "artifacts")
     assert set(first["artifacts"]) == set(STEPS)
-    for name, step in STEPS.items():
-        artifact = store.get(step, first["artifacts"][name])
+    for name in STEPS:
+        artifact = store.get(name.split("/")[0], first["artifacts"][name])
         assert artifact is not None, f"{name} artifact missing"
         assert artifact.manifest["files"], f"{name} artifact is empty"
     assert not list((home / "artifacts" / ".tmp").iterdir()), "a temporary folder was left behind"
@@ -63,13 +61,13 @@ def test_first_run_logs_metrics_params_tags_and_plots_to_mlflow(runs):
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
     for name in tuple(f"{prefix}{m}" for m in EVAL_METRICS for prefix in ("eval/", "eval_selection/")) + (
-                 "eval/num_seeds", "samples_eval_policy_seed1/completions", "rewards_eval_policy_seed2/reward_mean",
-                 "samples_eval_ref/completions", "eval_logps/policy_logp_mean", "train/loss", "train/final_loss", "training_data/examples", "samples_train/completions",
-                 "rewards_train/reward_mean", "ref_logps/ref_logp_mean", "model/parameters"):
+                 "eval/num_seeds", "sample/eval_policy_seed1/completions", "score/eval_policy_seed2/reward_mean",
+                 "sample/eval_reference/completions", "eval_logps/policy_logp_mean", "train/loss", "train/final_loss", "training_data/examples", "sample/train/completions",
+                 "score/train/reward_mean", "ref_logps/ref_logp_mean", "prepare_model/parameters"):
         assert name in metrics, f"metric {name} not logged"
     assert metrics["eval/num_seeds"] == 2 and metrics["eval/num_prompts"] + metrics["eval_selection/num_prompts"] == 8
     assert metrics["eval/reward_gain_ci_low"] < metrics["eval/reward_gain"] < metrics["eval/reward_gain_ci_high"]
-    assert metrics["samples_eval_policy_seed1/completions"] == 8 * 2  # eval prompts x samples_per_prompt
+    assert metrics["sample/eval_policy_seed1/completions"] == 8 * 2  # eval prompts x samples_per_prompt
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(history) == int(metrics["train/steps"]) and len(history) > 1
     assert run.data.tags["algorithm"] == "qrpo"
@@ -106,7 +104,7 @@ def test_alpaca_eval_through_the_pipeline_logs_both_win_rates(runs):
     for name in ("eval/alpaca_eval_lc_win_rate", "eval/alpaca_eval_win_rate", "eval/alpaca_eval_lc_win_rate_se",
                  "eval/alpaca_eval_win_rate_se"):
         assert name in metrics and 0 <= metrics[name] <= 100, name
-    assert metrics["samples_alpaca_eval/completions"] == 8 and metrics["eval/alpaca_eval_num_judged"] == 8
+    assert metrics["sample/alpaca_eval/completions"] == 8 and metrics["eval/alpaca_eval_num_judged"] == 8
     assert "AlpacaEval 2      LC win rate" in format_summary(with_alpaca)
     assert not any("alpaca" in k for k in first["metrics"])  # off by default
 
@@ -145,9 +143,9 @@ def test_identical_rerun_is_fully_cached(runs):
 
 def test_changing_only_beta_reruns_train_and_evaluate_only(runs):
     _, first, _, new_beta = runs
-    evaluation = {name for name in STEPS if name.startswith("eval_policy") or name in ("eval_logps", "eval")}
+    evaluation = {name for name in STEPS if "eval_policy" in name or name in ("eval_logps", "evaluate")}
     assert set(STEPS) - set(new_beta["cached_steps"]) == {"train"} | evaluation
-    assert {"alpaca_prompts", "alpaca_samples", "alpaca_eval"} <= set(new_beta["artifacts"]) - set(new_beta["cached_steps"])
+    assert {"load_alpaca_eval", "sample/alpaca_eval", "alpaca_eval"} <= set(new_beta["artifacts"]) - set(new_beta["cached_steps"])
     assert new_beta["artifacts"]["train"] != first["artifacts"]["train"]
     assert new_beta["artifacts"]["training_data"] == first["artifacts"]["training_data"]
 
@@ -161,12 +159,12 @@ def test_prefect_records_every_step_and_marks_cached_ones(runs):
     def task_states(flow_run_id):
         with get_client(sync_client=True) as client:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        return [(r.name.rsplit("-", 1)[0], r.state.name) for r in runs]
+        return [(r.name.split("/")[0] if "/" in r.name else r.name.rsplit("-", 1)[0], r.state.name) for r in runs]
 
     first_states, again_states = task_states(first["flow_run_id"]), task_states(again["flow_run_id"])
     step_tasks = {"prepare_model", "load_dataset", "sample", "score", "training_data", "ref_logps", "train",
                   "eval_logps", "evaluate"}
-    assert {name for name, _ in first_states} >= step_tasks | {"make_report"}
+    assert {name for name, _ in first_states} >= step_tasks | {"report"}
     assert all(state == "Completed" for name, state in first_states)
     assert all(state == "Cached" for name, state in again_states if name in step_tasks)
     assert len([1 for name, _ in again_states if name in step_tasks]) == len(STEPS)

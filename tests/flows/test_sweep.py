@@ -203,13 +203,13 @@ def test_sweep_samples_and_scores_the_train_prompts_once(sweep):
     prompt, the second finds them (Cached), and both score the same artifact, so one scoring too."""
     home, *_ = sweep
     store = ArtifactStore(home / "artifacts")
-    samples = {k: store.require("samples", k) for k in store.keys("samples")}
-    train_ids = set(store.require("dataset", store.keys("dataset")[0]).table().filter(
-        pa.compute.equal(store.require("dataset", store.keys("dataset")[0]).table().column("split"), "train")).column("prompt_id").to_pylist())
+    samples = {k: store.require("sample", k) for k in store.keys("sample")}
+    train_ids = set(store.require("load_dataset", store.keys("load_dataset")[0]).table().filter(
+        pa.compute.equal(store.require("load_dataset", store.keys("load_dataset")[0]).table().column("split"), "train")).column("prompt_id").to_pylist())
     train = [k for k, a in samples.items() if set(a.table().column("prompt_id").to_pylist()) == train_ids]
     assert len(train) == 1, f"the train prompts were sampled into {len(train)} artifacts for one sweep"
     assert samples[train[0]].manifest["num_samples"] == 7
-    scored = [k for k in store.keys("rewards") if store.require("rewards", k).manifest["inputs"]["samples"] in train]
+    scored = [k for k in store.keys("score") if store.require("score", k).manifest["inputs"]["sample"] in train]
     assert len(scored) == 1, f"the train samples were scored {len(scored)} times"
 
 

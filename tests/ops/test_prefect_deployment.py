@@ -141,13 +141,13 @@ def test_deployment_runs_on_a_real_server_with_postgres_and_a_process_worker(tmp
         worker_log = (tmp_path / "worker.log").read_text()
         assert run.state.is_completed(), f"{run.state}\n{worker_log[-4000:]}"
         assert run.parameters == {"overrides": ["experiment=smoke"]}
-        names = sorted(t.name.split("-")[0] for t in tasks)
+        names = sorted(t.name.split("/")[0] if "/" in t.name else t.name.rsplit("-", 1)[0] for t in tasks)
         assert all(t.state.is_completed() for t in tasks), names
         assert {"prepare_model", "load_dataset", "sample", "score", "training_data", "ref_logps", "train", "eval_logps",
-                "evaluate", "make_report"} <= set(names)
+                "evaluate", "report"} <= set(names)
 
         store = ArtifactStore(home / "artifacts")
-        for step in ("model", "dataset", "samples", "rewards", "training_data", "ref_logps", "train", "eval"):
+        for step in ("prepare_model", "load_dataset", "sample", "score", "training_data", "ref_logps", "train", "evaluate"):
             assert store.keys(step), f"the worker wrote no {step} artifact"
         client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
         runs = client.search_runs([client.get_experiment_by_name("qrpo").experiment_id])

@@ -114,10 +114,10 @@ def test_smoke_pipeline_on_s3_then_an_identical_rerun_on_a_fresh_machine_is_all_
     assert set(again["cached_steps"]) == set(again["artifacts"]) and again["artifacts"] == first["artifacts"]
     assert again["metrics"] == first["metrics"]
     store = ArtifactStore(f"s3://{bucket}/artifacts")
-    for step in ("model", "dataset", "samples", "rewards", "training_data", "ref_logps", "train", "eval"):
+    for step in ("prepare_model", "load_dataset", "sample", "score", "training_data", "ref_logps", "train", "evaluate"):
         assert store.keys(step), f"no {step} artifact in the bucket"
     # every samples artifact of the run (train, eval reference, policy per eval seed) is in the bucket, and no other
-    assert set(store.keys("samples")) == {key for name, key in first["artifacts"].items() if name.endswith("samples") or "samples_seed" in name}
+    assert set(store.keys("sample")) == {key for name, key in first["artifacts"].items() if name.startswith("sample/")}
     assert not (tmp_path / "machine-a" / "artifacts").exists(), "artifacts must not land on the local disk"
     fs = remote_filesystem(f"s3://{bucket}")
     assert not fs.exists(f"s3://{bucket}/artifacts/.tmp") or fs.find(f"s3://{bucket}/artifacts/.tmp") == []

@@ -147,7 +147,7 @@ def test_dispatch_pool_gpu_runs_the_listed_steps_on_the_gpu_workers_as_subflows_
         keys = {r["step"]: r["key"] for r in results.values()}
         assert store.keys("train") == [keys["train"]] and store.keys("eval_logps") == [keys["eval_logps"]]
         assert store.require("eval_logps", keys["eval_logps"]).manifest["inputs"]["train"] == keys["train"]
-        assert store.keys("eval"), "the pipeline did not evaluate the gpu step's output"
+        assert store.keys("evaluate"), "the pipeline did not evaluate the gpu step's output"
 
         # one MLflow run: the gpu steps logged into it (train/..., eval_logps/...), the pipeline finished it
         client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
