@@ -347,6 +347,13 @@ def _notes(sections: Sections, plan: PlanConfig, dev: Device, policy: ModelSize,
     if sections.sampler.backend == "hf" and dev.key != "cpu":
         notes.append("sampler=hf on a GPU: the decode figure is vLLM's (continuous batching); transformers' generate reaches less, "
                      "use sampler=vllm or set plan.tokens_per_s.decode")
+    if plan.spread == "cluster" and plan.num_gpus > 1:
+        configured = dataclasses.replace(plan, spread="config")
+        given = {kind: step_devices(sections, configured, kind) for kind in ("sample", "train", "score")}
+        if min(given.values()) < plan.num_gpus:
+            notes.append(f"wall times spread every step over all {plan.num_gpus} devices; as configured, sampling runs on "
+                         f"{given['sample']} (sampler=vllm: tensor_parallel_size x data_parallel_size), training on {given['train']} "
+                         f"(distributed.num_processes), scoring and log-probs on 1, each step on one node: plan.spread=config prices that")
     if dev.memory_gb:
         per_device, state, topology, n = training_memory(sections, plan, policy)
         if per_device > dev.memory_gb * 1e9:

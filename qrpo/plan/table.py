@@ -106,5 +106,5 @@ def known_dataset(table: dict[str, Any], *names: str) -> dict[str, Any] | None:
 
 def disk(table: dict[str, Any]) -> dict[str, float]:
     row = table.get("disk") or {}
-    return {"completion": float(row.get("bytes_per_completion_token", 3.4)), "prompt": float(row.get("bytes_per_prompt_token", 1.3)),
+    return {"completion": float(row.get("bytes_per_completion_token", 3.4)), "prompt": float(row.get("bytes_per_prompt_token", 1.4)),
             "checkpoint": float(row.get("checkpoint_bytes_per_param", 12)), "weights": float(row.get("weights_bytes_per_param", 4))}
