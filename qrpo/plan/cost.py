@@ -344,6 +344,10 @@ def _notes(sections: Sections, plan: PlanConfig, dev: Device, policy: ModelSize,
     notes = []
     if reward is None:
         notes.append(f"reward {sections.reward.name} ({sections.reward.kind}) is not a model on the device: its scoring is not priced")
+    if dev.key == "cpu" and plan.precision is None:
+        sample, train = (resolved_precision(c, plan, dev) for c in (sections.sampler.precision, sections.train.mixed_precision))
+        notes.append(f"precision resolved on the machine running qrpo-plan, as a run here would (qrpo/precision.py): sampling {sample}, "
+                     f"log-probs and training {train}; the cpu row was measured on an AVX512-BF16 EPYC: plan.precision=bf16|fp32 fixes it")
     if sections.sampler.backend == "hf" and dev.key != "cpu":
         notes.append("sampler=hf on a GPU: the decode figure is vLLM's (continuous batching); transformers' generate reaches less, "
                      "use sampler=vllm or set plan.tokens_per_s.decode")

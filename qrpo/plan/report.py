@@ -81,7 +81,7 @@ def _header(job: JobPlan) -> list[str]:
         lines.append("  reward   not a model on the device (not priced)")
     else:
         lines.append(f"  reward   {params(reward.params)} parameters, {params(reward.flop_params)} multiply each token ({reward.source})")
-    lines.append("  data     " + "; ".join(job.shapes.notes))
+    lines += [("  data     " if i == 0 else "           ") + note for i, note in enumerate(job.shapes.notes)]
     spread = (f"each step over all {plan.num_gpus}" if plan.spread == "cluster" else
               f"each step on the devices its config gives it, at most {plan.num_gpus // plan.nodes} (one node)")
     lines.append(f"  cluster  {plan.num_gpus} x {dev.key} ({dev.name}) in {plan.nodes} node(s): dense peak bf16 {dev.peak['bf16'] / 1e12:.4g} / "
