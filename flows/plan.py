@@ -18,9 +18,6 @@ import sys
 
 from qrpo.errors import InputError
 
-USAGE = __doc__.split("\n\n")[1]
-
-
 def _parsed(overrides: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException

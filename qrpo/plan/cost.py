@@ -55,9 +55,10 @@ class Step:
     loads: tuple[float, ...] = ()  # bytes of each model load (paid on every device the step runs on)
     startups: int = 0  # engine or process-group starts
     devices: int = 1
-    disk: float = 0.0  # bytes written: Parquet tables, weights, checkpoints
+    disk: float = 0.0  # bytes kept: Parquet tables, weights
     share: str | None = None  # equal keys in a sweep: one artifact, computed once
     detail: str = ""
+    scratch: float = 0.0  # bytes held while the step runs, removed when it finishes (training checkpoints)
 
 
 @dataclass(frozen=True)
@@ -308,11 +309,11 @@ def _steps(config, sections: Sections, plan: PlanConfig, dev: Device, table, pol
     tokens = train.epochs * examples * per_example
     factor = 6 + (2 if train.gradient_checkpointing else 0) - (2 if train.lora_r else 0)
     saved = constants["weights"] * policy.params  # the trained policy, fp32
-    if train.checkpoint_every:
-        saved += train.keep_checkpoints * (constants["weights"] if train.lora_r else constants["checkpoint"]) * policy.params
+    checkpoints = (train.keep_checkpoints * (constants["weights"] if train.lora_r else constants["checkpoint"]) * policy.params
+                   if train.checkpoint_every else 0.0)  # in the step's partial folder, removed once the policy is written
     steps.append(Step("train", "train", examples * train.epochs, tokens, factor * N * tokens, train_precision, (weights,),
                       1, gpus["train"], saved + training_table, job,
-                      f"{train.epochs} epoch(s) x {examples:,} examples, {factor}N per token"))
+                      f"{train.epochs} epoch(s) x {examples:,} examples, {factor}N per token", scratch=checkpoints))
     seeds = len(evals.seed_list)
     steps.append(sample("sample policy (eval)", E, evals.samples_per_prompt * seeds, Le, job, loads=seeds,
                         detail=f"{seeds} seed(s) x {evals.samples_per_prompt} per prompt"))
@@ -358,6 +359,15 @@ def _notes(sections: Sections, plan: PlanConfig, dev: Device, policy: ModelSize,
             notes.append(f"wall times spread every step over all {plan.num_gpus} devices; as configured, sampling runs on "
                          f"{given['sample']} (sampler=vllm: tensor_parallel_size x data_parallel_size), training on {given['train']} "
                          f"(distributed.num_processes), scoring and log-probs on 1, each step on one node: plan.spread=config prices that")
+    train, constants = sections.train, disk_constants(load_table(plan.table))
+    each = (constants["weights"] if train.lora_r else constants["checkpoint"]) * policy.params
+    if train.checkpoint_every:
+        notes.append(f"checkpoints: train.keep_checkpoints={train.keep_checkpoints} x {each / 1e9:.3g} GB (fp32 weights"
+                     f"{'' if train.lora_r else ' and AdamW moments'}) = {train.keep_checkpoints * each / 1e9:.3g} GB more disk while a "
+                     f"job trains (every {train.checkpoint_every} optimiser steps; removed when its policy is written)")
+    else:
+        notes.append(f"checkpoints: none (train.checkpoint_every=0); each would hold {each / 1e9:.3g} GB (fp32 weights"
+                     f"{'' if train.lora_r else ' and AdamW moments'}), train.keep_checkpoints={train.keep_checkpoints} of them")
     if dev.memory_gb:
         per_device, state, topology, n = training_memory(sections, plan, policy)
         if per_device > dev.memory_gb * 1e9:

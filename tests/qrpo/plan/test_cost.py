@@ -105,8 +105,10 @@ def test_disk_of_samples_and_checkpoints():
     steps = {s.name: s for s in plan_of("train.checkpoint_every=5", "train.keep_checkpoints=3").steps}
     # 3.4 bytes per completion token + 1.4 per prompt token, per row (qrpo/plan/throughput.yaml)
     assert steps["sample train"].disk == pytest.approx(P * (K + M) * (3.4 * LC + 1.4 * LP))
-    # the trained policy (fp32) + 3 checkpoints of weights and AdamW moments (12 bytes a parameter)
-    assert steps["train"].disk == pytest.approx(4 * POLICY_PARAMS + 3 * 12 * POLICY_PARAMS)
+    # the trained policy (fp32) is kept; 3 checkpoints of weights and AdamW moments (12 bytes a parameter) while it trains
+    assert steps["train"].disk == pytest.approx(4 * POLICY_PARAMS) and steps["train"].scratch == pytest.approx(3 * 12 * POLICY_PARAMS)
+    lora = {s.name: s for s in plan_of("train.checkpoint_every=5", "train.lora_r=8").steps}["train"]
+    assert lora.scratch == pytest.approx(2 * 4 * POLICY_PARAMS)  # LoRA: the weights only, 2 kept (the default)
 
 
 def test_plan_is_never_part_of_a_pipeline_run():
