@@ -359,15 +359,20 @@ def _notes(sections: Sections, plan: PlanConfig, dev: Device, policy: ModelSize,
             notes.append(f"wall times spread every step over all {plan.num_gpus} devices; as configured, sampling runs on "
                          f"{given['sample']} (sampler=vllm: tensor_parallel_size x data_parallel_size), training on {given['train']} "
                          f"(distributed.num_processes), scoring and log-probs on 1, each step on one node: plan.spread=config prices that")
+    from qrpo.plan.report import size
+
     train, constants = sections.train, disk_constants(load_table(plan.table))
     each = (constants["weights"] if train.lora_r else constants["checkpoint"]) * policy.params
     if train.checkpoint_every:
-        notes.append(f"checkpoints: train.keep_checkpoints={train.keep_checkpoints} x {each / 1e9:.3g} GB (fp32 weights"
-                     f"{'' if train.lora_r else ' and AdamW moments'}) = {train.keep_checkpoints * each / 1e9:.3g} GB more disk while a "
+        notes.append(f"checkpoints: train.keep_checkpoints={train.keep_checkpoints} x {size(each)} (fp32 weights"
+                     f"{'' if train.lora_r else ' and AdamW moments'}) = {size(train.keep_checkpoints * each)} more disk while a "
                      f"job trains (every {train.checkpoint_every} optimiser steps; removed when its policy is written)")
     else:
-        notes.append(f"checkpoints: none (train.checkpoint_every=0); each would hold {each / 1e9:.3g} GB (fp32 weights"
+        notes.append(f"checkpoints: none (train.checkpoint_every=0); each would hold {size(each)} (fp32 weights"
                      f"{'' if train.lora_r else ' and AdamW moments'}), train.keep_checkpoints={train.keep_checkpoints} of them")
+    if policy.params < 2e7:
+        notes.append(f"a {policy.params / 1e6:.2g}M-parameter policy: per-call overheads (Python, the tokenizer, Prefect's tasks), "
+                     "which the plan does not price, outweigh its FLOPs; the MFU figures hold for models of ~100M parameters and up")
     if dev.memory_gb:
         per_device, state, topology, n = training_memory(sections, plan, policy)
         if per_device > dev.memory_gb * 1e9:
