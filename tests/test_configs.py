@@ -94,7 +94,7 @@ def test_every_yaml_starts_with_the_command_that_runs_it():
         first = path.read_text().splitlines()[0]
         if first.startswith("# @package"):
             first = path.read_text().splitlines()[1]
-        assert first.startswith("# qrpo-pipeline"), path
+        assert first.startswith(("# qrpo-pipeline", "# qrpo-plan")), path
 
 
 @pytest.mark.parametrize("package", [qrpo, flows], ids=lambda p: p.__name__)

@@ -357,6 +357,56 @@ class EvalConfig:
         return _build(AlpacaEvalConfig, self.alpaca_eval, "eval.alpaca_eval")
 
 
+PLAN_WORK = ("decode", "prefill", "train")  # the kinds of work qrpo-plan prices (qrpo/plan/)
+PLAN_SPREADS = ("cluster", "config")
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """`qrpo-plan`'s cluster and assumptions (conf/plan/default.yaml; qrpo/plan/): never part of a pipeline run."""
+
+    gpu: str = "cpu"  # a device of qrpo/plan/throughput.yaml: cpu (this 2-core machine kind), h100, h200, a100, l40s
+    num_gpus: int = 1  # devices in the cluster, all nodes together
+    nodes: int = 1  # nodes the devices sit in (a pipeline step runs on one node: spread=config caps a step there)
+    spread: str = "cluster"  # cluster: each step over all num_gpus; config: the devices the config gives each step
+    precision: str | None = None  # null: what each step's precision resolves to on that device; bf16 | fp32
+    params: float | None = None  # the policy's parameter count, where the config cannot give it (a hub name not in the table)
+    reward_params: float | None = None  # the reward model's, likewise
+    prompt_tokens: float | None = None  # mean prompt tokens after the chat template; null: estimated from the data
+    completion_tokens: float | None = None  # mean completion tokens; null: max_new_tokens (an upper bound)
+    train_prompts: int | None = None  # where the dataset cannot be read or is not in the table
+    eval_prompts: int | None = None
+    peak_tflops: float | None = None  # one device's dense peak in the precision used (overrides the table)
+    mfu: dict[str, Any] = field(default_factory=dict)  # {decode, prefill, train}: fractions of the peak (override the table)
+    tokens_per_s: dict[str, Any] = field(default_factory=dict)  # {decode, prefill, train}: measured, per device (override mfu)
+    table: str = ""  # another throughput table (YAML); "": qrpo/plan/throughput.yaml
+
+    def validate(self):
+        _positive(self, "num_gpus", "nodes")
+        if self.num_gpus % self.nodes:
+            raise InputError(f"plan.num_gpus={self.num_gpus} must be a multiple of plan.nodes={self.nodes} (devices per node)")
+        if self.spread not in PLAN_SPREADS:
+            raise InputError(f"plan.spread={self.spread!r} is not one of {', '.join(PLAN_SPREADS)}")
+        if self.precision not in (None, "bf16", "fp32"):
+            raise InputError(f"plan.precision={self.precision!r} is not one of bf16, fp32 (or null: what the config resolves to)")
+        for name in ("params", "reward_params", "prompt_tokens", "completion_tokens", "train_prompts", "eval_prompts", "peak_tflops"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise InputError(f"plan.{name} must be a positive number or null; got {value!r}")
+        for section in ("mfu", "tokens_per_s"):
+            values = getattr(self, section)
+            unknown = sorted(set(values) - set(PLAN_WORK))
+            if unknown:
+                raise InputError(f"unknown key plan.{section}.{unknown[0]}; valid keys: {', '.join(PLAN_WORK)}")
+            for work, value in values.items():
+                if value is None:
+                    continue
+                check_type(f"plan.{section}.{work}", value, float)
+                if not (value > 0 and math.isfinite(value)) or (section == "mfu" and value > 1):
+                    limit = "in (0, 1]" if section == "mfu" else "a positive number"
+                    raise InputError(f"plan.{section}.{work} must be {limit} or null; got {value!r}")
+
+
 def check_precision(key: str, value: Any) -> None:
     if value not in PRECISIONS:
         raise InputError(f"{key}={value!r} is not one of auto, bf16, fp32 (auto: bf16 where the hardware has bf16 matrix units)")
@@ -379,6 +429,7 @@ _SECTION_NAMES = {
     TrainConfig: "train",
     DistributedConfig: "distributed",
     EvalConfig: "eval",
+    PlanConfig: "plan",
 }
 
 
