@@ -58,7 +58,7 @@ def with_plan(overrides: list[str]) -> list[str]:
 def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     """Every job's overrides: one run, a --multirun grid (Hydra's BasicSweeper order), or a comparison's arms."""
     from flows.config import compose_config
-    from flows.sweep import compare_arms, sweep_jobs
+    from flows.sweep import configured_arms, sweep_jobs
 
     overrides = with_plan(overrides)
     parsed = _parsed(overrides)
@@ -72,7 +72,7 @@ def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
             return sweep_jobs(overrides, params)
         except Exception as err:  # Hydra's own grammar errors inside a preset's params
             raise InputError(f"cannot expand the sweep {params or sweeps}: {' '.join(str(err).split())}") from None
-    arms = compare_arms(compose_config(overrides))  # experiment=compare: its arms run as children of one parent
+    arms = configured_arms(compose_config(overrides))  # experiment=compare: its arms run as children of one parent
     if arms:
         return [[*overrides, *arm, f"run_name={name}"] for name, arm in arms.items()]
     return [overrides]

@@ -361,7 +361,7 @@ PLAN_WORK = ("decode", "prefill", "train")  # the kinds of work qrpo-plan prices
 PLAN_SPREADS = ("cluster", "config")
 
 
-@dataclass(frozen=True)
+@section
 class PlanConfig:
     """`qrpo-plan`'s cluster and assumptions (conf/plan/default.yaml; qrpo/plan/): never part of a pipeline run."""
 

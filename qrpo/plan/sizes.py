@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qrpo.config.sections import ModelConfig, PlanConfig, RewardConfig, MODEL_TARGETS, REWARD_TARGETS
+from qrpo.config.sections import ModelConfig, PlanConfig, RewardConfig
 from qrpo.errors import InputError
 from qrpo.plan.table import known_model
 
@@ -104,11 +104,16 @@ def _from_folder(folder: Path, classifier: bool, trust_remote_code: bool = False
                      DEFAULT_CHARS_PER_TOKEN, f"{folder}/config.json")
 
 
+def _built_in(target: str) -> bool:
+    """Whether a `_target_` is the platform's own builder (one of your own may read the section's keys differently)."""
+    return target.startswith("qrpo.")
+
+
 def policy_size(model: ModelConfig, plan: PlanConfig, table: dict[str, Any]) -> ModelSize:
     row = known_model(table, model.path, model.name)
     if plan.params is not None:
         return _overridden(plan.params, "plan.params", row)
-    builtin = model._target_ in ("", MODEL_TARGETS.get(model.source))
+    builtin = _built_in(model._target_)
     if model.source == "config" and builtin:
         from transformers import LlamaConfig
 
@@ -148,7 +153,7 @@ def reward_size(reward: RewardConfig, plan: PlanConfig, table: dict[str, Any]) -
     row = known_model(table, reward.path, reward.name)
     if plan.reward_params is not None:
         return _overridden(plan.reward_params, "plan.reward_params", row)
-    builtin = reward._target_ in ("", REWARD_TARGETS.get(reward.kind))
+    builtin = _built_in(reward._target_)
     if reward.kind == "tiny_classifier" and builtin:
         from transformers import LlamaConfig
 
