@@ -2,15 +2,16 @@ import pyarrow as pa
 import pytest
 import torch
 
+import qrpo.training.batching
 import qrpo.training.logprobs
 from qrpo.objective.algorithms import DPO, QRPO, REBEL, SFT, PairBatch, PointwiseBatch, SimPO
 from qrpo.config.sections import TrainConfig
 from qrpo.errors import InputError
 from qrpo.training.fused_head import output_head
 from qrpo.training.logprobs import batched_sequence_logps
-from qrpo.training.trainer import (
-    PairExamples, PointwiseExamples, cosine_schedule, epoch_order, latest_checkpoint, make_examples, micro_batch, train_policy,
-)
+from qrpo.training.batching import PairExamples, PointwiseExamples, epoch_order, make_examples, micro_batch
+from qrpo.training.checkpoints import latest_checkpoint
+from qrpo.training.trainer import cosine_schedule, train_policy
 
 ALGORITHMS = [QRPO(beta=0.5), QRPO(beta=0.5, transform="normal_icdf"), QRPO(beta=0.5, transform="log"), DPO(beta=0.5),
               SimPO(beta=2.0), REBEL(beta=0.5), SFT()]
@@ -529,8 +530,8 @@ def test_micro_batch_takes_the_flat_fused_pass_by_default_and_detaches_the_diagn
             return torch.arange(len(prompts), dtype=torch.float32, requires_grad=True), torch.ones(len(prompts), dtype=torch.long)
         return logps
 
-    monkeypatch.setattr(qrpo.training.trainer, "sequence_logps", fake_logps("flat"))
-    monkeypatch.setattr(qrpo.training.trainer, "shared_prompt_logps", fake_logps("shared"))
+    monkeypatch.setattr(qrpo.training.batching, "sequence_logps", fake_logps("flat"))
+    monkeypatch.setattr(qrpo.training.batching, "shared_prompt_logps", fake_logps("shared"))
 
     class Half:
         name, needs_pairs, needs_reference = "half", True, False
