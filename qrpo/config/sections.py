@@ -30,7 +30,6 @@ from qrpo.errors import InputError
 MODEL_SOURCES = ("gguf", "pretrained", "config")
 SAMPLER_BACKENDS = ("hf", "vllm", "openai")
 REWARD_KINDS = ("vader", "sequence_classifier", "tiny_classifier", "code_tests", "callable", "judge")
-REGIMES = ("best_worst", "random_pairs", "offline", "pointwise")
 PRECISIONS = ("auto", "bf16", "fp32", "no")  # qrpo/precision.py; "no" is accelerate's spelling of fp32
 
 _STRICT = pydantic.ConfigDict(strict=True, extra="forbid")
@@ -148,7 +147,7 @@ class SamplerConfig:
 @section
 class RewardConfig:
     name: str
-    kind: str  # which keys apply: one of REWARD_KINDS (`_target_` builds the reward)
+    kind: str | None = None  # which keys apply: one of REWARD_KINDS, or null for a reward of your own (`_target_` builds it)
     path: str = ""  # sequence_classifier: hub name or folder
     architecture: dict[str, Any] = field(default_factory=dict)  # tiny_classifier: LlamaConfig fields
     seed: int = 0  # tiny_classifier: initialisation seed
@@ -186,7 +185,7 @@ class RewardConfig:
     FAMILY: ClassVar[str] = "kind"
 
     def validate(self):
-        if self.kind not in REWARD_KINDS:
+        if self.kind is not None and self.kind not in REWARD_KINDS:
             raise InputError(f"reward.kind={self.kind!r} is not one of {', '.join(REWARD_KINDS)}; or pick a reward with reward=<name> (conf/reward/)")
         _positive(self, "batch_size", "wall_seconds", "cpu_seconds", "memory_mb", "max_concurrency", "timeout", "max_tokens")
         if self.truncation not in ("right", "left"):
@@ -214,7 +213,7 @@ class QuantileConfig:
 class RegimeConfig:
     """How the training table is built from scored samples (qrpo/data/regimes.py: one class per regime)."""
 
-    name: str = "best_worst"  # which regime: one of REGIMES (`_target_` builds it)
+    name: str = "best_worst"  # which regime (best_worst, random_pairs, offline, pointwise, or your own): as its class declares
     leave_one_out: bool = False  # pointwise: all K + M samples train, each quantile among the others
     seed: int = 0  # random_pairs: which candidates are paired
     chosen_column: str = "chosen"  # offline: the prompt table's columns holding the dataset's two completions
@@ -223,8 +222,6 @@ class RegimeConfig:
     FAMILY: ClassVar[str] = "name"
 
     def validate(self):
-        if self.name not in REGIMES:
-            raise InputError(f"regime.name={self.name!r} is not one of {', '.join(REGIMES)}")
         if self.leave_one_out and self.name != "pointwise":
             raise InputError(f"regime.leave_one_out=true only applies to regime=pointwise, not {self.name}")
         _needs_target("regime", self._target_)

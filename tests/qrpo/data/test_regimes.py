@@ -4,6 +4,7 @@ import pyarrow.compute as pc
 import pytest
 
 from qrpo.objective.algorithms import DPO, QRPO, SFT, SimPO
+from qrpo.config.binding import check_target
 from qrpo.config.sections import RegimeConfig
 from qrpo.errors import InputError
 from qrpo.data.regimes import build_training_data, check_algorithm_fits
@@ -120,8 +121,8 @@ def test_too_few_samples_for_k_plus_m_is_a_clear_error():
 
 
 def test_unknown_regime_and_misplaced_leave_one_out_are_refused():
-    with pytest.raises(InputError, match="regime.name='triples' is not one of best_worst, random_pairs, offline, pointwise"):
-        RegimeConfig("triples").validate()
+    with pytest.raises(InputError, match="builds regime.name=best_worst, not triples"):  # the name its class declares
+        check_target("regime", RegimeConfig("triples", _target_="qrpo.data.regimes.BestWorst"))
     with pytest.raises(InputError, match="leave_one_out=true only applies to regime=pointwise"):
         RegimeConfig("best_worst", leave_one_out=True).validate()
 
