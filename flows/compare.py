@@ -42,9 +42,12 @@ RESULT_COLUMNS = [
     ("alpaca_lc", "metric:eval/alpaca_eval_lc_win_rate"), ("alpaca_wr", "metric:eval/alpaca_eval_win_rate"),
     ("pass_rate", "metric:eval/leetcode_pass_rate"),
 ]
-DIFF_COLUMNS = ["diff_vs_baseline", "diff_ci_low", "diff_ci_high", "diff_p_holm", "mde"]  # arm vs the baseline arm
+DIFF_COLUMNS = ["diff_vs_baseline", "diff_ci_low", "diff_ci_high", "diff_p_holm", "mde"]  # arm vs the baseline arm (reward)
+# the same for the length-controlled reward and the reference quantile (per_prompt.csv's reward_lc, ref_quantile)
+PAIRED_METRICS = {"reward": "", "reward_lc": "lc_", "ref_quantile": "quantile_"}
+OTHER_DIFF_COLUMNS = [f"{prefix}{c}" for prefix in ("lc_", "quantile_") for c in DIFF_COLUMNS[:4]]
 SWEEP_TABLE_COLUMNS = ["run", "method", "beta", "lr", "M", "K", "reward", "gain", "gain_ci_low", "gain_ci_high", "lc_reward",
-                       "kl", "win_rate", *DIFF_COLUMNS, "status"]  # SWEEP_COLUMNS as printed (no run_id)
+                       "kl", "win_rate", *DIFF_COLUMNS, *OTHER_DIFF_COLUMNS, "status"]  # SWEEP_COLUMNS as printed (no run_id)
 SELECTION = "reward_mean"  # chosen on the selection half only (qrpo/evaluation/selection.py)
 SELECTION_METRIC = f"eval_selection/{SELECTION}"
 
@@ -211,9 +214,10 @@ def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline
                         results: dict[str, dict[str, dict]] | None = None) -> str:
     """Fill DIFF_COLUMNS of `rows` (matched by run_id): each finished run's per-prompt reporting-half
     reward (its report/per_prompt.csv) paired with the baseline arm's on the same prompts (the run named
-    `baseline_name`, compare.baseline, else `choose_baseline`), Holm-adjusted
-    across the table (qrpo.evaluation.paired). Returns the line saying against which arm, and the power
-    line; empty when fewer than two runs left per-prompt results."""
+    `baseline_name`, compare.baseline, else `choose_baseline`), Holm-adjusted across the table
+    (qrpo.evaluation.paired); and OTHER_DIFF_COLUMNS, the same for the length-controlled reward (lc_...) and
+    the reference quantile (quantile_...), each metric Holm-adjusted over its own comparisons. Returns the
+    line saying against which arm, and the power line; empty when fewer than two runs left per-prompt results."""
     from qrpo.evaluation import paired
 
     results = per_prompt_results(client, runs) if results is None else results
@@ -226,6 +230,16 @@ def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline
     differences = {r["arm"]: r for r in paired.compare_arms(per_prompt, baseline.info.run_id)}
     for row in rows:
         row.update({c: differences[row["run_id"]][c] for c in DIFF_COLUMNS} if row["run_id"] in differences else {})
+    for metric, prefix in PAIRED_METRICS.items():
+        if not prefix:
+            continue
+        values = {run_id: columns[metric] for run_id, columns in results.items() if metric in columns}
+        if baseline.info.run_id not in values or len(values) < 2:  # per_prompt.csv files from before the column
+            continue
+        found = {r["arm"]: r for r in paired.compare_arms(values, baseline.info.run_id)}
+        for row in rows:
+            if row["run_id"] in found:
+                row.update({f"{prefix}{c}": found[row["run_id"]][c] for c in DIFF_COLUMNS[:4]})
     why = "compare.baseline" if named else f"best by {SELECTION_METRIC}"
     return (f"paired differences (reward, per prompt, reporting half) vs the baseline arm {baseline.info.run_name} "
             f"({field(baseline, 'method')}, {why}); p Holm-adjusted over {len(differences)} comparison(s)\n"

@@ -142,7 +142,7 @@ class SweepCallback(Callback):
     def log_comparison(self, parent_id: str) -> list:
         """Read the parent's children, log the table and plots to the parent; return the children."""
         from flows.compare import (
-            DIFF_COLUMNS, PAIR_COLUMNS, SWEEP_COLUMNS, add_arm_differences, all_pairs, equal_kl_note, per_prompt_results, plot_sweep,
+            DIFF_COLUMNS, OTHER_DIFF_COLUMNS, PAIR_COLUMNS, SWEEP_COLUMNS, add_arm_differences, all_pairs, equal_kl_note, per_prompt_results, plot_sweep,
             rows_of, to_csv, to_markdown,
         )
 
@@ -156,7 +156,7 @@ class SweepCallback(Callback):
         pair_rows = all_pairs(children, results) if self.pairs == "all" else []
         pairs_table = to_markdown(pair_rows, PAIR_COLUMNS) if pair_rows else ""
         self.paired_note = "\n".join(n for n in (note, pairs_table and f"every pair of arms (Holm over all pairs):\n{pairs_table}") if n)
-        columns = [c for c, _ in SWEEP_COLUMNS] + DIFF_COLUMNS
+        columns = [c for c, _ in SWEEP_COLUMNS] + DIFF_COLUMNS + OTHER_DIFF_COLUMNS
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             (folder / "comparison.md").write_text(to_markdown(rows, columns) + (f"\n{note}\n" if note else ""))

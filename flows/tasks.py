@@ -210,7 +210,7 @@ def evaluate(evals: EvalConfig, reward: RewardConfig, store: ArtifactStore, logp
 
     subset = {k: composed(evals).get(k) for k in ("split_seed", "lc_fit_on")} | {"pass_rates": pass_rates}
     inputs = {"eval_logps": logps_key, "score_eval_reference": eval_ref_key, "load_dataset": dataset_key}
-    artifact, cached = store.get_or_build("evaluate", 4, subset, inputs, build)
+    artifact, cached = store.get_or_build("evaluate", 5, subset, inputs, build)
     return _finish(artifact, cached, run_id, "")
 
 

@@ -52,13 +52,13 @@ def per_prompt_means(prompt_ids: Iterable, values: Iterable[float]) -> dict:
     return dict(zip(keys, means.tolist()))
 
 
-PER_PROMPT_COLUMNS = ("reward", "ref_quantile", "kl_k3")  # what each run leaves per prompt for comparisons between runs
+PER_PROMPT_COLUMNS = ("reward", "reward_lc", "ref_quantile", "kl_k3")  # what each run leaves per prompt for comparisons
 
 
 def per_prompt_table(evaluated) -> list[dict]:
-    """One row per reporting-half prompt of an `eval` table (columns prompt_id, half, reward, ref_quantile,
-    policy_logp, ref_logp): the prompt's mean reward, reference quantile and k3 KL estimate over all its
-    samples and seeds. Every run logs it (report/per_prompt.csv), so that any two runs on the same prompts
+    """One row per reporting-half prompt of an `evaluate` table (columns prompt_id, half, reward, reward_lc,
+    ref_quantile, policy_logp, ref_logp): the prompt's mean reward, length-controlled reward, reference
+    quantile and k3 KL estimate over all its samples and seeds. Every run logs it (report/per_prompt.csv), so that any two runs on the same prompts
     can be paired (and a method's reward read at a common KL, qrpo.evaluation.frontier)."""
     from qrpo.evaluation.metrics import kl_terms
 
@@ -66,8 +66,10 @@ def per_prompt_table(evaluated) -> list[dict]:
     ids = reporting.column("prompt_id").to_pylist()
     col = lambda name: np.asarray(reporting.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)  # noqa: E731
     values = {"reward": col("reward"), "ref_quantile": col("ref_quantile"), "kl_k3": kl_terms(col("policy_logp"), col("ref_logp"))[1]}
-    means = {c: per_prompt_means(ids, values[c]) for c in PER_PROMPT_COLUMNS}
-    return [{"prompt_id": p, **{c: means[c][p] for c in PER_PROMPT_COLUMNS}} for p in sorted(set(ids))]
+    if "reward_lc" in reporting.column_names:
+        values["reward_lc"] = col("reward_lc")
+    means = {c: per_prompt_means(ids, values[c]) for c in PER_PROMPT_COLUMNS if c in values}
+    return [{"prompt_id": p, **{c: means[c][p] for c in means}} for p in sorted(set(ids))]  # a column it lacks: blank in the CSV
 
 
 def write_per_prompt(rows: list[dict], path) -> None:

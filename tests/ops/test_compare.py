@@ -150,7 +150,7 @@ def test_reward_vs_m_ticks_are_the_integer_ms_swept(tmp_path, monkeypatch):
 def test_arm_differences_pair_each_run_with_the_best_dpo_arm_on_the_same_prompts(tmp_path):
     """Per-prompt rewards logged as each run's report/per_prompt.csv; the baseline is the best DPO arm by the
     selection half even where a QRPO arm scores higher there, and a run without the file gets no cells."""
-    from flows.compare import DIFF_COLUMNS, SWEEP_COLUMNS, add_arm_differences, rows_of
+    from flows.compare import DIFF_COLUMNS, OTHER_DIFF_COLUMNS, SWEEP_COLUMNS, add_arm_differences, rows_of
     from qrpo.evaluation import paired
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -158,18 +158,19 @@ def test_arm_differences_pair_each_run_with_the_best_dpo_arm_on_the_same_prompts
     rng = np.random.default_rng(0)
     prompts = [f"p{i}" for i in range(20)]
     base = rng.normal(0, 1, 20)
-    logged = {}
+    logged, logged_lc, logged_q = {}, {}, {}
     for name, algorithm, selection, shift in [("dpo_a", "dpo", 0.2, 0.0), ("dpo_b", "dpo", 0.3, 0.01),
                                               ("qrpo", "qrpo", 0.9, 0.2), ("old", "qrpo", 0.5, None)]:
         run_id = log_run(client, exp, algorithm=algorithm, dataset="chat", beta=0.1, metrics={"eval_selection/reward_mean": selection})
         client.set_tag(run_id, "mlflow.runName", name)
         if shift is not None:  # "old" stands for a run from before per_prompt.csv existed
             values = base + shift + rng.normal(0, 0.05, 20)
-            logged[run_id] = dict(zip(prompts, values))
+            lc, q = values - 0.3 * shift + rng.normal(0, 0.05, 20), 0.5 + shift + rng.normal(0, 0.1, 20)
+            logged[run_id], logged_lc[run_id], logged_q[run_id] = (dict(zip(prompts, v)) for v in (values, lc, q))
             folder = tmp_path / name
             folder.mkdir()
-            paired.write_per_prompt([{"prompt_id": p, "reward": v, "ref_quantile": 0.5} for p, v in zip(prompts, values)],
-                                    folder / "per_prompt.csv")
+            paired.write_per_prompt([{"prompt_id": p, "reward": v, "reward_lc": w, "ref_quantile": x}
+                                     for p, v, w, x in zip(prompts, values, lc, q)], folder / "per_prompt.csv")
             client.log_artifacts(run_id, str(folder), "report")
     runs = client.search_runs([exp])
     rows = rows_of(runs, SWEEP_COLUMNS)
@@ -181,6 +182,13 @@ def test_arm_differences_pair_each_run_with_the_best_dpo_arm_on_the_same_prompts
     for name in ("dpo_a", "qrpo"):
         assert {c: by_name[name][c] for c in DIFF_COLUMNS} == {c: expected[by_name[name]["run_id"]][c] for c in DIFF_COLUMNS}
     assert by_name["qrpo"]["diff_ci_low"] > 0 and by_name["qrpo"]["diff_p_holm"] < 0.05
+    # the length-controlled reward and the reference quantile, each paired and Holm-adjusted on its own
+    for prefix, values in (("lc_", logged_lc), ("quantile_", logged_q)):
+        own = {r["arm"]: r for r in paired.compare_arms(values, baseline)}
+        for name in ("dpo_a", "qrpo"):
+            assert {c: by_name[name][prefix + c] for c in DIFF_COLUMNS[:4]} == {c: own[by_name[name]["run_id"]][c] for c in DIFF_COLUMNS[:4]}
+    assert by_name["qrpo"]["lc_diff_vs_baseline"] != by_name["qrpo"]["diff_vs_baseline"]
+    assert not any(c in by_name["old"] for c in OTHER_DIFF_COLUMNS)
     assert not any(c in by_name["dpo_b"] for c in DIFF_COLUMNS) and not any(c in by_name["old"] for c in DIFF_COLUMNS)
     assert "p Holm-adjusted over 2 comparison(s)\npower: this comparison detects differences >= " in note
     # compare.baseline names the arm instead (here the weaker DPO arm): the others are paired with it

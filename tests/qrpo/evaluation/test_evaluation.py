@@ -405,3 +405,26 @@ def test_length_control_pools_one_degree_of_freedom():
     ref_r, ref_l, ref_g = np.array([0.0, 1.0, 3.0]), np.array([4.0, 6.0, 10.0]), np.array([0, 0, 1])
     lc, _, slope = length_controlled_rewards(np.array([3.0]), np.array([12.0]), np.array([1]), ref_r, ref_l, ref_g)
     assert slope == pytest.approx(1.0) and lc == pytest.approx([3.0 - np.sqrt(0.5) * 2 / np.sqrt(2)])
+
+
+def test_the_evaluate_step_writes_each_samples_lc_reward_fitted_on_its_own_half(tmp_path):
+    """The per-sample `reward_lc` of the evaluate table averages (per prompt, then over prompts) to each half's
+    eval/.../reward_lc_mean: the slope is the one the half's metric used, not one fitted on all prompts."""
+    import pyarrow.parquet as pq
+
+    from qrpo.evaluation import evaluate
+
+    rng = np.random.default_rng(11)
+    g, l, r, ref_g, ref_l, ref_r = _tables(rng, P=30, M=4, N=3, planted=0.4, length_shift=3.0)
+    policy = _policy_table(g, l, r).append_column("prompt_ids", pa.array([[1]] * len(g))).append_column(
+        "completion_ids", pa.array([[2]] * len(g)))
+    metrics = evaluate(policy, _ref_table(ref_g, ref_l, ref_r), 0, "reference", None, tmp_path)
+    table = pq.read_table(tmp_path / "data.parquet")
+    assert "prompt_ids" not in table.column_names and table.num_rows == len(g)
+    for half, prefix in (("reporting", "eval/"), ("selection", "eval_selection/")):
+        part = table.filter(pa.array([h == half for h in table.column("half").to_pylist()]))
+        per_prompt = {}
+        for p, v in zip(part.column("prompt_id").to_pylist(), part.column("reward_lc").to_pylist()):
+            per_prompt.setdefault(p, []).append(v)
+        assert np.mean([np.mean(v) for v in per_prompt.values()]) == pytest.approx(metrics[prefix + "reward_lc_mean"], rel=1e-12)
+    assert not np.allclose(table.column("reward_lc").to_numpy(), table.column("reward").to_numpy())  # the length effect is removed

@@ -135,3 +135,8 @@ def test_per_prompt_table_keeps_the_reporting_half_and_averages_its_samples(tmp_
     assert read_per_prompt(tmp_path / "per_prompt.csv") == {"a": 2.0, "c": 0.5}
     assert read_per_prompt(tmp_path / "per_prompt.csv", "ref_quantile") == {"a": 0.5, "c": 0.5}
     assert read_per_prompt(tmp_path / "per_prompt.csv", "kl_k3") == pytest.approx({"a": k3 / 2, "c": 0.0}, rel=1e-12)
+    # an evaluate table with per-sample length-controlled rewards: their per-prompt means too
+    with_lc = per_prompt_table(evaluated.append_column("reward_lc", pa.array([0.5, 7.0, 1.5, 0.25, 7.0])))
+    assert [(r["prompt_id"], r["reward_lc"]) for r in with_lc] == [("a", 1.0), ("c", 0.25)]
+    write_per_prompt(with_lc, tmp_path / "with_lc.csv")
+    assert read_per_prompt(tmp_path / "with_lc.csv", "reward_lc") == {"a": 1.0, "c": 0.25}
