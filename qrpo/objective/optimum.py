@@ -1,61 +1,7 @@
 """The KL-regularised optimum of QRPO in closed form: its KL to pi_ref, its expected quantile, and beta
-chosen from a KL budget or a target quantile.
-
-Why it is computable (Matrenok et al. 2025, "Quantile Reward Policy Optimization", arXiv 2507.08068,
-§3-4). The optimum of  max_pi E_pi[f(q)] - beta KL(pi || pi_ref)  is
-
-    pi*(y|x) = pi_ref(y|x) exp(f(q(x, y)) / beta) / Z(x)
-
-and q(x, y) ~ Uniform(0, 1) when y ~ pi_ref(.|x) (continuous reward). So pi* tilts the *uniform* law of
-q by exp(f/beta): under pi*, q has the density on [0, 1]
-
-    p*(t) = exp(f(t) / beta) / Z_f(beta),          Z_f(beta) = integral_0^1 exp(f(t) / beta) dt,
-
-the same for every prompt, whatever the reward model, the prompts or the policy. Every statistic of the
-optimum that depends on y only through q is therefore a 1-D integral fixed by the transform f and beta:
-
-    E_{pi*}[q]          = integral t p*(t) dt
-    E_{pi*}[f(q)]       = integral f(t) p*(t) dt           (= d log Z_f / d(1/beta))
-    KL(pi* || pi_ref)   = E_{pi*}[log(pi*/pi_ref)] = E_{pi*}[f(q)/beta - log Z_f(beta)]
-                        = E_{pi*}[f(q)] / beta - log Z_f(beta)
-
-(the last line is also KL(p* || Uniform(0, 1)): the likelihood ratio pi*/pi_ref depends on y only
-through q). With x = 1/beta, log Z_f(x) is the cumulant generating function of f(U), U ~ U(0, 1):
-
-    log Z = sum_{n>=1} kappa_n x^n / n!,   E_{pi*}[f] = d log Z / dx,   KL = x d log Z/dx - log Z
-                                                                          = sum_{n>=2} (n-1) kappa_n x^n / n!
-
-(kappa_n: the cumulants of f(U)). Hence KL >= 0 grows with x (dKL/dx = x Var_{p*}[f] > 0): KL(pi*||pi_ref)
-decreases strictly in beta, from +infinity (beta -> 0, p* collapses onto argmax f) to 0 (beta -> inf,
-p* -> uniform, E[q] -> 1/2). E_{pi*}[q] has dE[q]/dx = Cov_{p*}(q, f(q)) >= 0 for a non-decreasing f, so it
-decreases in beta from sup = argmax f (1 for every built-in transform) to 1/2.
-
-This is what lets the platform compare methods at *equal KL* rather than at equal beta (beta means
-different things for different transforms and losses): `beta_for_kl(transform, kl_budget)` returns the
-beta whose optimum spends exactly that many nats, `beta_for_quantile(transform, target_quantile)` the beta
-whose optimum reaches that expected quantile (e.g. 0.9: "better than 90% of pi_ref's completions on
-average"), and `optimum_stats` the optimum's KL and expected quantile to report beside the measured ones,
-so a user sees how far training got towards pi*.
-
-Closed forms (x = 1/beta; derivations in each function's docstring):
-
-| f                  | E_{pi*}[q]                            | KL(pi* || pi_ref)                   |
-|--------------------|---------------------------------------|-------------------------------------|
-| identity           | 1/(1 - e^{-x}) - 1/x                  | x E[q] - log Z                      |
-| log                | (1 + beta)/(1 + 2 beta)               | log(1 + 1/beta) - 1/(1 + beta)      |
-| square             | sqrt(beta)(1 - e^{-x}) / (2 D(sqrt x)) | x E[q^2] - log Z                   |
-| sqrt               | K_3(x) / K_1(x)                       | x K_2/K_1 - log Z                   |
-| mu + sigma Phi^-1  | Phi(sigma / (beta sqrt 2))            | sigma^2 / (2 beta^2)                |
-
-(D: Dawson's function; K_n(x) = integral_0^1 (1 - v)^n e^{-x v} dv.) Numerics, for beta from 1e-6 to 1e6
-(tested there against 30-digit quadrature: relative error < 1e-10): no exp(1/beta) is ever formed; where x E[f] and
-log Z cancel (large beta: KL ~ x^2 Var[f] / 2 is far smaller than either) the KL and E[f] come from the
-cumulant series above. Any other transform (`register_transform`, or your own `Transform` subclass) is
-integrated numerically on a mesh graded geometrically towards 0, 1 and the peak of f (Gauss-Legendre
-on every piece, log-sum-exp shifted, the KL as the non-negative integral of w log w - w + 1 with
-w = p*(t)); its accuracy is ~1e-10 unless pi* puts mass within 1e-15 of an infinite endpoint (an error
-says so).
-"""
+chosen from a KL budget or a target quantile (`optimum_stats`, `beta_for_kl`, `beta_for_quantile`). Closed
+forms for the built-in transforms, a graded quadrature for the others; the derivation, the formulas and
+their accuracy: docs/mathematics.md, "The optimum"."""
 
 from __future__ import annotations
 

@@ -3,71 +3,8 @@
 Run:  python -m qrpo.verification.toy            (table)
       python -m qrpo.verification.toy --json     (one JSON object on stdout)
 
-The problem (defaults: P = 3 prompts, vocabulary V = 8, completions of fixed length L = 3, so
-N = V^L = 512 completions per prompt) is small enough that every expectation below is an exact sum:
-
-* pi_ref(.|x): a random autoregressive policy, one logit vector per prefix node (K = 1 + V + V^2 = 73
-  nodes), logits ~ N(0, ref_scale^2) so that probability is spread (no completion has much mass).
-* r(x, y) ~ N(0, 1) i.i.d. over completions: a continuous reward, no ties between completions.
-* pi_theta: the same tabular family, initialised at pi_ref; log pi(y) = sum of per-token log-softmax.
-* Training data D = uniform over the N completions (deliberately not pi_ref: QRPO is an offline
-  regression and its optimum must not depend on where the data came from, given full support),
-  minibatches, Adam with an exponentially decaying learning rate.
-
-Exact target (Matrenok et al. 2025, "Quantile Reward Policy Optimization: Alignment with Pointwise
-Regression and Exact Partition Functions", arXiv 2507.08068, §3; the KL-regularised optimum goes back
-to Peters & Schaal 2007 / Rafailov et al. 2023, arXiv 2305.18290, §4):
-
-    pi*(y|x) = pi_ref(y|x) exp(f(q(x, y)) / beta) / Z(x),   Z(x) = sum_y pi_ref(y|x) exp(f(q)/beta)
-
-computed by enumeration. QRPO's loss uses the closed form beta log Z_f(beta) of transforms.py instead
-of log Z(x); the two agree because q ~ Uniform(0, 1) under pi_ref. With a *discrete* pi_ref that is
-only approximately true, and this module makes one design decision about it:
-
-    exact quantile  q(y) = F(r(y)-) + p_ref(y) / 2,    F(r-) = P_{y'~pi_ref}[r(y') < r(y)]
-
-i.e. the midpoint of the completion's quantile interval [F(r-), F(r)] (the mean quantile under
-uniform tie-breaking). It lies strictly inside (0, 1), so log and Phi^{-1} need no clamping, and
-E_{pi_ref}[exp(f(q)/beta)] is then a midpoint rule for integral_0^1 exp(f(t)/beta) dt = Z_f(beta) with
-error O(max p_ref^2) per cell. The JSON reports that discretisation as `log_partition_gap` =
-max over prompts of |log Z(x) - log Z_f(beta)|; it is small (largest for the Gaussian tails of
-normal_icdf, whose last cell carries the most mass) and the KLs below are against the exact pi*.
-
-Estimated quantiles: every training example gets its own M fresh reference samples y'_1..M ~ pi_ref
-(as if each row were a new prompt with its own reference set), q_hat = mid-rank quantile via
-`quantile_rewards(..., ties="mid")` (a reference sample equal to y counts one half, which makes q_hat
-unbiased for the midpoint q above), moved half a grid step inside only at the ends where the transform
-is infinite (`Transform.clamp`: 0 for log, 0 and 1 for Phi^{-1}) -- all of it inside `qrpo.objective.losses.qrpo_loss`. The MSE minimiser is then
-beta log(pi/pi_ref) = E[f(q_hat) | y] - beta log Z_f, so:
-
-* identity: E[q_hat | y] = q(y) exactly, the estimated run has the *same* optimum as the exact one and
-  differs only by SGD noise; its KL need not decrease with M (only the gradient noise does).
-* nonlinear f (log, square, sqrt, normal_icdf, ...): E[f(q_hat)] != f(E[q_hat]) (Jensen), a bias that
-  shrinks with M, so KL(pi_theta || pi*) falls as M grows. The bias is worst where f is steepest:
-  Phi^{-1} near q = 1, where clamping at 1 - 1/(2M) also caps the reward, so normal_icdf is still
-  visibly off at M = 50. At M = 1 normal_icdf sees q_hat clamped to 1/2 for every example: the target
-  f(1/2) - beta log Z_f is one constant that no normalised policy can match, the least-squares
-  compromise ignores the reward, and the KL can exceed the starting KL(pi_ref || pi*). log is clamped
-  at 0 only, so at M = 1 it still tells a win (q_hat = 1, f = 0) from a loss or a tie (q_hat = 1/2).
-
-Typical figures (defaults, seed 0, ~55 s on one core): KL(pi_theta || pi*) <= 2e-4 nats for every
-transform with exact quantiles (the residual for normal_icdf is the log_partition_gap ~ 0.018 at work:
-an unnormalised target shifts the least-squares fit by O(gap^2)); identity 7e-3 / 3e-3 / 1e-3 / 5e-4 at
-M = 1 / 3 / 10 / 50 (gradient noise only); log 0.51 / 0.034 / 5e-3 / 6e-4; normal_icdf 3.4 / 1.3 / 0.23 /
-0.03; DPO 2e-3 from a start 1.9 away.
-
-DPO baseline: pairs (y1, y2) ~ D x D, y1 preferred with the Bradley-Terry probability
-sigmoid(r1 - r2), trained with `qrpo.objective.losses.dpo_loss`; its optimum is pi_ref exp(r / beta_dpo) / Z.
-
-Reported per transform: kl_to_optimum = KL(pi_theta || pi*), kl_from_optimum = KL(pi* || pi_theta),
-averaged over prompts, after training with exact quantiles; the same under "estimated" for each M;
-and the distance to beat, kl_ref_to_optimum = KL(pi_ref || pi*) and kl_optimum_to_ref = KL(pi* || pi_ref)
-(where pi_theta starts). The betas (DEFAULT_BETAS, --beta to override) are chosen so that pi* is far
-from pi_ref (KL(pi_ref || pi*) between 0.9 and 3.7 nats) yet the midpoint discretisation stays small:
-normal_icdf's Gaussian tail makes the top completion's cell carry a large share of Z, so its beta is
-0.7 (gap 0.018) rather than 0.5 (gap 0.07). scaled_normal_icdf (mu = 0.5, sigma = 0.2) at beta = 0.14
-is the same tilt (sigma / beta = 1 / 0.7), shifted by the constant mu / beta that log Z absorbs.
-"""
+The problem, the exact target, the midpoint quantile, what estimated quantiles do to each transform and the
+figures it prints: docs/mathematics.md, "The exact check"."""
 
 from __future__ import annotations
 
