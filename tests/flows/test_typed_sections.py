@@ -141,3 +141,25 @@ def test_a_section_made_by_hand_hashes_all_its_fields_and_the_algorithm_its_targ
     assert composed(algorithm) == {"_target_": "qrpo.objective.algorithms.DPO", "beta": 0.1}
     assert (algorithm.name, algorithm.method, algorithm.label) == ("dpo", "dpo", "DPO (β=0.1)")
     assert build_algorithm(algorithm).name == "dpo"
+
+
+def test_the_algorithm_is_built_once_per_run(monkeypatch):
+    """Validation builds it (to check its arguments and that it fits the regime); the pipeline (needs_reference),
+    the train step and the summary (its optimum) ask for it again and get that same object."""
+    import functools
+
+    from flows.validate import load_config
+    from qrpo.objective.algorithms import QRPO
+
+    built, original = [], QRPO.__init__
+
+    @functools.wraps(original)
+    def counting(self, *args, **kwargs):
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(QRPO, "__init__", counting)
+    _, sections = load_config(["experiment=smoke"])
+    assert len(built) == 1
+    assert build_algorithm(sections.algorithm) is built[0] and build_algorithm(sections.algorithm) is built[0]
+    assert len(built) == 1
