@@ -1,6 +1,6 @@
-"""Write data/code/problems.jsonl: small LeetCode-style problems in LeetCodeDataset's schema.
+"""Write data/code/problems.jsonl and problems_easy.jsonl: small LeetCode-style problems in LeetCodeDataset's schema.
 
-    python data/code/make_problems.py            # regenerate problems.jsonl (deterministic)
+    python data/code/make_problems.py            # regenerate both files (deterministic, byte for byte)
     python -m qrpo.sandbox --program sol.py --entry-point Solution().twoSum --tests cases.jsonl   # check one by hand
 
 Every problem here was written for this repository (statement, reference solution, test inputs);
@@ -9,7 +9,8 @@ right by construction, and tests/qrpo/sandbox/test_code_problems.py checks in th
 every reference scores 1.0 and a mutated variant of each scores less. Columns follow
 LeetCodeDataset (task_id, question_id, difficulty, problem_description, starter_code,
 entry_point = "Solution().method", input_output = [{"input": "a = 1", "output": "2"}], completion,
-query) plus `split` (train/eval).
+query) plus `split` (train/eval). problems_easy.jsonl is the easy tier (see EASY below): one-line functions, with a
+plain-function starter and entry point, that SmolLM2-135M-Instruct sometimes solves.
 """
 
 from __future__ import annotations
@@ -695,10 +696,10 @@ def _preamble() -> str:
 # ---------------------------------------------------------------------------------------------------------
 # The easy tier (problems_easy.jsonl): one-line functions a 135M chat model sometimes gets right, so that the
 # reference policy's pass rate is neither 0 nor 1 and quantiles carry signal. Same schema as above, but the
-# starter code is a plain function and entry_point its name (LeetCodeDataset's other form, which the sandbox
-# calls as `name(**kwargs)`): SmolLM2-135M-Instruct drops the `class Solution:` wrapper and writes a top-level
-# function, so with a class starter its right answers scored 0 (0 of 24 samples vs 26% with plain starters,
-# see README "Evaluation"). Inputs are keyword arguments, so a solution must keep the parameter names.
+# starter code is a plain function and entry_point its bare name (which the code reward accepts too, HumanEval-style;
+# the sandbox calls `name(**kwargs)`): SmolLM2-135M-Instruct drops the `class Solution:` wrapper and writes a top-level
+# function, which `Solution().method` cannot call (12 trivial problems, 2 samples each: no test passed with a class
+# starter, 26% with a plain one; README "Evaluation"). Inputs are keyword arguments: keep the parameter names.
 
 OUT_EASY = Path(__file__).with_name("problems_easy.jsonl")
 EASY: list[tuple] = []
