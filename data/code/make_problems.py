@@ -1,6 +1,6 @@
-"""Write data/code/problems.jsonl: small LeetCode-style problems in LeetCodeDataset's schema.
+"""Write data/code/problems.jsonl and problems_easy.jsonl: small LeetCode-style problems in LeetCodeDataset's schema.
 
-    python data/code/make_problems.py            # regenerate problems.jsonl (deterministic)
+    python data/code/make_problems.py            # regenerate both files (deterministic, byte for byte)
     python -m qrpo.sandbox --program sol.py --entry-point Solution().twoSum --tests cases.jsonl   # check one by hand
 
 Every problem here was written for this repository (statement, reference solution, test inputs);
@@ -9,7 +9,8 @@ right by construction, and tests/qrpo/sandbox/test_code_problems.py checks in th
 every reference scores 1.0 and a mutated variant of each scores less. Columns follow
 LeetCodeDataset (task_id, question_id, difficulty, problem_description, starter_code,
 entry_point = "Solution().method", input_output = [{"input": "a = 1", "output": "2"}], completion,
-query) plus `split` (train/eval).
+query) plus `split` (train/eval). problems_easy.jsonl is the easy tier (see EASY below): one-line functions, with a
+plain-function starter and entry point, that SmolLM2-135M-Instruct sometimes solves.
 """
 
 from __future__ import annotations
@@ -692,14 +693,234 @@ def _preamble() -> str:
     return PREAMBLE
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The easy tier (problems_easy.jsonl): one-line functions a 135M chat model sometimes gets right, so that the
+# reference policy's pass rate is neither 0 nor 1 and quantiles carry signal. Same schema as above, but the
+# starter code is a plain function and entry_point its bare name (which the code reward accepts too, HumanEval-style;
+# the sandbox calls `name(**kwargs)`): SmolLM2-135M-Instruct drops the `class Solution:` wrapper and writes a top-level
+# function, which `Solution().method` cannot call (12 trivial problems, 2 samples each: no test passed with a class
+# starter, 26% with a plain one; README "Evaluation"). Inputs are keyword arguments: keep the parameter names.
+
+OUT_EASY = Path(__file__).with_name("problems_easy.jsonl")
+EASY: list[tuple] = []
+easy_rng = random.Random(20261201)  # its own stream: the rows above do not change when this tier does
+
+
+def easy(slug, description, signature, body, inputs):
+    EASY.append((slug, "Easy", textwrap.dedent(description).strip(), signature, textwrap.dedent(body).strip("\n"), inputs))
+
+
+def easy_ints(n, lo=-9, hi=9):
+    return [easy_rng.randint(lo, hi) for _ in range(n)]
+
+
+def easy_word(n, letters="abcdefghij"):
+    return "".join(easy_rng.choice(letters) for _ in range(n))
+
+
+# numbers
+easy("add-two-integers", "Return the sum of the integers a and b.\nExample: a = 2, b = 3 -> 5.",
+     "add(a: int, b: int) -> int", "return a + b",
+     [{"a": 2, "b": 3}, {"a": 0, "b": 0}, {"a": -4, "b": 9}, {"a": 100, "b": -1}, {"a": 7, "b": 7}])
+easy("subtract-two-integers", "Return a minus b.\nExample: a = 10, b = 4 -> 6.",
+     "subtract(a: int, b: int) -> int", "return a - b",
+     [{"a": 10, "b": 4}, {"a": 0, "b": 5}, {"a": -3, "b": -3}, {"a": 7, "b": -2}, {"a": 1, "b": 100}])
+easy("multiply-two-integers", "Return the product of the integers a and b.\nExample: a = 3, b = 4 -> 12.",
+     "multiply(a: int, b: int) -> int", "return a * b",
+     [{"a": 3, "b": 4}, {"a": 0, "b": 9}, {"a": -2, "b": 5}, {"a": -3, "b": -3}, {"a": 1, "b": 77}])
+easy("square-of-number", "Return n multiplied by itself.\nExample: n = 5 -> 25.",
+     "square(n: int) -> int", "return n * n",
+     [{"n": 5}, {"n": 0}, {"n": -3}, {"n": 1}, {"n": 12}])
+easy("double-a-number", "Return twice the integer n.\nExample: n = 7 -> 14.",
+     "double(n: int) -> int", "return 2 * n",
+     [{"n": 7}, {"n": 0}, {"n": -4}, {"n": 1}, {"n": 50}])
+easy("check-even", "Return True if the integer n is even, otherwise False.\nExample: n = 4 -> True.",
+     "is_even(n: int) -> bool", "return n % 2 == 0",
+     [{"n": 4}, {"n": 7}, {"n": 0}, {"n": -3}, {"n": 100}])
+easy("check-odd", "Return True if the integer n is odd, otherwise False.\nExample: n = 3 -> True.",
+     "is_odd(n: int) -> bool", "return n % 2 == 1",
+     [{"n": 3}, {"n": 8}, {"n": 0}, {"n": -5}, {"n": 11}])
+easy("absolute-value", "Return the absolute value of the integer x.\nExample: x = -5 -> 5.",
+     "absolute_value(x: int) -> int", "return abs(x)",
+     [{"x": -5}, {"x": 0}, {"x": 7}, {"x": -100}, {"x": 1}])
+easy("larger-of-two", "Return the larger of the two integers a and b.\nExample: a = 3, b = 8 -> 8.",
+     "max_of_two(a: int, b: int) -> int", "return max(a, b)",
+     [{"a": 3, "b": 8}, {"a": 8, "b": 3}, {"a": -1, "b": -2}, {"a": 5, "b": 5}, {"a": 0, "b": 10}])
+easy("smaller-of-two", "Return the smaller of the two integers a and b.\nExample: a = 3, b = 8 -> 3.",
+     "min_of_two(a: int, b: int) -> int", "return min(a, b)",
+     [{"a": 3, "b": 8}, {"a": 8, "b": 3}, {"a": -1, "b": -2}, {"a": 5, "b": 5}, {"a": 0, "b": 10}])
+easy("largest-of-three", "Return the largest of the three integers a, b and c.\nExample: a = 4, b = 9, c = 2 -> 9.",
+     "max_of_three(a: int, b: int, c: int) -> int", "return max(a, b, c)",
+     [{"a": 4, "b": 9, "c": 2}, {"a": 1, "b": 1, "c": 1}, {"a": -5, "b": -2, "c": -9}, {"a": 7, "b": 0, "c": 3}, {"a": 0, "b": 2, "c": 6}])
+easy("sign-of-number", "Return 1 if x is positive, -1 if x is negative and 0 if x is zero.\nExample: x = -7 -> -1.",
+     "sign(x: int) -> int", """
+     if x > 0:
+         return 1
+     if x < 0:
+         return -1
+     return 0
+     """, [{"x": -7}, {"x": 0}, {"x": 3}, {"x": 100}, {"x": -1}])
+easy("check-positive", "Return True if the integer x is greater than zero, otherwise False.\nExample: x = 5 -> True.",
+     "is_positive(x: int) -> bool", "return x > 0",
+     [{"x": 5}, {"x": 0}, {"x": -3}, {"x": 1}, {"x": -100}])
+easy("check-divisible", "Return True if the integer a is divisible by the positive integer b, otherwise False.\n"
+     "Example: a = 12, b = 4 -> True.",
+     "is_divisible(a: int, b: int) -> bool", "return a % b == 0",
+     [{"a": 12, "b": 4}, {"a": 7, "b": 2}, {"a": 0, "b": 5}, {"a": 9, "b": 3}, {"a": 10, "b": 7}])
+easy("last-digit", "Return the last decimal digit of the non-negative integer n.\nExample: n = 1234 -> 4.",
+     "last_digit(n: int) -> int", "return n % 10",
+     [{"n": 1234}, {"n": 0}, {"n": 7}, {"n": 90}, {"n": 100001}])
+easy("sum-one-to-n", "Return 1 + 2 + ... + n for a non-negative integer n (0 when n = 0).\nExample: n = 4 -> 10.",
+     "sum_to_n(n: int) -> int", "return n * (n + 1) // 2",
+     [{"n": 4}, {"n": 0}, {"n": 1}, {"n": 10}, {"n": 100}])
+easy("factorial", "Return n! = 1 * 2 * ... * n for a non-negative integer n (0! = 1).\nExample: n = 5 -> 120.",
+     "factorial(n: int) -> int", """
+     result = 1
+     for i in range(2, n + 1):
+         result *= i
+     return result
+     """, [{"n": 5}, {"n": 0}, {"n": 1}, {"n": 3}, {"n": 10}])
+
+# lists
+easy("sum-of-list", "Return the sum of the numbers in the list nums (0 for an empty list).\nExample: nums = [1, 2, 3] -> 6.",
+     "sum_list(nums: List[int]) -> int", "return sum(nums)",
+     [{"nums": [1, 2, 3]}, {"nums": []}, {"nums": [-5, 5]}, {"nums": [10]}, {"nums": easy_ints(8)}])
+easy("product-of-list", "Return the product of the numbers in the list nums (1 for an empty list).\n"
+     "Example: nums = [2, 3, 4] -> 24.",
+     "product_list(nums: List[int]) -> int", """
+     result = 1
+     for x in nums:
+         result *= x
+     return result
+     """, [{"nums": [2, 3, 4]}, {"nums": []}, {"nums": [5]}, {"nums": [-1, 2]}, {"nums": [1, 0, 9]}])
+easy("count-even-numbers", "Return how many numbers in the list nums are even.\nExample: nums = [1, 2, 4, 5] -> 2.",
+     "count_evens(nums: List[int]) -> int", "return sum(1 for x in nums if x % 2 == 0)",
+     [{"nums": [1, 2, 4, 5]}, {"nums": []}, {"nums": [1, 3]}, {"nums": [2, 2, 2]}, {"nums": easy_ints(9)}])
+easy("largest-in-list", "Return the largest number in the non-empty list nums.\nExample: nums = [3, 9, 2] -> 9.",
+     "max_of_list(nums: List[int]) -> int", "return max(nums)",
+     [{"nums": [3, 9, 2]}, {"nums": [5]}, {"nums": [-1, -7]}, {"nums": [0, 0, 1]}, {"nums": easy_ints(8)}])
+easy("smallest-in-list", "Return the smallest number in the non-empty list nums.\nExample: nums = [3, 9, 2] -> 2.",
+     "min_of_list(nums: List[int]) -> int", "return min(nums)",
+     [{"nums": [3, 9, 2]}, {"nums": [5]}, {"nums": [-1, -7]}, {"nums": [0, 0, 1]}, {"nums": easy_ints(8)}])
+easy("first-element", "Return the first element of the non-empty list nums.\nExample: nums = [7, 1, 4] -> 7.",
+     "first_element(nums: List[int]) -> int", "return nums[0]",
+     [{"nums": [7, 1, 4]}, {"nums": [0]}, {"nums": [-2, 5]}, {"nums": [9, 9, 9]}, {"nums": easy_ints(6)}])
+easy("last-element", "Return the last element of the non-empty list nums.\nExample: nums = [7, 1, 4] -> 4.",
+     "last_element(nums: List[int]) -> int", "return nums[-1]",
+     [{"nums": [7, 1, 4]}, {"nums": [0]}, {"nums": [-2, 5]}, {"nums": [9, 9, 3]}, {"nums": easy_ints(6)}])
+easy("count-positive-numbers", "Return how many numbers in the list nums are greater than zero.\n"
+     "Example: nums = [-1, 2, 0, 5] -> 2.",
+     "count_positives(nums: List[int]) -> int", "return sum(1 for x in nums if x > 0)",
+     [{"nums": [-1, 2, 0, 5]}, {"nums": []}, {"nums": [0, 0]}, {"nums": [1, 2, 3]}, {"nums": easy_ints(9)}])
+easy("double-each-element", "Return a new list with every number of nums multiplied by 2.\nExample: nums = [1, 2, 3] -> [2, 4, 6].",
+     "double_all(nums: List[int]) -> List[int]", "return [2 * x for x in nums]",
+     [{"nums": [1, 2, 3]}, {"nums": []}, {"nums": [-4]}, {"nums": [0, 5]}, {"nums": easy_ints(5)}])
+easy("reverse-list", "Return the elements of nums in reverse order, as a new list.\nExample: nums = [1, 2, 3] -> [3, 2, 1].",
+     "reverse_list(nums: List[int]) -> List[int]", "return nums[::-1]",
+     [{"nums": [1, 2, 3]}, {"nums": []}, {"nums": [5]}, {"nums": [4, 4, 1]}, {"nums": easy_ints(6)}])
+easy("sort-ascending", "Return the numbers of nums sorted from smallest to largest, as a new list.\n"
+     "Example: nums = [3, 1, 2] -> [1, 2, 3].",
+     "sort_list(nums: List[int]) -> List[int]", "return sorted(nums)",
+     [{"nums": [3, 1, 2]}, {"nums": []}, {"nums": [5]}, {"nums": [2, -1, 2, 0]}, {"nums": easy_ints(7)}])
+easy("list-contains", "Return True if target is one of the numbers in nums, otherwise False.\n"
+     "Example: nums = [4, 8, 1], target = 8 -> True.",
+     "contains(nums: List[int], target: int) -> bool", "return target in nums",
+     [{"nums": [4, 8, 1], "target": 8}, {"nums": [], "target": 1}, {"nums": [1, 2], "target": 3},
+      {"nums": [0], "target": 0}, {"nums": [5, 6, 7], "target": 7}])
+easy("count-occurrences", "Return how many times target appears in the list nums.\nExample: nums = [1, 2, 1, 1], target = 1 -> 3.",
+     "count_occurrences(nums: List[int], target: int) -> int", "return nums.count(target)",
+     [{"nums": [1, 2, 1, 1], "target": 1}, {"nums": [], "target": 4}, {"nums": [3, 4], "target": 5},
+      {"nums": [7, 7], "target": 7}, {"nums": [easy_rng.randint(0, 3) for _ in range(10)], "target": 2}])
+easy("sum-of-squares", "Return the sum of the squares of the numbers in nums.\nExample: nums = [1, 2, 3] -> 14.",
+     "sum_of_squares(nums: List[int]) -> int", "return sum(x * x for x in nums)",
+     [{"nums": [1, 2, 3]}, {"nums": []}, {"nums": [-2]}, {"nums": [0, 4]}, {"nums": easy_ints(6)}])
+easy("range-of-list", "Return the largest number of the non-empty list nums minus its smallest number.\n"
+     "Example: nums = [4, 9, 1] -> 8.",
+     "spread(nums: List[int]) -> int", "return max(nums) - min(nums)",
+     [{"nums": [4, 9, 1]}, {"nums": [5]}, {"nums": [-3, 3]}, {"nums": [2, 2, 2]}, {"nums": easy_ints(7)}])
+
+# strings
+easy("reverse-a-string", "Return the string s reversed.\nExample: s = \"abc\" -> \"cba\".",
+     "reverse_string(s: str) -> str", "return s[::-1]",
+     [{"s": "abc"}, {"s": ""}, {"s": "hello"}, {"s": "a"}, {"s": easy_word(9)}])
+easy("length-of-string", "Return the number of characters in the string s.\nExample: s = \"hello\" -> 5.",
+     "string_length(s: str) -> int", "return len(s)",
+     [{"s": "hello"}, {"s": ""}, {"s": "a b"}, {"s": "xyz"}, {"s": easy_word(13)}])
+easy("count-a-character", "Return how many times the character c appears in the string s.\n"
+     "Example: s = \"banana\", c = \"a\" -> 3.",
+     "count_char(s: str, c: str) -> int", "return s.count(c)",
+     [{"s": "banana", "c": "a"}, {"s": "", "c": "x"}, {"s": "hello", "c": "l"}, {"s": "abc", "c": "z"},
+      {"s": easy_word(15, "abc"), "c": "b"}])
+easy("uppercase-string", "Return the string s with every letter in upper case.\nExample: s = \"Hello\" -> \"HELLO\".",
+     "to_upper(s: str) -> str", "return s.upper()",
+     [{"s": "Hello"}, {"s": ""}, {"s": "abc def"}, {"s": "ALREADY"}, {"s": "x1y2"}])
+easy("plain-palindrome", "Return True if the string s reads the same forwards and backwards, otherwise False.\n"
+     "Example: s = \"level\" -> True.",
+     "is_palindrome(s: str) -> bool", "return s == s[::-1]",
+     [{"s": "level"}, {"s": "hello"}, {"s": ""}, {"s": "ab"}, {"s": "abba"}])
+easy("first-character", "Return the first character of the non-empty string s.\nExample: s = \"python\" -> \"p\".",
+     "first_char(s: str) -> str", "return s[0]",
+     [{"s": "python"}, {"s": "a"}, {"s": "Zebra"}, {"s": " x"}, {"s": easy_word(6)}])
+easy("repeat-string", "Return the string s repeated n times (n >= 0).\nExample: s = \"ab\", n = 3 -> \"ababab\".",
+     "repeat_string(s: str, n: int) -> str", "return s * n",
+     [{"s": "ab", "n": 3}, {"s": "x", "n": 0}, {"s": "", "n": 5}, {"s": "hi", "n": 1}, {"s": "z", "n": 4}])
+easy("join-two-strings", "Return the string a followed by the string b.\nExample: a = \"foo\", b = \"bar\" -> \"foobar\".",
+     "concat(a: str, b: str) -> str", "return a + b",
+     [{"a": "foo", "b": "bar"}, {"a": "", "b": "x"}, {"a": "x", "b": ""}, {"a": "", "b": ""}, {"a": "ab", "b": "ba"}])
+easy("count-words", "Return the number of words in s; words are separated by single spaces.\n"
+     "Example: s = \"the cat sat\" -> 3.",
+     "count_words(s: str) -> int", "return len(s.split())",
+     [{"s": "the cat sat"}, {"s": "hello"}, {"s": ""}, {"s": "a b c d e"}, {"s": "one two"}])
+easy("count-lowercase-vowels", "Return how many characters of the lower-case string s are vowels (a, e, i, o, u).\n"
+     "Example: s = \"banana\" -> 3.",
+     "count_vowels(s: str) -> int", "return sum(1 for ch in s if ch in \"aeiou\")",
+     [{"s": "banana"}, {"s": ""}, {"s": "rhythm"}, {"s": "aeiou"}, {"s": easy_word(12, "abcdeiou")}])
+
+EASY_EVAL = {"subtract-two-integers", "check-odd", "largest-of-three", "sum-one-to-n", "product-of-list",
+             "smallest-in-list", "count-positive-numbers", "sort-ascending", "sum-of-squares", "length-of-string",
+             "uppercase-string", "join-two-strings"}
+
+
+def build_easy_rows(first_question_id: int | None = None) -> list[dict]:
+    """The easy tier's rows; question ids continue after the main set's."""
+    start = len(PROBLEMS) + 1 if first_question_id is None else first_question_id
+    order = list(EASY)
+    random.Random(5).shuffle(order)  # numbers, lists and strings mixed, so that any first N rows of a split are a mix
+    rows = []
+    for question_id, (slug, difficulty, description, signature, body, inputs) in enumerate(order, start):
+        name = signature.split("(", 1)[0]
+        starter = f"def {signature}:\n    "
+        completion = f"def {signature}:\n" + textwrap.indent(body, " " * 4) + "\n"
+        namespace: dict = {}
+        exec(_preamble() + completion, namespace)  # our own reference code, run here to compute the outputs
+        cases = []
+        for kwargs in inputs:
+            value = namespace[name](**json.loads(json.dumps(kwargs)))
+            cases.append({"input": ", ".join(f"{k} = {v!r}" for k, v in kwargs.items()), "output": repr(value)})
+        rows.append({
+            "task_id": slug, "question_id": question_id, "difficulty": difficulty,
+            "problem_description": description, "starter_code": starter, "entry_point": name,
+            "input_output": cases, "completion": completion,
+            "query": QUERY.format(description=description, starter=starter.rstrip()),
+            "split": "eval" if slug in EASY_EVAL else "train",
+        })
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    """The JSON Lines text of the rows, exactly as written to disk."""
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
 def main():
-    rows = build_rows()
-    assert len({r["task_id"] for r in rows}) == len(rows) and EVAL <= {r["task_id"] for r in rows}
-    with OUT.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    counts = Counter((r["split"], r["difficulty"]) for r in rows)
-    print(f"wrote {len(rows)} problems to {OUT}: {dict(sorted(counts.items()))}")
+    rows, easy_rows = build_rows(), build_easy_rows()
+    ids = [r["task_id"] for r in rows + easy_rows]
+    assert len(set(ids)) == len(ids) and EVAL <= set(ids) and EASY_EVAL <= {r["task_id"] for r in easy_rows}
+    for out, table in ((OUT, rows), (OUT_EASY, easy_rows)):
+        out.write_text(render(table))
+        counts = Counter((r["split"], r["difficulty"]) for r in table)
+        print(f"wrote {len(table)} problems to {out}: {dict(sorted(counts.items()))}")
+
 
 if __name__ == "__main__":
     import sys
