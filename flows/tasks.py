@@ -38,7 +38,12 @@ from qrpo.config.sections import (
     AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
     SamplerConfig, TrainConfig, algorithm_section, composed,
 )
+from qrpo.config.sections import ExecutorConfig  # issue 20: where the shards of the data-parallel steps run
+from qrpo.executor import steps as sharded  # issue 20: sample, score, ref_logps, eval_logps shard by shard (local or Ray)
+from qrpo.store.shards import ArtifactRef, ShardFolder  # issue 20
+LOCAL = ExecutorConfig()  # issue 20: a task called without an executor runs its shards in its own process
 from qrpo.training.distributed import launch_training
+from qrpo.training.ray_train import distributed_key  # issue 20: distributed.launcher enters the train key only when not accelerate
 from qrpo.errors import InputError
 from qrpo.evaluation import alpaca_eval as alpaca_eval_lib
 from qrpo.evaluation import paired
@@ -78,7 +83,7 @@ def load_dataset(dataset: DatasetConfig, store: ArtifactStore, run_id: str):
 
 @task(cache_policy=NONE)
 def sample(sampler: SamplerConfig, store: ArtifactStore, source: dict, dataset_key: str, split: str, num_samples: int, seed: int,
-           max_new_tokens: int, run_id: str, name: str):
+           max_new_tokens: int, run_id: str, name: str, executor: ExecutorConfig = LOCAL):
     """`num_samples` completions per prompt of `split` from `source` (the model artifact, or a trained
     policy), reusing any sampled pool that covers them (qrpo/sampling/pool.py): "Cached" when nothing
     was sampled. The train step draws at least `sampler.min_samples_per_prompt`."""
@@ -88,7 +93,10 @@ def sample(sampler: SamplerConfig, store: ArtifactStore, source: dict, dataset_k
     prompts = data.split(store.require("dataset", dataset_key).table(), split)
 
     def sample_range(indices, partial):
-        if sampler.map_shards:
+        if executor.runs("sample") == "ray":  # issue 20: the missing shards as Ray tasks; sample_split below reads them all
+            sharded.sample_shards(executor, sampler, ArtifactRef.of(store, source["step"], source["key"], source.get("subdir", "")),
+                                  params, prompts, indices, ShardFolder.of(store, partial), name=name)
+        elif sampler.map_shards:
             shards = range(len(sampling.shard_ranges(prompts.num_rows, sampler.shard_prompts)))
             sample_shard.map(unmapped(sampler), unmapped(store), unmapped(str(model_path)), unmapped(dataset_key), unmapped(split),
                              unmapped(dataclasses.asdict(params)), unmapped([indices.start, indices.stop]),
@@ -115,11 +123,12 @@ def sample_shard(sampler: SamplerConfig, store: ArtifactStore, model_path: str, 
 
 @task(cache_policy=NONE)
 def score(reward: RewardConfig, store: ArtifactStore, samples_key: str, dataset_key: str, split: str, run_id: str,
-          name: str | None = None):
+          name: str | None = None, executor: ExecutorConfig = LOCAL):
 
-    def build(out, _):
+    def build(out, partial):
         samples = store.require("samples", samples_key).table()
-        rewards = score_samples(build_reward(reward), samples, store.require("dataset", dataset_key).table())
+        rewards = sharded.score(executor, reward, samples, store.require("dataset", dataset_key).table(),  # issue 20: shards
+                                ShardFolder.of(store, partial))
         write_table(samples.append_column("reward", pa.array(rewards)), out / "data.parquet")
         return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
 
@@ -173,23 +182,21 @@ def training_data(sampler: SamplerConfig, regime: RegimeConfig, quantiles: Quant
 
 
 @task(cache_policy=NONE)
-def ref_logps(train: TrainConfig, store: ArtifactStore, model_key: str, training_data_key: str, run_id: str):
+def ref_logps(train: TrainConfig, store: ArtifactStore, model_key: str, training_data_key: str, run_id: str,
+              executor: ExecutorConfig = LOCAL):
     """log pi_ref of every completion of the training table, with the trainer's own log-prob function."""
     arithmetic = trainer.mixed_precision(train)
 
-    def build(out, _):
-        model, tokenizer = models.load_policy(store.require("model", model_key).path)
+    def build(out, partial):
         table = store.require("training_data", training_data_key).table()
-        prompts = table.column("prompt_ids").to_pylist()
         sides = ("chosen", "rejected") if "chosen_ids" in table.column_names else ("",)
+        columns = {f"{side}_ids" if side else "completion_ids": f"{side}_ref_logp" if side else "ref_logp" for side in sides}
+        values = sharded.logps(executor, "ref_logps", ArtifactRef.of(store, "model", model_key), table, columns,  # issue 20: shards
+                               arithmetic, ShardFolder.of(store, partial))
         metrics = {}
-        for side in sides:
-            prefix = f"{side}_" if side else ""
-            values = logprobs.batched_sequence_logps(
-                model, prompts, table.column(f"{side}_ids" if side else "completion_ids").to_pylist(), tokenizer.pad_token_id,
-                desc=f"ref log-probs {side}".strip(), precision=arithmetic)
-            table = table.append_column(f"{prefix}ref_logp", pa.array(values))
-            metrics[f"{prefix}ref_logp_mean"] = float(values.mean())
+        for column in columns.values():
+            table = table.append_column(column, values.column(column).combine_chunks())
+            metrics[f"{column}_mean"] = float(np.mean(values.column(column).to_numpy()))
         write_table(table, out / "data.parquet")
         return metrics
 
@@ -200,7 +207,7 @@ def ref_logps(train: TrainConfig, store: ArtifactStore, model_key: str, training
 
 @task(cache_policy=NONE)
 def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: DistributedConfig, store: ArtifactStore, model_key: str,
-          table_step: str, table_key: str, run_id: str):
+          table_step: str, table_key: str, run_id: str, executor: ExecutorConfig = LOCAL):
     """Train the policy on the training table (`ref_logps`, or `training_data` for reference-free methods),
     in this process or under `accelerate launch` with the configured topology; resumes from its checkpoints."""
     method = build_algorithm(algorithm)
@@ -208,7 +215,12 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
 
     def build(out, partial):
         model_dir, table = store.require("model", model_key).path, store.require(table_step, table_key)
-        if distributed.launches:
+        if distributed.launcher == "ray":  # issue 20: Ray Train's TorchTrainer on the cluster of executor.address
+            from qrpo.training.ray_train import train_with_ray
+
+            history = train_with_ray(distributed, executor, ArtifactRef.of(store, "model", model_key), ArtifactRef.of(store, table_step, table_key),
+                                     composed(algorithm), composed(train), out, ShardFolder.of(store, partial))
+        elif distributed.launches:
             history = launch_training(distributed, model_dir, table.path / "data.parquet", composed(algorithm),
                                       composed(train), out, checkpoint_dir=partial / "checkpoints")
         else:
@@ -228,7 +240,7 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
         last = history[-1]
         return {"final_loss": last["loss"], "steps": len(history), "tokens_per_s": last["tokens_per_s"]}
 
-    subset = {"algorithm": composed(algorithm), "train": composed(train), "distributed": composed(distributed),
+    subset = {"algorithm": composed(algorithm), "train": composed(train), "distributed": distributed_key(distributed),
               "precision": trainer.mixed_precision(train)}  # resolved: an "auto" run's key says which arithmetic it was
     artifact, cached = store.get_or_build("train", 3, subset, {"model": model_key, table_step: table_key}, build)
     if cached or distributed.launches:  # live runs logged every step as it happened
@@ -240,17 +252,18 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
 
 @task(cache_policy=NONE)
 def eval_logps(evals: EvalConfig, train: TrainConfig, store: ArtifactStore, model_key: str, train_key: str, scored_by_seed: dict,
-               run_id: str):
+               run_id: str, executor: ExecutorConfig = LOCAL):
     """The policy's scored eval samples (all seeds, one table with a `seed` column) with log pi and log pi_ref,
     in the precision of training's reference log-probs (`train.mixed_precision`)."""
     arithmetic = trainer.mixed_precision(train)
 
-    def build(out, _):
+    def build(out, partial):
         tables = [store.require("rewards", key).table() for key in scored_by_seed.values()]
         samples = pa.concat_tables([t.append_column("seed", pa.array([int(seed)] * t.num_rows, pa.int64()))
                                     for seed, t in zip(scored_by_seed, tables)])
-        table = policy_and_ref_logps(store.require("train", train_key).path / "policy", store.require("model", model_key).path,
-                                     samples, evals.batch_size, arithmetic)
+        table = sharded.policy_and_ref_logps(executor, ArtifactRef.of(store, "train", train_key, "policy"),  # issue 20: shards
+                                             ArtifactRef.of(store, "model", model_key), samples, evals.batch_size, arithmetic,
+                                             ShardFolder.of(store, partial))
         write_table(table, out / "data.parquet")
         return {"policy_logp_mean": float(np.mean(table.column("policy_logp").to_numpy())),
                 "ref_logp_mean": float(np.mean(table.column("ref_logp").to_numpy()))}

@@ -228,8 +228,10 @@ def latest_checkpoint(checkpoint_dir: Path | None) -> Path | None:
     return done[-1] if done else None
 
 
-def _save_checkpoint(accelerator, checkpoint_dir: Path, step: int, history: list[dict], keep: int) -> None:
-    """accelerate's state (model, optimizer, scheduler, RNG) + our step and history, renamed into place when complete."""
+def _save_checkpoint(accelerator, checkpoint_dir: Path, step: int, history: list[dict], keep: int) -> Path:
+    """accelerate's state (model, optimizer, scheduler, RNG) + our step and history, renamed into place when complete;
+    returns the folder this process wrote (the final one on the main process; where a process has a checkpoint
+    folder of its own, its temporary one, which only the main process renames)."""
     final = checkpoint_dir / f"step-{step:07d}"
     tmp = checkpoint_dir / f".tmp-step-{step:07d}"
     accelerator.wait_for_everyone()
@@ -241,6 +243,7 @@ def _save_checkpoint(accelerator, checkpoint_dir: Path, step: int, history: list
         for old in sorted(checkpoint_dir.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+    return final if final.is_dir() else tmp
 
 
 # --- the loop -------------------------------------------------------------------------------------
@@ -254,10 +257,12 @@ def train_policy(
     pad_id: int,
     on_step: Callable[[int, dict], None] | None = None,
     checkpoint_dir: Path | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> list[dict]:
     """Train `model` on `table` (a training table with reference log-probs if the method needs them);
     return the history (one dict per optimiser step). `model` is trained in place (with LoRA, the
-    adapters are merged into it at the end, so it is a plain model again)."""
+    adapters are merged into it at the end, so it is a plain model again). `on_checkpoint(step, folder)` is
+    called on every process after each checkpoint with the folder that process wrote (qrpo/training/ray_train.py)."""
     examples = make_examples(table, algorithm)
     n = len(examples)
     if n == 0:
@@ -341,7 +346,9 @@ def train_policy(
         }
         history.append(record)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total_steps and checkpoint_dir is not None:
-            _save_checkpoint(accelerator, checkpoint_dir, step + 1, history, cfg.keep_checkpoints)
+            written = _save_checkpoint(accelerator, checkpoint_dir, step + 1, history, cfg.keep_checkpoints)
+            if on_checkpoint is not None:  # issue 20: Ray Train persists each process's files
+                on_checkpoint(step + 1, written)
         if on_step is not None and accelerator.is_main_process:
             on_step(step, record)
         bar.update(1)
