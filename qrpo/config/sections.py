@@ -138,6 +138,9 @@ class DatasetConfig:
             raise InputError("dataset.max_train_prompts / dataset.max_eval_prompts must be >= 0 (0: all)")
 
 
+VLLM_EXECUTOR_BACKENDS = (None, "mp", "ray", "uni", "external_launcher")  # vllm/config/parallel.py DistributedExecutorBackend
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """How completions are drawn (qrpo/sampling/). Only `seed`, `max_new_tokens`, `temperature` and `top_p`
@@ -161,6 +164,10 @@ class SamplerConfig:
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1  # worker processes, each on its own tensor_parallel_size GPUs
     vllm_engine_args: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) arguments
+    # issue 20: vLLM's own distributed executor (vLLM's EngineArgs names), for a model across GPUs of several nodes
+    pipeline_parallel_size: int = 1  # pipeline stages (vllm.LLM(pipeline_parallel_size=...))
+    distributed_executor_backend: str | None = None  # null: vLLM's choice | mp (one node) | ray (across the nodes of a Ray cluster) | uni
+    ray_address: str | None = None  # distributed_executor_backend=ray: the cluster vLLM joins (RAY_ADDRESS of the worker); null: its own
     # openai: any OpenAI-compatible server
     base_url: str = "http://127.0.0.1:8000/v1"
     api_model: str = ""  # the served model name ("": the first one the server lists)
@@ -185,6 +192,10 @@ class SamplerConfig:
         if self.min_samples_per_prompt < 0 or self.max_retries < 0:
             raise InputError("sampler.min_samples_per_prompt and sampler.max_retries must be >= 0")
         check_precision("sampler.precision", self.precision)
+        _positive(self, "pipeline_parallel_size")  # issue 20
+        if self.distributed_executor_backend not in VLLM_EXECUTOR_BACKENDS:
+            raise InputError(f"sampler.distributed_executor_backend={self.distributed_executor_backend!r} is not one of null, "
+                             f"{', '.join(b for b in VLLM_EXECUTOR_BACKENDS if b)} (vLLM's EngineArgs)")
         if self.prompt_format not in ("text", "token_ids"):
             raise InputError(f"sampler.prompt_format={self.prompt_format!r} is not one of text, token_ids")
 
