@@ -104,7 +104,7 @@ def test_a_worker_node_killed_mid_step_leaves_the_exact_rows_with_no_duplicate(r
     watcher.start()
     try:
         table = run_table_shards(48, 6, Slow(score, str(started), 2.0), folder,
-                                 RayExecutor(ExecutorConfig(kind="ray", address=cluster.address, max_retries=3)), name="score")
+                                 RayExecutor(ExecutorConfig(kind="ray", address=cluster.address, max_retries=3)), name="killed-node")
     finally:
         watcher.join(timeout=5)
         workers[1] = cluster.add_node(num_cpus=1)  # the next test gets two worker nodes again
