@@ -119,3 +119,36 @@ def test_a_worker_node_killed_mid_step_leaves_the_exact_rows_with_no_duplicate(r
     assert on_victim and len(survivor) == 1
     redone = {(s, e) for s, e, _, node in runs if node != victim.node_id}
     assert on_victim <= redone, "every shard caught on the killed node was redone on the other"
+
+
+def test_executor_and_launcher_settings_compose_and_bad_ones_are_one_clear_error():
+    from qrpo.errors import InputError
+
+    ray = typed_sections(compose_config(["experiment=smoke", "executor=ray", "executor.address='ray://head:10001'",
+                                         "executor.gpus_per_shard=1", "distributed=ddp", "distributed.launcher=ray"]))
+    assert (ray.executor.kind, ray.executor.address, ray.executor.shard_rows, ray.executor.gpus_per_shard) == ("ray", "ray://head:10001", 32, 1)
+    assert [ray.executor.runs(step) for step in ("sample", "score", "ref_logps", "eval_logps", "train")] == ["ray"] * 4 + ["local"]
+    assert ray.distributed.launcher == "ray"
+    local = typed_sections(compose_config(["experiment=smoke"]))
+    assert local.executor.kind == "local" and local.executor.runs("sample") == "local"
+    for overrides, message in [
+        (["executor.kind=slurm"], "executor.kind='slurm' is not one of local, ray"),
+        (["executor=ray", "executor.shard_rows=0"], "executor.shard_rows must be an integer >= 1"),
+        (["executor=ray", "executor.steps=[train]"], "executor.steps: 'train' is not one of sample, score, ref_logps, eval_logps"),
+        (["executor=ray", "executor.cpus_per_shard=0"], "not both 0"),
+        (["distributed=fsdp", "distributed.launcher=ray"], "distributed.launcher=ray runs DDP"),
+        (["distributed.launcher=mpi"], "distributed.launcher='mpi' is not one of accelerate, ray"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            typed_sections(compose_config(["experiment=smoke", *overrides]))
+
+
+def test_the_pipeline_binds_the_run_executor_to_every_heavy_step():
+    from types import SimpleNamespace
+
+    from flows.executor import with_executor
+
+    seen = []
+    steps = with_executor(SimpleNamespace(score=lambda *a, **k: seen.append(k)), ExecutorConfig(kind="local", shard_rows=7))
+    steps.score("reward", name="x")
+    assert seen == [{"name": "x", "executor": ExecutorConfig(kind="local", shard_rows=7)}]
