@@ -123,9 +123,11 @@ def ray_cluster():
         ray.init(address=cluster.address, namespace="qrpo")
     except Exception as err:  # no shared memory, ports refused, ...
         pytest.skip(f"a local Ray cluster cannot start here: {' '.join(str(err).split())[:300]}")
+    finally:  # the raylets have it and pass it to their worker processes (a node added later needs it set again)
+        os.environ.pop("PYTHONPATH") if saved is None else os.environ.__setitem__("PYTHONPATH", saved)
     try:
         yield cluster, workers
     finally:
         ray.shutdown()
         cluster.shutdown()
-        os.environ.pop("PYTHONPATH") if saved is None else os.environ.__setitem__("PYTHONPATH", saved)
+

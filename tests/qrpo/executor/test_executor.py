@@ -19,6 +19,19 @@ from qrpo.store.artifacts import ArtifactStore
 from qrpo.store.shards import ShardFolder, plan, shard_name, store_root
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers get this module's classes by value
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def add_ray_node(cluster):
+    """A one-CPU worker node for the `ray_cluster` (tests/conftest.py), its worker processes able to import qrpo."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "tests" / "fixtures" / "ray_worker"), saved) if p)
+    try:
+        node = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        return node
+    finally:
+        os.environ.pop("PYTHONPATH") if saved is None else os.environ.__setitem__("PYTHONPATH", saved)
 
 
 class Squares:
@@ -107,8 +120,7 @@ def test_a_worker_node_killed_mid_step_leaves_the_exact_rows_with_no_duplicate(r
                                  RayExecutor(ExecutorConfig(kind="ray", address=cluster.address, max_retries=3)), name="killed-node")
     finally:
         watcher.join(timeout=5)
-        workers[1] = cluster.add_node(num_cpus=1)  # the next test gets two worker nodes again
-        cluster.wait_for_nodes()
+        workers[1] = add_ray_node(cluster)  # the next test gets two worker nodes again
     assert killed, "the second worker node never ran a shard"
     assert table.equals(expected), "the rows of an in-process run, in shard order"
     assert table.num_rows == 48
