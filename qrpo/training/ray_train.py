@@ -18,7 +18,10 @@ under the step's partial folder of the artifact store (`<root>/.partial/train-<k
 store), keeping `train.keep_checkpoints`. A worker that dies restarts the group from the latest checkpoint
 (`FailureConfig(max_failures=executor.max_retries)`); a train step that failed and runs again finds the run
 in the same folder and resumes from its latest checkpoint (`ray.train.get_checkpoint`), with the
-parameters an uninterrupted run would have. The trained policy and the history come back as the run's
+parameters an uninterrupted run would have. A checkpoint counts once Ray Train's controller has collected it from
+the workers (it polls them every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default): a worker that dies within that
+window after a checkpoint restarts the group from the one before (found by the resume test: a first version of it
+died 1 s after the checkpoint, and the group silently started over from step 0, to the same parameters). The trained policy and the history come back as the run's
 last checkpoint (rank 0's), so the train step's artifact is written on the driver as before.
 """
 

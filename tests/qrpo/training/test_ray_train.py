@@ -47,18 +47,25 @@ def test_a_worker_that_dies_after_a_checkpoint_resumes_from_it_with_the_paramete
         ray_cluster, tiny_model_dir, single_run, tmp_path):  # noqa: F811
     """Checkpoint every 2 steps (of 4); the rank-1 process exits hard at its 4th loss call (step 3, after the
     step-2 checkpoint). Ray Train restarts both workers (FailureConfig), they restore the merged checkpoint
-    (model, optimizer, scheduler, each rank's RNG) from the step's partial folder and finish: the history
-    and parameters are those of the uninterrupted single process, same tolerances as above."""
+    (model, optimizer, scheduler, each rank's RNG) from the step's partial folder and run steps 2 and 3 only (their
+    loss calls are counted: a restart from scratch would make 4 each); the history and parameters are those of the
+    uninterrupted single process, same tolerances as above."""
     table_file, single, single_history = single_run
     store, model, table = _artifacts(tmp_path, tiny_model_dir, table_file)
     marker = tmp_path / "died"
-    algorithm = {"_target_": "qrpo_test_flaky.DiesOnce", "beta": ALGORITHM["beta"], "marker": str(marker), "die_at": 4}
     cluster, _ = ray_cluster
     folder, out = ShardFolder(store_root(store), "train-k"), tmp_path / "out"
+    snapshot = folder.local / "ray" / RUN_NAME / "checkpoint_manager_snapshot.json"  # Ray Train's record of registered checkpoints
+    algorithm = {"_target_": "qrpo_test_flaky.DiesOnce", "beta": ALGORITHM["beta"], "marker": str(marker), "die_at": 4,
+                 "registered": str(snapshot), "checkpoint": "step-0000002"}
     history = train_with_ray(DistributedConfig("ddp", 2, use_cpu=True, launcher="ray"),
                              ExecutorConfig(kind="ray", address=cluster.address, max_retries=1), model, table, algorithm,
                              {**TRAIN, "checkpoint_every": 2}, out, folder)
     assert marker.exists(), "the rank-1 worker never died: nothing was resumed"
+    calls = [line.split() for line in (tmp_path / "died.calls").read_text().splitlines()]
+    first = {marker.read_text(), next(pid for pid, rank in calls if rank == "0")}  # the first group's two processes
+    restarted = {rank: sum(1 for pid, r in calls if r == rank and pid not in first) for rank in ("0", "1")}
+    assert restarted == {"0": 2, "1": 2}, f"the restarted workers ran steps 2 and 3 only (from scratch: 4 each): {calls}"
     reported = sorted(p.name for p in (folder.local / "ray" / RUN_NAME).glob("step-*"))
     assert reported == ["step-0000002"]
     assert sorted(p.name for p in (folder.local / "ray" / RUN_NAME / "step-0000002").iterdir()) == sorted(
