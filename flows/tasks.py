@@ -32,16 +32,20 @@ from flows.termination import stop_if_terminated
 from qrpo import data, evaluation, models, precision, rewards, sampling
 from qrpo.config.binding import build_algorithm, declares
 from qrpo.config.sections import (
-    AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig,
-    SamplerConfig, TrainConfig, composed,
+    AlgorithmConfig, DatasetConfig, DistributedConfig, EvalConfig, ExecutorConfig, ModelConfig, QuantileConfig, RegimeConfig,
+    RewardConfig, SamplerConfig, TrainConfig, composed,
 )
 from qrpo.data import regimes
 from qrpo.evaluation import alpaca_eval as alpaca_eval_lib
 from qrpo.evaluation import gain_in_words, logratios
 from qrpo.evaluation import report as report_lib
 from qrpo.store.artifacts import Artifact, ArtifactStore
+from qrpo.store.shards import ArtifactRef, ShardFolder
 from qrpo.store.tracking import RunLogger
 from qrpo.training import logprobs, trainer
+from qrpo.training.ray_train import distributed_key
+
+LOCAL = ExecutorConfig()  # a heavy step called without the run's executor runs its shards in its own process
 
 
 def _finish(artifact: Artifact, cached: bool, run_id: str, prefix: str, images: bool = False):
@@ -74,13 +78,13 @@ def load_dataset(dataset: DatasetConfig, store: ArtifactStore, run_id: str):
 
 @task(cache_policy=NONE, task_run_name="sample/{instance}")
 def sample(sampler: SamplerConfig, store: ArtifactStore, source: dict, dataset_key: str, split: str, num_samples: int, seed: int,
-           max_new_tokens: int, run_id: str, instance: str, prompts_step: str = "load_dataset"):
+           max_new_tokens: int, run_id: str, instance: str, prompts_step: str = "load_dataset", executor: ExecutorConfig = LOCAL):
     """`num_samples` completions per prompt of `split` from `source` (the prepared model, or a trained policy),
     reusing any sampled pool that covers them (qrpo/sampling/pool.py): "Cached" when nothing was sampled.
     The prompts are the `prompts_step` artifact `dataset_key` (`load_dataset`, or `load_alpaca_eval`)."""
     params = sampling.SamplingParams(max_new_tokens=max_new_tokens, seed=seed, temperature=sampler.temperature, top_p=sampler.top_p,
                                      precision=precision.resolve(sampler.precision))
-    model_path = store.require(source["step"], source["key"]).path / source.get("subdir", "")
+    model_path = ArtifactRef.of(store, source["step"], source["key"], source.get("subdir", "")).path
     prompts = data.split(store.require(prompts_step, dataset_key).table(), split)
 
     def map_shards(indices: range, partial: Path, shards: int) -> None:  # sampler.map_shards: shards as mapped Prefect tasks
@@ -88,8 +92,9 @@ def sample(sampler: SamplerConfig, store: ArtifactStore, source: dict, dataset_k
                          unmapped(split), unmapped(dataclasses.asdict(params)), unmapped([indices.start, indices.stop]),
                          unmapped(str(partial)), list(range(shards))).result()
 
-    artifact, sampled = sampling.sample(sampler, store, source, dataset_key, prompts, split, num_samples, params, model_path,
-                                        map_shards=map_shards if sampler.map_shards else None, desc=f"sample/{instance}")
+    artifact, sampled = sampling.sample(sampler, store, source, dataset_key, prompts, split, num_samples, params,
+                                        map_shards=map_shards if sampler.map_shards else None, desc=f"sample/{instance}",
+                                        executor=executor)
     return _finish(artifact, not sampled, run_id, f"sample/{instance}/")
 
 
@@ -104,11 +109,12 @@ def sample_shard(sampler: SamplerConfig, store: ArtifactStore, model_path: str, 
 
 @task(cache_policy=NONE, task_run_name="score/{instance}")
 def score(reward: RewardConfig, store: ArtifactStore, samples_key: str, dataset_key: str, run_id: str, instance: str,
-          samples_step: str = "sample", prompts_step: str = "load_dataset"):
+          samples_step: str = "sample", prompts_step: str = "load_dataset", executor: ExecutorConfig = LOCAL):
     """The `reward` of every sample of a `sample` (or `offline_samples`) artifact."""
     artifact, cached = store.get_or_build("score", 2, composed(reward), {samples_step: samples_key, prompts_step: dataset_key},
-                                          lambda out, _: rewards.score(reward, store.require(samples_step, samples_key).table(),
-                                                                       store.require(prompts_step, dataset_key).table(), out))
+                                          lambda out, partial: rewards.score(reward, store.require(samples_step, samples_key).table(),
+                                                                             store.require(prompts_step, dataset_key).table(), out,
+                                                                             ShardFolder.of(store, partial), executor))
     return _finish(artifact, cached, run_id, f"score/{instance}/")
 
 
@@ -143,22 +149,24 @@ def training_data(sampler: SamplerConfig, regime: RegimeConfig, quantiles: Quant
 
 
 @task(cache_policy=NONE)
-def ref_logps(train: TrainConfig, store: ArtifactStore, model_key: str, training_data_key: str, run_id: str):
+def ref_logps(train: TrainConfig, store: ArtifactStore, model_key: str, training_data_key: str, run_id: str,
+              executor: ExecutorConfig = LOCAL):
     """log pi_ref of every completion of the training table, in the trainer's own arithmetic."""
     arithmetic = trainer.mixed_precision(train)
     artifact, cached = store.get_or_build("ref_logps", 4, {"precision": arithmetic},
                                           {"prepare_model": model_key, "training_data": training_data_key},
-                                          lambda out, _: logprobs.ref_logps(store.require("prepare_model", model_key).path,
-                                                                            store.require("training_data", training_data_key).table(),
-                                                                            arithmetic, out))
+                                          lambda out, partial: logprobs.ref_logps(
+                                              ArtifactRef.of(store, "prepare_model", model_key),
+                                              store.require("training_data", training_data_key).table(), arithmetic, out,
+                                              ShardFolder.of(store, partial), executor))
     return _finish(artifact, cached, run_id, "ref_logps/")
 
 
 @task(cache_policy=NONE)
 def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: DistributedConfig, store: ArtifactStore, model_key: str,
-          table_step: str, table_key: str, run_id: str):
+          table_step: str, table_key: str, run_id: str, executor: ExecutorConfig = LOCAL):
     """Train the policy on the training table (`ref_logps`, or `training_data` for reference-free methods), in
-    this process or in the processes `distributed` launches; resumes from its checkpoints."""
+    this process, in the processes `distributed` launches, or on Ray Train's workers; resumes from its checkpoints."""
     logger = RunLogger(run_id)
     live = set()  # steps logged as they happened; a resumed or launched run logs the rest at the end
 
@@ -167,10 +175,10 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
         live.add(step)
 
     def build(out: Path, partial: Path) -> dict:
-        return trainer.train(algorithm, train, distributed, store.require("prepare_model", model_key).path,
-                             store.require(table_step, table_key).path / "data.parquet", out, partial / "checkpoints", log_step)
+        return trainer.train(algorithm, train, distributed, ArtifactRef.of(store, "prepare_model", model_key),
+                             ArtifactRef.of(store, table_step, table_key), out, ShardFolder.of(store, partial), log_step, executor)
 
-    subset = {"algorithm": composed(algorithm), "train": composed(train), "distributed": composed(distributed),
+    subset = {"algorithm": composed(algorithm), "train": composed(train), "distributed": distributed_key(distributed),
               "precision": trainer.mixed_precision(train)}  # resolved: an "auto" run's key says which arithmetic it was
     artifact, cached = store.get_or_build("train", 4, subset, {"prepare_model": model_key, table_step: table_key}, build)
     logger.history([r for r in artifact.table("history").to_pylist() if r["step"] not in live], prefix="train/")
@@ -182,14 +190,14 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
 
 @task(cache_policy=NONE)
 def eval_logps(evals: EvalConfig, train: TrainConfig, store: ArtifactStore, model_key: str, train_key: str, scored_by_seed: dict,
-               run_id: str):
+               run_id: str, executor: ExecutorConfig = LOCAL):
     """The policy's scored eval samples (all seeds, one table with a `seed` column) with log pi and log pi_ref,
     in the arithmetic of training's reference log-probs (`train.mixed_precision`)."""
     arithmetic = trainer.mixed_precision(train)
-    def build(out: Path, _) -> dict:
+    def build(out: Path, partial: Path) -> dict:
         tables = {seed: store.require("score", key).table() for seed, key in scored_by_seed.items()}
-        return logratios.eval_logps(store.require("train", train_key).path / "policy", store.require("prepare_model", model_key).path,
-                                    tables, evals.batch_size, arithmetic, out)
+        return logratios.eval_logps(ArtifactRef.of(store, "train", train_key, "policy"), ArtifactRef.of(store, "prepare_model", model_key),
+                                    tables, evals.batch_size, arithmetic, out, ShardFolder.of(store, partial), executor)
 
     inputs = {"prepare_model": model_key, "train": train_key, **{f"score_seed{seed}": key for seed, key in scored_by_seed.items()}}
     artifact, cached = store.get_or_build("eval_logps", 3, {"precision": arithmetic}, inputs, build)

@@ -97,3 +97,37 @@ def _transformers_serve(model_dir, log_path=None, env=None):
 def transformers_server():
     """A context manager that serves a saved model with `transformers serve` (usable from any fixture scope)."""
     return _transformers_serve
+
+
+RAY_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ray_worker"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real Ray cluster on this machine: a head with no CPUs (it schedules nothing) and two worker nodes of one CPU
+    each, every node a raylet process of its own (ray.cluster_utils.Cluster, Ray's own multi-node test harness; the
+    nodes bind this machine's own address, nothing leaves it), with this process connected as a driver. Yields
+    (cluster, [worker node, worker node]); a test that removes a node puts a new one in its place. Skipped, with the
+    reason, where Ray is missing or cannot start."""
+    ray = pytest.importorskip("ray", reason="executor=ray needs Ray: pip install '.[ray]'")
+    from ray.cluster_utils import Cluster
+
+    # the worker processes inherit the raylets' environment: the repository (qrpo), and the tests' Ray fixtures
+    root = str(Path(__file__).resolve().parents[1])
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, str(RAY_FIXTURES), saved) if p)
+    try:
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": True})
+        workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace="qrpo")
+    except Exception as err:  # no shared memory, ports refused, ...
+        pytest.skip(f"a local Ray cluster cannot start here: {' '.join(str(err).split())[:300]}")
+    finally:  # the raylets have it and pass it to their worker processes (a node added later needs it set again)
+        os.environ.pop("PYTHONPATH") if saved is None else os.environ.__setitem__("PYTHONPATH", saved)
+    try:
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+

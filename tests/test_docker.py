@@ -30,7 +30,8 @@ def command_text(service: dict) -> str:
 
 
 def test_compose_has_the_documented_services():
-    assert {"postgres", "prefect-server", "mlflow", "minio", "minio-init", "cpu-worker", "gpu-worker", "vllm"} <= set(SERVICES)
+    assert {"postgres", "prefect-server", "mlflow", "minio", "minio-init", "cpu-worker", "gpu-worker", "vllm", "ray-head",
+            "ray-worker"} <= set(SERVICES)
 
 
 def test_every_build_uses_an_existing_dockerfile_and_every_copy_source_exists():
@@ -76,6 +77,30 @@ def test_gpu_services_reserve_nvidia_devices_and_vllm_has_its_own_image():
         assert SERVICES[name]["profiles"] == ["gpu"], "GPU services must not start on a CPU-only `docker compose up`"
     assert SERVICES["vllm"]["build"]["dockerfile"] == "docker/vllm.Dockerfile"
     assert SERVICES["vllm"]["image"] != SERVICES["gpu-worker"]["image"]
+
+
+def test_the_ray_profile_is_a_head_and_worker_nodes_of_one_image_that_share_the_artifact_store():
+    """Issue 20: `docker compose --profile ray up -d --scale ray-worker=N`. Head and workers run the same image (Ray
+    needs the same Python, Ray and qrpo on every node), real `ray start` processes joined by the head's address and
+    its auth token, every node on the S3 artifact store (a shard written by one worker is read by the driver), and
+    the pipeline run from the head is pointed at the cluster (RAY_ADDRESS, read when executor.address is null or auto)."""
+    head, worker = SERVICES["ray-head"], SERVICES["ray-worker"]
+    for service in (head, worker):
+        assert service["profiles"] == ["ray"], "Ray must not start on a plain `docker compose up`"
+        assert service["build"]["dockerfile"] == "docker/ray.Dockerfile" and service["image"] == "qrpo-ray:latest"
+        env = service["environment"]
+        assert env["QRPO_ARTIFACT_ROOT"].startswith("s3://") and env["QRPO_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+        assert (env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]) == ("token", "${RAY_AUTH_TOKEN}")
+        assert "sleep" not in command_text(service) and "--block" in command_text(service)
+    assert command_text(head).split()[:3] == ["ray", "start", "--head"] and "--port=6379" in command_text(head)
+    assert "--num-cpus=0" in command_text(head), "the head schedules no shard: they all go to worker nodes"
+    assert head["environment"]["RAY_ADDRESS"] == "127.0.0.1:6379"
+    assert command_text(worker).startswith("ray start --address=ray-head:6379 ")
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert "ray health-check" in " ".join(head["healthcheck"]["test"])
+    dockerfile = (ROOT / "docker" / "ray.Dockerfile").read_text()
+    assert "'.[ray]'" in dockerfile and "constraints.txt" in dockerfile
 
 
 def test_mlflow_server_runs_on_postgres_with_artifacts_in_minio():
@@ -139,4 +164,4 @@ def test_compose_file_validates_with_the_compose_client(tmp_path):
     env_file.write_text((ROOT / ".env.example").read_text())
     client = compose_client()
     subprocess.run([*client, "--env-file", str(env_file), "-f", str(ROOT / "docker-compose.yml"), "--profile", "gpu",
-                    "config", "-q"], check=True, env={**os.environ})
+                    "--profile", "ray", "config", "-q"], check=True, env={**os.environ})

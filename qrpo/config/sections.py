@@ -92,6 +92,9 @@ class DatasetConfig:
             raise InputError("dataset.max_train_prompts / dataset.max_eval_prompts must be >= 0 (0: all)")
 
 
+VLLM_EXECUTOR_BACKENDS = (None, "mp", "ray", "uni", "external_launcher")  # vllm/config/parallel.py DistributedExecutorBackend
+
+
 @section
 class SamplerConfig:
     """How completions are drawn (qrpo/sampling/). Only `seed`, `max_new_tokens`, `temperature` and `top_p`
@@ -115,6 +118,10 @@ class SamplerConfig:
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1  # worker processes, each on its own tensor_parallel_size GPUs
     vllm_engine_args: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) arguments
+    # issue 20: vLLM's own distributed executor (vLLM's EngineArgs names), for a model across GPUs of several nodes
+    pipeline_parallel_size: int = 1  # pipeline stages (vllm.LLM(pipeline_parallel_size=...))
+    distributed_executor_backend: str | None = None  # null: vLLM's choice | mp (one node) | ray (across the nodes of a Ray cluster) | uni
+    ray_address: str | None = None  # distributed_executor_backend=ray: the cluster vLLM joins (RAY_ADDRESS of the worker); null: its own
     # openai: any OpenAI-compatible server
     base_url: str = "http://127.0.0.1:8000/v1"
     api_model: str = ""  # the served model name ("": the first one the server lists)
@@ -140,6 +147,10 @@ class SamplerConfig:
         if self.min_samples_per_prompt < 0 or self.max_retries < 0:
             raise InputError("sampler.min_samples_per_prompt and sampler.max_retries must be >= 0")
         check_precision("sampler.precision", self.precision)
+        _positive(self, "pipeline_parallel_size")  # issue 20
+        if self.distributed_executor_backend not in VLLM_EXECUTOR_BACKENDS:
+            raise InputError(f"sampler.distributed_executor_backend={self.distributed_executor_backend!r} is not one of null, "
+                             f"{', '.join(b for b in VLLM_EXECUTOR_BACKENDS if b)} (vLLM's EngineArgs)")
         if self.prompt_format not in ("text", "token_ids"):
             raise InputError(f"sampler.prompt_format={self.prompt_format!r} is not one of text, token_ids")
 
@@ -263,6 +274,7 @@ class TrainConfig:
 
 
 TOPOLOGIES = ("none", "ddp", "fsdp", "deepspeed")
+LAUNCHERS = ("accelerate", "ray")  # issue 20
 
 
 @section
@@ -273,8 +285,16 @@ class DistributedConfig:
     num_processes: int = 1  # processes on the worker (usually its GPU count)
     use_cpu: bool = False  # DDP over gloo on CPU processes (tests, and machines without GPUs)
     accelerate: dict[str, Any] = field(default_factory=dict)  # extra accelerate config keys (fsdp_config, deepspeed_config, ...)
+    launcher: str = "accelerate"  # issue 20: accelerate (launch on the step's machine) | ray (Ray Train, qrpo/training/ray_train.py)
 
     def validate(self):
+        if self.launcher not in LAUNCHERS:  # issue 20
+            raise InputError(f"distributed.launcher={self.launcher!r} is not one of {', '.join(LAUNCHERS)}")
+        if self.launcher == "ray" and self.topology != "ddp":
+            raise InputError(f"distributed.launcher=ray runs DDP (Ray Train's TorchTrainer); distributed.topology={self.topology} "
+                             "needs distributed.launcher=accelerate: use distributed=ddp distributed.launcher=ray")
+        if self.launcher == "ray":
+            check_ray("distributed.launcher=ray")
         if self.topology not in TOPOLOGIES:
             raise InputError(f"distributed.topology={self.topology!r} is not one of {', '.join(TOPOLOGIES)}")
         if not (isinstance(self.num_processes, int) and self.num_processes >= 1):
@@ -404,6 +424,55 @@ class PlanConfig:
                     raise InputError(f"plan.{section}.{work} must be {limit} or null; got {value!r}")
 
 
+# --- issue 20: where the shards of the data-parallel steps run (qrpo/executor/, conf/executor/) -------------
+EXECUTOR_KINDS = ("local", "ray")
+SHARDED_STEPS = ("sample", "score", "ref_logps", "eval_logps")
+
+
+@section
+class ExecutorConfig:
+    """executor=local|ray: where the shards of sample, score, ref_logps and eval_logps are computed. Never in
+    an artifact key: the rows are the same wherever (and on how many workers) the shards ran."""
+
+    kind: str = "local"  # local: in the step's process, shard after shard | ray: one Ray task per missing shard
+    address: str | None = None  # ray: the cluster (auto, host:6379, ray://host:10001); null: $RAY_ADDRESS, else start a local Ray
+    shard_rows: int = 256  # rows per shard of score, ref_logps, eval_logps (sample: sampler.shard_prompts prompts)
+    cpus_per_shard: float = 1.0  # ray: num_cpus of each shard's task
+    gpus_per_shard: float = 0.0  # ray: num_gpus of each shard's task (1: a shard per GPU)
+    max_retries: int = 3  # ray: a shard whose worker or node died is redone elsewhere up to this many times
+    keep_model_s: float = 60.0  # ray: a worker process keeps its loaded model this long after its last shard
+    steps: list[str] = field(default_factory=lambda: list(SHARDED_STEPS))  # ray: the steps whose shards go to Ray
+    runtime_env: dict[str, Any] = field(default_factory=dict)  # ray: ray.init(runtime_env=...), e.g. {working_dir: .}
+    namespace: str = "qrpo"  # ray: the Ray namespace of the pipeline's driver
+
+    def validate(self):
+        if self.kind not in EXECUTOR_KINDS:
+            raise InputError(f"executor.kind={self.kind!r} is not one of {', '.join(EXECUTOR_KINDS)}; pick executor=local or executor=ray")
+        if not (isinstance(self.shard_rows, int) and self.shard_rows >= 1):
+            raise InputError(f"executor.shard_rows must be an integer >= 1; got {self.shard_rows!r}")
+        if self.cpus_per_shard < 0 or self.gpus_per_shard < 0 or self.cpus_per_shard + self.gpus_per_shard <= 0:
+            raise InputError("executor.cpus_per_shard and executor.gpus_per_shard must be >= 0, and not both 0")
+        if self.max_retries < 0 or self.keep_model_s < 0:
+            raise InputError("executor.max_retries and executor.keep_model_s must be >= 0")
+        unknown = [s for s in self.steps if s not in SHARDED_STEPS]
+        if unknown:
+            raise InputError(f"executor.steps: {unknown[0]!r} is not one of {', '.join(SHARDED_STEPS)}")
+        if self.kind == "ray":
+            check_ray("executor=ray")
+
+    def runs(self, step: str) -> str:
+        """"ray" when this step's shards go to Ray, else "local"."""
+        return "ray" if self.kind == "ray" and step in self.steps else "local"
+
+
+def check_ray(what: str) -> None:
+    """Ray is an optional dependency (the `ray` extra): its absence is one line before any work."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise InputError(f"{what} needs Ray, which is not installed: pip install 'qrpo-platform[ray]' (or 'ray[default,train]')")
+
+
 def check_precision(key: str, value: Any) -> None:
     if value not in PRECISIONS:
         raise InputError(f"{key}={value!r} is not one of auto, bf16, fp32 (auto: bf16 where the hardware has bf16 matrix units)")
@@ -427,6 +496,9 @@ _SECTION_NAMES = {
     DistributedConfig: "distributed",
     EvalConfig: "eval",
     PlanConfig: "plan",
+
+
+    ExecutorConfig: "executor",  # issue 20
 }
 
 
@@ -587,6 +659,7 @@ class Sections:
     regime: RegimeConfig
     distributed: DistributedConfig
     algorithm: AlgorithmConfig
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # issue 20; a config without it: executor=local
 
     def of(self, cls: type) -> Any:
         """The section of this class (`sections.of(SamplerConfig)` is `sections.sampler`)."""
@@ -596,6 +669,6 @@ class Sections:
 def typed_sections(config: dict[str, Any]) -> Sections:
     """The composed config's sections, each built and checked by `build_section` (one InputError naming the
     key), the algorithm's by `algorithm_section`: the one place a run's sections are typed."""
-    built = {f.name: build_section(_field_types(Sections)[f.name], config.get(f.name))
+    built = {f.name: build_section(_field_types(Sections)[f.name], config.get(f.name, {} if f.name == "executor" else None))
              for f in dataclasses.fields(Sections) if f.name != "algorithm"}
     return Sections(**built, algorithm=algorithm_section(config.get("algorithm")))

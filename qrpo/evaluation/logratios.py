@@ -7,12 +7,17 @@ at a time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from qrpo import models
 from qrpo.training import logprobs
+
+if TYPE_CHECKING:  # annotations only: the shard folder and the executor are imported where a step runs
+    from qrpo.config.sections import ExecutorConfig
+    from qrpo.store.shards import ArtifactRef, ShardFolder
 
 
 def policy_and_ref_logps(policy_dir: Path, ref_dir: Path, samples: pa.Table, batch_size: int = 16,
@@ -29,15 +34,17 @@ def policy_and_ref_logps(policy_dir: Path, ref_dir: Path, samples: pa.Table, bat
     return samples
 
 
-def eval_logps(policy_dir: Path, ref_dir: Path, scored_by_seed: dict[str, pa.Table], batch_size: int, precision: str,
-               out: Path) -> dict:
+def eval_logps(policy: "ArtifactRef", reference: "ArtifactRef", scored_by_seed: dict[str, pa.Table], batch_size: int,
+               precision: str, out: Path, shards: "ShardFolder", executor: "ExecutorConfig | None" = None) -> dict:
     """The `eval_logps` step: the policy's scored eval samples of every seed in one table (a `seed` column)
-    with log pi and log pi_ref, into `out/data.parquet`; returns both means."""
+    with log pi (the trained `policy`) and log pi_ref (the prepared `reference`), into `out/data.parquet`,
+    computed shard by shard into `shards` wherever `executor` runs them; returns both means."""
+    from qrpo.executor import steps as sharded
     from qrpo.store.artifacts import write_table
 
     samples = pa.concat_tables([t.append_column("seed", pa.array([int(seed)] * t.num_rows, pa.int64()))
                                 for seed, t in scored_by_seed.items()])
-    table = policy_and_ref_logps(policy_dir, ref_dir, samples, batch_size, precision)
+    table = sharded.policy_and_ref_logps(executor, policy, reference, samples, batch_size, precision, shards)
     write_table(table, out / "data.parquet")
     return {"policy_logp_mean": float(np.mean(table.column("policy_logp").to_numpy())),
             "ref_logp_mean": float(np.mean(table.column("ref_logp").to_numpy()))}

@@ -18,11 +18,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from qrpo.config.binding import build
-from qrpo.config.sections import RewardConfig
+from qrpo.config.sections import ExecutorConfig, RewardConfig
 from qrpo.rewards.base import RewardModel, score_samples
 from qrpo.rewards.classifier import SequenceClassifierReward
 from qrpo.rewards.vader import VaderReward
 from qrpo.store.artifacts import write_table
+from qrpo.store.shards import ShardFolder
 
 
 def build_reward(cfg: RewardConfig) -> RewardModel:
@@ -30,9 +31,13 @@ def build_reward(cfg: RewardConfig) -> RewardModel:
     return build("reward", cfg)
 
 
-def score(cfg: RewardConfig, samples: pa.Table, prompts: pa.Table, out: Path) -> dict:
-    """The `score` step: `samples` with a `reward` column, into `out/data.parquet`; returns the reward's mean and sd."""
-    rewards = score_samples(build_reward(cfg), samples, prompts)
+def score(cfg: RewardConfig, samples: pa.Table, prompts: pa.Table, out: Path, shards: ShardFolder,
+          executor: ExecutorConfig | None = None) -> dict:
+    """The `score` step: `samples` with a `reward` column, into `out/data.parquet`, computed shard by shard into
+    `shards` (resumed from the shards there) wherever `executor` runs them; returns the reward's mean and sd."""
+    from qrpo.executor import steps as sharded
+
+    rewards = sharded.score(executor, cfg, samples, prompts, shards)
     write_table(samples.append_column("reward", pa.array(rewards)), out / "data.parquet")
     return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
 

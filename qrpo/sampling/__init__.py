@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from qrpo.config.binding import build
-from qrpo.config.sections import SamplerConfig
+from qrpo.config.sections import ExecutorConfig, SamplerConfig
 from qrpo.store.artifacts import Artifact, ArtifactStore
 from qrpo.sampling.base import (
     SAMPLES_SCHEMA, Completion, Prompt, Sampler, SamplingParams, encode_prompts, row_seed, sample_table, shard_ranges,
@@ -57,19 +57,26 @@ def sample_split(
 
 
 def sample(cfg: SamplerConfig, store: ArtifactStore, source: dict, dataset_key: str, prompts: pa.Table, split: str, num_samples: int,
-           params: SamplingParams, model_path: Path, map_shards: Callable[[range, Path, int], None] | None = None,
-           desc: str = "sampling") -> tuple[Artifact, bool]:
+           params: SamplingParams, map_shards: Callable[[range, Path, int], None] | None = None, desc: str = "sampling",
+           executor: ExecutorConfig | None = None) -> tuple[Artifact, bool]:
     """The `sample` step: `num_samples` completions of every prompt of `prompts` (the `split` rows of the
-    prompt artifact `dataset_key`) from the model in `model_path` (`source`: the artifact it is), reusing any
-    sampled pool that covers them (`pool.sample_with_reuse`); returns (the `sample` artifact, whether anything
-    was sampled). The train split draws at least `cfg.min_samples_per_prompt`. `map_shards(indices, partial,
-    shards)`, when given, samples the shards elsewhere first (e.g. as mapped Prefect tasks); they land in
-    `partial` as checkpoints, which the sampling here then only reads."""
+    prompt artifact `dataset_key`) from the model `source` ({step, key, subdir}: the prepared model or a
+    trained policy), reusing any sampled pool that covers them (`pool.sample_with_reuse`); returns (the
+    `sample` artifact, whether anything was sampled). The train split draws at least
+    `cfg.min_samples_per_prompt`. The shards still missing are sampled first where `executor` runs them
+    (executor=ray: as Ray tasks), or by `map_shards(indices, partial, shards)` (e.g. as mapped Prefect tasks);
+    they land in the step's partial folder as checkpoints, which the sampling here then only reads."""
+    from qrpo.executor import steps as sharded
+    from qrpo.store.shards import ArtifactRef, ShardFolder
+
+    model = ArtifactRef.of(store, source["step"], source["key"], source.get("subdir", ""))
 
     def sample_range(indices: range, partial: Path) -> pa.Table:
-        if map_shards is not None:
+        if executor is not None and executor.runs("sample") == "ray":
+            sharded.sample_shards(executor, cfg, model, params, prompts, indices, ShardFolder.of(store, partial), name=desc)
+        elif map_shards is not None:
             map_shards(indices, partial, len(shard_ranges(prompts.num_rows, cfg.shard_prompts)))
-        return sample_split(cfg, model_path, params, prompts, indices, partial, desc=desc)
+        return sample_split(cfg, model.path, params, prompts, indices, partial, desc=desc)
 
     key = pool.pool_key(source, dataset_key, split, params, cfg.drop_truncated)
     return pool.sample_with_reuse(

@@ -9,6 +9,8 @@ at the same paths inside the container). `sampler.data_parallel_size` workers ea
 
 Protocol (files in a work folder W per worker; every file is written to a temporary name and renamed):
 1. The client writes W/config.json: {"model": folder, "tensor_parallel_size": int, "engine_args": {...}}
+   (engine_args: `sampler.vllm_engine_args`, and `pipeline_parallel_size` / `distributed_executor_backend`
+   when set, see `engine_parallelism`)
    and starts `<vllm_python> vllm_worker.py W` (stdout and stderr to W/worker.log).
 2. The worker builds `vllm.LLM(model, tensor_parallel_size, **engine_args)` once and writes W/ready.
 3. For each shard the client writes W/requests/<seq:08d>.parquet, one row per completion:
@@ -97,6 +99,20 @@ class _Worker:
         self.log.close()
 
 
+def engine_parallelism(cfg: SamplerConfig) -> dict:
+    """vLLM's own distribution settings (EngineArgs names), only those that differ from vLLM's defaults:
+    `pipeline_parallel_size` (stages, e.g. one per node) and `distributed_executor_backend` ("mp": processes
+    on one node, "ray": Ray actors on the nodes of a Ray cluster, which vLLM joins through RAY_ADDRESS =
+    `sampler.ray_address`). With "ray", vLLM needs tensor_parallel_size x pipeline_parallel_size GPUs in the
+    cluster, wherever they are; `sampler.data_parallel_size` engines then each ask Ray for theirs."""
+    args = {}
+    if cfg.pipeline_parallel_size != 1:
+        args["pipeline_parallel_size"] = cfg.pipeline_parallel_size
+    if cfg.distributed_executor_backend is not None:
+        args["distributed_executor_backend"] = cfg.distributed_executor_backend
+    return args
+
+
 class VLLMSampler(Sampler):
     """Completions from `sampler.data_parallel_size` vLLM worker processes (protocol in the module docstring)."""
 
@@ -118,13 +134,16 @@ class VLLMSampler(Sampler):
         self.root = Path(tempfile.mkdtemp(prefix="qrpo-vllm-"))
         command = shlex.split(self.cfg.vllm_python)
         config = {"model": str(self.model_path), "tensor_parallel_size": self.cfg.tensor_parallel_size,
-                  "engine_args": dict(self.cfg.vllm_engine_args)}
+                  "engine_args": {**engine_parallelism(self.cfg), **self.cfg.vllm_engine_args}}
+        on_ray = self.cfg.distributed_executor_backend == "ray"  # vLLM places its GPU workers itself, on any node
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = visible.split(",") if visible else None
         tp = self.cfg.tensor_parallel_size
         for w in range(self.cfg.data_parallel_size):
             env = dict(os.environ)
-            if self.cfg.data_parallel_size > 1:  # worker w gets GPUs w*tp .. (w+1)*tp-1
+            if on_ray and self.cfg.ray_address:
+                env["RAY_ADDRESS"] = self.cfg.ray_address  # vLLM's ray.init joins this cluster
+            if self.cfg.data_parallel_size > 1 and not on_ray:  # worker w gets GPUs w*tp .. (w+1)*tp-1
                 ids = devices[w * tp:(w + 1) * tp] if devices else [str(i) for i in range(w * tp, (w + 1) * tp)]
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
             self.workers.append(_Worker(command, self.root / f"worker-{w}", config, env))

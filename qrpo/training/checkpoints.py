@@ -16,8 +16,10 @@ def latest_checkpoint(checkpoint_dir: Path | None) -> Path | None:
     return done[-1] if done else None
 
 
-def save_checkpoint(accelerator, checkpoint_dir: Path, step: int, history: list[dict], keep: int) -> None:
-    """accelerate's state (model, optimizer, scheduler, RNG) + our step and history, renamed into place when complete."""
+def save_checkpoint(accelerator, checkpoint_dir: Path, step: int, history: list[dict], keep: int) -> Path:
+    """accelerate's state (model, optimizer, scheduler, RNG) + our step and history, renamed into place when complete;
+    returns the folder this process wrote (the final one on the main process; where a process has a checkpoint
+    folder of its own, its temporary one, which only the main process renames)."""
     final = checkpoint_dir / f"step-{step:07d}"
     tmp = checkpoint_dir / f".tmp-step-{step:07d}"
     accelerator.wait_for_everyone()
@@ -29,6 +31,7 @@ def save_checkpoint(accelerator, checkpoint_dir: Path, step: int, history: list[
         for old in sorted(checkpoint_dir.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+    return final if final.is_dir() else tmp
 
 
 def load_checkpoint(accelerator, checkpoint: Path) -> tuple[int, list[dict]]:

@@ -30,6 +30,7 @@ probability of what was actually sampled.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +40,10 @@ from tqdm.auto import tqdm
 
 from qrpo.training.fused_head import head_inputs, head_matches, output_head, token_logps
 from qrpo.precision import autocast
+
+if TYPE_CHECKING:  # annotations only: the shard folder and the executor are imported where a step runs
+    from qrpo.config.sections import ExecutorConfig
+    from qrpo.store.shards import ArtifactRef, ShardFolder
 
 
 def model_device(model) -> torch.device:
@@ -202,21 +207,21 @@ def batched_sequence_logps(
     return result
 
 
-def ref_logps(model_dir: Path, table: pa.Table, precision: str, out: Path) -> dict:
-    """The `ref_logps` step: log pi_ref of every completion of the training table (both sides of a pair
-    table: chosen_ref_logp, rejected_ref_logp; a pointwise table: ref_logp), added as columns, into
-    `out/data.parquet`, in `precision` (the trainer's own arithmetic); returns the columns' means."""
-    from qrpo.models import load_policy
+def ref_logps(model: "ArtifactRef", table: pa.Table, precision: str, out: Path, shards: "ShardFolder",
+              executor: "ExecutorConfig | None" = None) -> dict:
+    """The `ref_logps` step: log pi_ref (the prepared `model`) of every completion of the training table (both
+    sides of a pair table: chosen_ref_logp, rejected_ref_logp; a pointwise table: ref_logp), added as columns,
+    into `out/data.parquet`, in `precision` (the trainer's own arithmetic); computed shard by shard into
+    `shards` wherever `executor` runs them. Returns the columns' means."""
+    from qrpo.executor import steps as sharded
     from qrpo.store.artifacts import write_table
 
-    model, tokenizer = load_policy(model_dir)
-    prompts = table.column("prompt_ids").to_pylist()
     sides = ("chosen_", "rejected_") if "chosen_ids" in table.column_names else ("",)
+    columns = {f"{side}ids" if side else "completion_ids": f"{side}ref_logp" for side in sides}
+    values = sharded.logps(executor, "ref_logps", model, table, columns, precision, shards)
     metrics = {}
-    for side in sides:
-        values = batched_sequence_logps(model, prompts, table.column(f"{side}ids" if side else "completion_ids").to_pylist(),
-                                        tokenizer.pad_token_id, desc=f"ref log-probs {side.rstrip('_')}".strip(), precision=precision)
-        table = table.append_column(f"{side}ref_logp", pa.array(values))
-        metrics[f"{side}ref_logp_mean"] = float(values.mean())
+    for column in columns.values():
+        table = table.append_column(column, values.column(column).combine_chunks())
+        metrics[f"{column}_mean"] = float(np.mean(values.column(column).to_numpy()))
     write_table(table, out / "data.parquet")
     return metrics

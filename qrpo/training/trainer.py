@@ -24,7 +24,7 @@ import contextlib
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TYPE_CHECKING
 
 import pyarrow as pa
 import torch
@@ -36,6 +36,10 @@ from qrpo.config.sections import AlgorithmConfig, DistributedConfig, TrainConfig
 from qrpo.errors import InputError
 from qrpo.training.batching import epoch_order, make_examples, micro_batch
 from qrpo.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:  # annotations only: the shard folder and the executor are imported where a step runs
+    from qrpo.config.sections import ExecutorConfig
+    from qrpo.store.shards import ArtifactRef, ShardFolder
 
 
 def cosine_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -100,10 +104,12 @@ def train_policy(
     pad_id: int,
     on_step: Callable[[int, dict], None] | None = None,
     checkpoint_dir: Path | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> list[dict]:
     """Train `model` on `table` (a training table with reference log-probs if the method needs them);
     return the history (one dict per optimiser step). `model` is trained in place (with LoRA, the
-    adapters are merged into it at the end, so it is a plain model again)."""
+    adapters are merged into it at the end, so it is a plain model again). `on_checkpoint(step, folder)` is
+    called on every process after each checkpoint with the folder that process wrote (qrpo/training/ray_train.py)."""
     examples = make_examples(table, algorithm)
     n = len(examples)
     if n == 0:
@@ -185,7 +191,9 @@ def train_policy(
         }
         history.append(record)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total_steps and checkpoint_dir is not None:
-            save_checkpoint(accelerator, checkpoint_dir, step + 1, history, cfg.keep_checkpoints)
+            written = save_checkpoint(accelerator, checkpoint_dir, step + 1, history, cfg.keep_checkpoints)
+            if on_checkpoint is not None:  # issue 20: Ray Train persists each process's files
+                on_checkpoint(step + 1, written)
         if on_step is not None and accelerator.is_main_process:
             on_step(step, record)
         bar.update(1)
@@ -198,13 +206,16 @@ def train_policy(
     return history
 
 
-def train(algorithm: AlgorithmConfig, train_cfg: TrainConfig, distributed: DistributedConfig, model_dir: Path, table_file: Path,
-          out: Path, checkpoint_dir: Path | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """The `train` step: the policy trained on the training table in `table_file` (with reference log-probs
-    where the method needs them) into `out/policy/`, its history into `out/history.parquet`; in this
-    process, or in the processes `distributed` launches (qrpo.training.distributed). Resumes from the
-    checkpoints in `checkpoint_dir`. `on_step(step, record)` sees each step as it ends (in this process
-    only). Returns the final loss, the steps and the tokens/s of the last step."""
+def train(algorithm: AlgorithmConfig, train_cfg: TrainConfig, distributed: DistributedConfig, model: "ArtifactRef",
+          table: "ArtifactRef", out: Path, partial: "ShardFolder", on_step: Callable[[int, dict], None] | None = None,
+          executor: "ExecutorConfig | None" = None) -> dict:
+    """The `train` step: the policy (from the prepared `model`) trained on the training table `table` (with
+    reference log-probs where the method needs them) into `out/policy/`, its history into
+    `out/history.parquet`; in this process, in the processes `distributed` launches on this machine
+    (qrpo.training.distributed), or on Ray Train's workers (`distributed.launcher=ray`, on the cluster of
+    `executor`: qrpo.training.ray_train). Resumes from the checkpoints in the step's `partial` folder.
+    `on_step(step, record)` sees each step as it ends (in this process only). Returns the final loss, the
+    steps and the tokens/s of the last step."""
     import pyarrow.parquet as pq
 
     from qrpo.config.binding import build_algorithm
@@ -213,14 +224,19 @@ def train(algorithm: AlgorithmConfig, train_cfg: TrainConfig, distributed: Distr
     from qrpo.store.artifacts import write_table
     from qrpo.training.distributed import launch_training
 
-    if distributed.launches:
-        history = launch_training(distributed, model_dir, table_file, composed(algorithm), composed(train_cfg), out,
-                                  checkpoint_dir=checkpoint_dir)
+    checkpoints = partial.local / "checkpoints"
+    if distributed.launcher == "ray":
+        from qrpo.training.ray_train import train_with_ray
+
+        history = train_with_ray(distributed, executor, model, table, composed(algorithm), composed(train_cfg), out, partial)
+    elif distributed.launches:
+        history = launch_training(distributed, model.path, table.path / "data.parquet", composed(algorithm), composed(train_cfg), out,
+                                  checkpoint_dir=checkpoints)
     else:
-        model, tokenizer = load_policy(model_dir)
-        history = train_policy(model, pq.read_table(table_file), build_algorithm(algorithm), train_cfg, tokenizer.pad_token_id,
-                               on_step=on_step, checkpoint_dir=checkpoint_dir)
-        model.save_pretrained(out / "policy")
+        policy, tokenizer = load_policy(model.path)
+        history = train_policy(policy, pq.read_table(table.path / "data.parquet"), build_algorithm(algorithm), train_cfg,
+                               tokenizer.pad_token_id, on_step=on_step, checkpoint_dir=checkpoints)
+        policy.save_pretrained(out / "policy")
         tokenizer.save_pretrained(out / "policy")
     write_table(pa.Table.from_pylist(history), out / "history.parquet")
     last = history[-1]

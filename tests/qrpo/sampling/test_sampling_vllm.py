@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 
 from qrpo.config.sections import ModelConfig, SamplerConfig
+from qrpo.errors import InputError
 from qrpo.sampling import SamplingParams, encode_prompts, load_tokenizer, row_seed, sample_table
 from qrpo.sampling.vllm import WORKER, VLLMSampler
 
@@ -136,7 +137,7 @@ def test_protocol_against_the_stand_in_n_samples_exact_parameters_extension_and_
     assert all(r["finish_reason"] in ("stop", "length") and r["num_tokens"] == len(r["completion_ids"]) <= 6 for r in rows)
     calls = [json.loads(line) for line in stand_in.read_text().splitlines()]
     assert len(calls) == 12
-    assert set(calls[0]) - {"engine_args", "cuda_visible_devices"} == set(DOCUMENTED_SAMPLING_PARAMS)
+    assert set(calls[0]) - {"engine_args", "cuda_visible_devices", "ray_address"} == set(DOCUMENTED_SAMPLING_PARAMS)
     assert {(c["n"], c["temperature"], c["top_p"], c["top_k"], c["repetition_penalty"], c["max_tokens"]) for c in calls} == {(1, 1.0, 1.0, -1, 1.0, 6)}
     assert sorted(c["seed"] for c in calls) == sorted(row_seed(9, f"p{i}", k) for i in range(3) for k in range(4))
     assert calls[0]["engine_args"] == {"tensor_parallel_size": 1, "enable_prefix_caching": True}
@@ -147,6 +148,28 @@ def test_protocol_against_the_stand_in_n_samples_exact_parameters_extension_and_
     assert together.to_pylist() == rows, "N=2 then 2..3 through one worker == N=4 at once through two"
     devices = {json.loads(line)["cuda_visible_devices"] for line in stand_in.read_text().splitlines()[12:]}
     assert devices == {"0", "1"}, "two data-parallel workers, one GPU each"
+
+
+def test_vllms_own_ray_executor_settings_reach_the_engine_with_vllms_argument_names(tiny_model_dir, stand_in, monkeypatch):
+    """sampler.pipeline_parallel_size / distributed_executor_backend go to vllm.LLM under EngineArgs' names (the stand-in
+    refuses others, and backends outside vLLM's Literal); with the ray backend the worker gets RAY_ADDRESS (the cluster
+    vLLM's ray.init joins) and no CUDA_VISIBLE_DEVICES split: Ray places vLLM's GPU workers, on any node."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sampler, prompts = _sampler(tiny_model_dir, tensor_parallel_size=2, pipeline_parallel_size=2, distributed_executor_backend="ray",
+                                ray_address="10.0.0.1:6379", data_parallel_size=2)
+    with sampler:
+        sample_table(sampler, prompts, range(1), shard_prompts=3)
+    calls = [json.loads(line) for line in stand_in.read_text().splitlines()]
+    assert {json.dumps(c["engine_args"], sort_keys=True) for c in calls} == {json.dumps(
+        {"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "distributed_executor_backend": "ray"}, sort_keys=True)}
+    assert {(c["ray_address"], c["cuda_visible_devices"]) for c in calls} == {("10.0.0.1:6379", None)}
+    sampler, prompts = _sampler(tiny_model_dir)  # the defaults add nothing to vLLM's own
+    with sampler:
+        sample_table(sampler, prompts, range(1), shard_prompts=3)
+    assert json.loads(stand_in.read_text().splitlines()[-1])["engine_args"] == {"tensor_parallel_size": 1}
+    with pytest.raises(InputError, match="sampler.distributed_executor_backend='rey' is not one of null, mp, ray, uni, external_launcher"):
+        SamplerConfig(backend="vllm", distributed_executor_backend="rey").validate()
 
 
 def test_a_crashing_worker_raises_with_its_error(tiny_model_dir, stand_in, monkeypatch):
