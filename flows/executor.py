@@ -1,4 +1,4 @@
-"""`executor=local|ray` in the flow (issue 20): the heavy steps get the run's executor section.
+"""`executor=local|ray` in the flow: the heavy steps get the run's executor section.
 
 The pipeline's heavy steps (`flows.step.step_runners`: the in-process tasks, or their `dispatch.pool`
 twins) are called with `executor=sections.executor` bound, so every call site stays as it was. The

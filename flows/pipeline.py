@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import tasks
-from flows.executor import with_executor  # issue 20
+from flows.executor import with_executor
 from flows.step import step_runners
 from flows.sweep import PARENT_ENV
 from flows.termination import noting_sigterm, stop_if_terminated
@@ -83,7 +83,7 @@ def qrpo_pipeline(overrides: list[str] | None = None) -> dict:
     run_id = _start_mlflow_run(config, sections)
     logger = RunLogger(run_id)
     steps = step_runners(config, overrides)  # the heavy steps: in this process, or (dispatch.pool) on that pool's workers
-    steps = with_executor(steps, sections.executor)  # issue 20: their shards here (executor=local) or as Ray tasks (executor=ray)
+    steps = with_executor(steps, sections.executor)  # their shards here (executor=local) or as Ray tasks (executor=ray)
     try:
         sampler, evals, reward, regime = sections.sampler, sections.eval, sections.reward, sections.regime
         states = {"prepare_model": tasks.prepare_model(sections.model, store, run_id),

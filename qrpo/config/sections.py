@@ -118,7 +118,7 @@ class SamplerConfig:
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1  # worker processes, each on its own tensor_parallel_size GPUs
     vllm_engine_args: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) arguments
-    # issue 20: vLLM's own distributed executor (vLLM's EngineArgs names), for a model across GPUs of several nodes
+    # vLLM's own distributed executor (vLLM's EngineArgs names), for a model across GPUs of several nodes
     pipeline_parallel_size: int = 1  # pipeline stages (vllm.LLM(pipeline_parallel_size=...))
     distributed_executor_backend: str | None = None  # null: vLLM's choice | mp (one node) | ray (across the nodes of a Ray cluster) | uni
     ray_address: str | None = None  # distributed_executor_backend=ray: the cluster vLLM joins (RAY_ADDRESS of the worker); null: its own
@@ -147,7 +147,7 @@ class SamplerConfig:
         if self.min_samples_per_prompt < 0 or self.max_retries < 0:
             raise InputError("sampler.min_samples_per_prompt and sampler.max_retries must be >= 0")
         check_precision("sampler.precision", self.precision)
-        _positive(self, "pipeline_parallel_size")  # issue 20
+        _positive(self, "pipeline_parallel_size")
         if self.distributed_executor_backend not in VLLM_EXECUTOR_BACKENDS:
             raise InputError(f"sampler.distributed_executor_backend={self.distributed_executor_backend!r} is not one of null, "
                              f"{', '.join(b for b in VLLM_EXECUTOR_BACKENDS if b)} (vLLM's EngineArgs)")
@@ -274,7 +274,7 @@ class TrainConfig:
 
 
 TOPOLOGIES = ("none", "ddp", "fsdp", "deepspeed")
-LAUNCHERS = ("accelerate", "ray")  # issue 20
+LAUNCHERS = ("accelerate", "ray")
 
 
 @section
@@ -285,10 +285,10 @@ class DistributedConfig:
     num_processes: int = 1  # processes on the worker (usually its GPU count)
     use_cpu: bool = False  # DDP over gloo on CPU processes (tests, and machines without GPUs)
     accelerate: dict[str, Any] = field(default_factory=dict)  # extra accelerate config keys (fsdp_config, deepspeed_config, ...)
-    launcher: str = "accelerate"  # issue 20: accelerate (launch on the step's machine) | ray (Ray Train, qrpo/training/ray_train.py)
+    launcher: str = "accelerate"  # accelerate (launch on the step's machine) | ray (Ray Train, qrpo/training/ray_train.py)
 
     def validate(self):
-        if self.launcher not in LAUNCHERS:  # issue 20
+        if self.launcher not in LAUNCHERS:
             raise InputError(f"distributed.launcher={self.launcher!r} is not one of {', '.join(LAUNCHERS)}")
         if self.launcher == "ray" and self.topology != "ddp":
             raise InputError(f"distributed.launcher=ray runs DDP (Ray Train's TorchTrainer); distributed.topology={self.topology} "
@@ -424,7 +424,7 @@ class PlanConfig:
                     raise InputError(f"plan.{section}.{work} must be {limit} or null; got {value!r}")
 
 
-# --- issue 20: where the shards of the data-parallel steps run (qrpo/executor/, conf/executor/) -------------
+# --- where the shards of the data-parallel steps run (qrpo/executor/, conf/executor/) -------------
 EXECUTOR_KINDS = ("local", "ray")
 SHARDED_STEPS = ("sample", "score", "ref_logps", "eval_logps")
 
@@ -498,7 +498,7 @@ _SECTION_NAMES = {
     PlanConfig: "plan",
 
 
-    ExecutorConfig: "executor",  # issue 20
+    ExecutorConfig: "executor",
 }
 
 
@@ -659,7 +659,7 @@ class Sections:
     regime: RegimeConfig
     distributed: DistributedConfig
     algorithm: AlgorithmConfig
-    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # issue 20; a config without it: executor=local
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # a config without it: executor=local
 
     def of(self, cls: type) -> Any:
         """The section of this class (`sections.of(SamplerConfig)` is `sections.sampler`)."""

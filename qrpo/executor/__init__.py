@@ -1,4 +1,4 @@
-"""Where the shards of the data-parallel steps run: `executor=local|ray` (issue 20, "beyond one machine").
+"""Where the shards of the data-parallel steps run: `executor=local|ray`.
 
 Four steps are data parallel over rows: `sample` (prompts), `score`, `ref_logps` and `eval_logps` (samples or
 training examples). Each of them now goes through one mechanism (`qrpo.executor.base.run_table_shards`,

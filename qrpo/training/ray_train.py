@@ -40,7 +40,7 @@ RUN_NAME = "ray_train"
 
 def distributed_key(section: DistributedConfig) -> dict:
     """The `distributed` section as the train step's artifact key hashes it: `launcher: accelerate` (the
-    default, added with issue 20) is left out, so the keys of earlier runs hold."""
+    default) is left out, so the keys of earlier runs hold."""
     values = composed(section)
     if values.get("launcher", "accelerate") == "accelerate":
         values.pop("launcher", None)

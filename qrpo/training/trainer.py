@@ -192,7 +192,7 @@ def train_policy(
         history.append(record)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total_steps and checkpoint_dir is not None:
             written = save_checkpoint(accelerator, checkpoint_dir, step + 1, history, cfg.keep_checkpoints)
-            if on_checkpoint is not None:  # issue 20: Ray Train persists each process's files
+            if on_checkpoint is not None:  # Ray Train persists each process's files
                 on_checkpoint(step + 1, written)
         if on_step is not None and accelerator.is_main_process:
             on_step(step, record)
