@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from qrpo.config.sections import ExecutorConfig, RewardConfig, SamplerConfig, composed
 from qrpo.executor import cache
@@ -81,11 +82,24 @@ class LogpShard:
 
 def logps(executor: ExecutorConfig | None, step: str, model: ArtifactRef, table: pa.Table, columns: dict[str, str],
           precision: str, folder: ShardFolder, batch_size: int = 16, prefix: str = "shard") -> pa.Table:
-    """The log-prob columns (`columns`: completion column -> output column) of every row of `table`, shard by shard."""
+    """The log-prob columns (`columns`: completion column -> output column) of every row of `table`, shard by shard,
+    one column after the other (a pair table: the chosen side, then the rejected side).
+
+    The shards are cut from the rows in length order (stable, as `batched_sequence_logps` orders them), so
+    with `shard_rows` a multiple of `batch_size` every shard's batches are the batches the whole column would
+    have had: a row's value (which the padding and the other rows of its batch move in the last bits) is the
+    same for any such shard size, and the same as computed in one piece."""
     shard_rows = executor.shard_rows if executor is not None else ExecutorConfig().shard_rows
-    needed = table.select(["prompt_ids", *columns])
-    return run_table_shards(table.num_rows, shard_rows, LogpShard(model, needed, dict(columns), precision, batch_size, step),
-                            folder, executor_for(executor, step), prefix=prefix, name=step)
+    prompt_lengths = pc.list_value_length(table.column("prompt_ids")).to_numpy()
+    out = {}
+    for source, column in columns.items():
+        order = np.argsort(prompt_lengths + pc.list_value_length(table.column(source)).to_numpy(), kind="stable")
+        needed = table.select(["prompt_ids", source]).take(order)
+        shard_prefix = prefix if len(columns) == 1 else f"{prefix}-{column}"
+        ordered = run_table_shards(table.num_rows, shard_rows, LogpShard(model, needed, {source: column}, precision, batch_size, step),
+                                   folder, executor_for(executor, step), prefix=shard_prefix, name=step)
+        out[column] = ordered.column(column).take(np.argsort(order))  # back to the table's row order
+    return pa.table(out)
 
 
 def policy_and_ref_logps(executor: ExecutorConfig | None, policy: ArtifactRef, reference: ArtifactRef, samples: pa.Table,
