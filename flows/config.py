@@ -21,8 +21,9 @@ if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
 
 
-def compose_config(overrides: list[str]) -> dict:
-    """The resolved experiment config (a plain dict, `hydra` section dropped) for these overrides."""
+def compose_config(overrides: list[str], resolve: bool = True) -> dict:
+    """The resolved experiment config (a plain dict, `hydra` section dropped) for these overrides; with
+    `resolve=False`, regime=auto stays as composed (`resolve_auto_regime` reads the algorithm's class)."""
     try:
         if GlobalHydra.instance().is_initialized():  # inside `qrpo-pipeline` (hydra.main) already
             cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
@@ -34,7 +35,7 @@ def compose_config(overrides: list[str]) -> dict:
         message = " ".join(str(err).split()).split(" Config search path")[0]
         raise InputError(f"bad config override in {list(overrides)}: {message}") from None
     config.pop("hydra", None)
-    return resolve_auto_regime(config)
+    return resolve_auto_regime(config) if resolve else config
 
 
 def resolve_auto_regime(config: dict) -> dict:

@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from flows.config import compose_config
+from flows.config import compose_config, resolve_auto_regime
 from flows.dispatch import check_dispatch
 from qrpo.config.binding import build_algorithm, check_target
 from qrpo.config.sections import (
     DatasetConfig, DistributedConfig, EvalConfig, ModelConfig, QuantileConfig, RegimeConfig, RewardConfig, SamplerConfig,
-    Sections, TrainConfig, check_precision, check_type, typed_sections,
+    Sections, TrainConfig, build_section, check_precision, check_type, typed_sections,
 )
 from qrpo.errors import InputError
 
@@ -33,7 +33,11 @@ def load_config(overrides: list[str]) -> tuple[dict, Sections]:
     found = _handed.pop(tuple(overrides), None)
     if found is not None:
         return found
-    config = compose_config(list(overrides))
+    config = compose_config(list(overrides), resolve=False)
+    for name, cls in SECTIONS.items():  # the value checks first, before regime=auto imports the algorithm (and torch)
+        if name != "regime":
+            build_section(cls, config.get(name))
+    config = resolve_auto_regime(config)
     return config, validate(config)
 
 

@@ -119,9 +119,9 @@ def test_cli_entry_point_reports_unknown_key_in_one_line(qrpo_home):
 
 
 @pytest.mark.parametrize("override, expected, not_loaded", [
-    # torch loads with the algorithm's class, whose signature types its arguments and whose kind (pairs or
-    # single completions) resolves regime=auto when the config is composed; nothing heavier loads
-    ("sampler.temperature=abc", "sampler.temperature must be a number; got 'abc'", ["transformers", "prefect", "mlflow", "pyarrow"]),
+    # a value of a section is checked before regime=auto is resolved (it imports the algorithm's class, and torch with
+    # it); the algorithm's own arguments are typed by that class's signature, so torch loads for them; nothing heavier
+    ("sampler.temperature=abc", "sampler.temperature must be a number; got 'abc'", ["torch", "transformers", "prefect", "mlflow", "pyarrow"]),
     ("algorithm.beta=abc", "algorithm.beta must be a number or null; got 'abc'", ["transformers", "prefect", "mlflow"]),
     ("dataset.prompt_column=instruction", "has no column 'instruction'", ["transformers", "prefect", "mlflow"]),
 ])
