@@ -16,7 +16,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
@@ -24,6 +26,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, Lla
 from qrpo.config.binding import build
 from qrpo.config.sections import ModelConfig
 from qrpo.errors import InputError
+
+# transformers builds and loads a model with class attributes patched process-wide (`no_tie_weights`,
+# `no_init_weights`: PreTrainedModel.tie_weights / init_weights swapped for no-ops, then put back). Two at
+# once in threads (mapped sample shards, `sampler.map_shards`) put the no-op back as the "original": every
+# model built later in the process is left untied (its LM head uninitialised). Every model here is built
+# or loaded under this lock.
+BUILDING = threading.RLock()
 
 # A minimal chat format for the byte-level tokenizer of tiny models.
 TINY_CHAT_TEMPLATE = (
@@ -68,12 +77,13 @@ class GGUFModel:
     def load(cls, cfg: ModelConfig):
         gguf = gguf_file(cfg)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        config = copy.deepcopy(loaded.config)
-        if hasattr(config, "quantization_config"):  # de-quantised weights: the saved model is plain float
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict())
+        with BUILDING:
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            config = copy.deepcopy(loaded.config)
+            if hasattr(config, "quantization_config"):  # de-quantised weights: the saved model is plain float
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model.load_state_dict(loaded.state_dict())
         return model, tokenizer
 
 
@@ -93,7 +103,8 @@ class PretrainedModel:
     def load(cls, cfg: ModelConfig):
         try:
             tokenizer = AutoTokenizer.from_pretrained(cfg.path)
-            model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=torch.float32)
+            with BUILDING:
+                model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=torch.float32)
         except (OSError, ValueError) as err:
             raise InputError(
                 f"cannot load model.path={cfg.path!r}: {str(err).splitlines()[0]}; give a local folder with "
@@ -123,7 +134,8 @@ class TinyModel:
             **cfg.architecture,
         )
         torch.manual_seed(cfg.seed)
-        return LlamaForCausalLM(config), tokenizer
+        with BUILDING:
+            return LlamaForCausalLM(config), tokenizer
 
 
 ARCHITECTURE_OWN = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")  # set from the tokenizer by TinyModel.load
@@ -166,7 +178,8 @@ def load_policy(path: Path, device: torch.device | None = None, dtype: torch.dty
     The weights are fp32 for every step (sampling, log-probs, training's master weights): a run's bf16 is
     autocast around the forward passes (qrpo.precision), so every step computes with the same model."""
     device = device or default_device()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    with BUILDING:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -73,8 +73,12 @@ class SequenceClassifierReward(RewardModel):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         try:
+            from qrpo.models import BUILDING
+
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype))
+            with BUILDING:  # transformers patches classes while it loads (qrpo/models.py)
+                model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                                           dtype=resolve_dtype(dtype))
         except (OSError, ValueError) as err:
             raise InputError(f"cannot load reward.path={path!r}: {str(err).splitlines()[0]}") from None
         if torch.cuda.is_available():
@@ -88,8 +92,12 @@ class SequenceClassifierReward(RewardModel):
 
         tokenizer = ByT5Tokenizer()
         config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=1, **architecture)
+        from qrpo.models import BUILDING
+
         torch.manual_seed(seed)
-        return cls(LlamaForSequenceClassification(config), tokenizer, **kwargs)
+        with BUILDING:
+            model = LlamaForSequenceClassification(config)
+        return cls(model, tokenizer, **kwargs)
 
     # -- tokenisation with the reward model's own template and an explicit truncation policy -----
 

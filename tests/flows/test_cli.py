@@ -159,7 +159,7 @@ def test_a_cli_run_composes_and_validates_its_config_once(qrpo_home, prefect_ser
 
     composed, validated = [], []
     compose, validate = front_door.compose_config, front_door.validate
-    monkeypatch.setattr(front_door, "compose_config", lambda overrides: composed.append(list(overrides)) or compose(overrides))
+    monkeypatch.setattr(front_door, "compose_config", lambda overrides, **kw: composed.append(list(overrides)) or compose(overrides, **kw))
     monkeypatch.setattr(front_door, "validate", lambda config: validated.append(1) or validate(config))
     summary = run(["experiment=smoke"])
     assert composed == [["experiment=smoke"]] and len(validated) == 1

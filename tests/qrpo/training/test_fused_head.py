@@ -22,7 +22,7 @@ def _llama(tie: bool, vocab: int = 300, hidden: int = 32, seed: int = 0):
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
                          tie_word_embeddings=tie)
     model = LlamaForCausalLM(config)
-    if tie:  # tied explicitly: in the full suite some earlier test leaves transformers building this model untied (open)
+    if tie:  # tied explicitly (a model built while another thread loads one was left untied: qrpo.models.BUILDING)
         model.lm_head.weight = model.model.embed_tokens.weight
     assert (model.lm_head.weight is model.model.embed_tokens.weight) == tie
     return model
