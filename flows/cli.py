@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import threading
 
 import flows  # noqa: F401  (offline defaults before Prefect and MLflow load)
 import hydra
@@ -43,9 +44,12 @@ def run_flow(overrides: list[str], config: dict, sections=None) -> dict:
     """One pipeline run of a validated config; prints and returns its summary. The flow takes the config
     checked here (`hand_over`) instead of composing and validating it again, unless a sweep job's overrides
     gain the sweep's sample count (another config)."""
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)  # Prefect's own history, under QRPO_HOME by default
+    booting = start_local_api()  # Prefect's temporary server boots while the flow's modules import
     from flows.pipeline import qrpo_pipeline
 
-    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)  # Prefect's own history, under QRPO_HOME by default
+    if booting is not None:
+        booting.join()
     final = job_overrides(overrides, config)  # in a sweep: sample the sweep's largest K + M once
     if sections is not None and final == overrides:
         hand_over(final, config, sections)
@@ -57,6 +61,22 @@ def run_flow(overrides: list[str], config: dict, sections=None) -> dict:
         raise SystemExit(2) from None
     print(format_summary(summary))
     return summary
+
+
+def start_local_api() -> threading.Thread | None:
+    """Without a Prefect API (PREFECT_API_URL unset) Prefect starts a temporary local one on its first client call
+    and waits for it (~5 s on 2 cores); start that same server (Prefect keeps one per process) now, in a thread, so
+    that it boots while the flow's modules import. Returns the thread to join before the flow runs; None when an
+    API is configured or the temporary one is switched off."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    thread = threading.Thread(target=SubprocessASGIServer().start, name="prefect-local-api", daemon=True)
+    thread.start()
+    return thread
 
 
 def prefect_ui_command(flow_run_id: str) -> str:
