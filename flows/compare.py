@@ -35,7 +35,8 @@ SWEEP_COLUMNS = [
     ("reward", "metric:eval/reward_mean"), ("gain", "metric:eval/reward_gain"),
     ("gain_ci_low", "metric:eval/reward_gain_ci_low"), ("gain_ci_high", "metric:eval/reward_gain_ci_high"),
     ("lc_reward", "metric:eval/reward_lc_mean"), ("kl", "metric:eval/kl_k3"),
-    ("win_rate", "metric:eval/win_rate_vs_ref"), ("status", "status"), ("run_id", "run_id"),
+    ("win_rate", "metric:eval/win_rate_vs_ref"), ("quantile", "metric:eval/quantile_mean"),
+    ("quantile_se", "metric:eval/quantile_mean_se"), ("status", "status"), ("run_id", "run_id"),
 ]
 RESULT_COLUMNS = [
     ("reward", "metric:eval/reward_mean"), ("lc_reward", "metric:eval/reward_lc_mean"), ("kl", "metric:eval/kl_k3"),
@@ -47,7 +48,7 @@ DIFF_COLUMNS = ["diff_vs_baseline", "diff_ci_low", "diff_ci_high", "diff_p_holm"
 PAIRED_METRICS = {"reward": "", "reward_lc": "lc_", "ref_quantile": "quantile_"}
 OTHER_DIFF_COLUMNS = [f"{prefix}{c}" for prefix in ("lc_", "quantile_") for c in DIFF_COLUMNS[:4]]
 SWEEP_TABLE_COLUMNS = ["run", "method", "beta", "lr", "M", "K", "reward", "gain", "gain_ci_low", "gain_ci_high", "lc_reward",
-                       "kl", "win_rate", *DIFF_COLUMNS, *OTHER_DIFF_COLUMNS, "status"]  # SWEEP_COLUMNS as printed (no run_id)
+                       "kl", "win_rate", "quantile", *DIFF_COLUMNS, *OTHER_DIFF_COLUMNS, "status"]  # SWEEP_COLUMNS as printed (no run_id, quantile_se)
 SELECTION = "reward_mean"  # chosen on the selection half only (qrpo/evaluation/selection.py)
 SELECTION_METRIC = f"eval_selection/{SELECTION}"
 
@@ -145,27 +146,55 @@ def plot_sweep(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    # reward and mean reference quantile against M, the best run of each (method, M) by reward, with its 95%
+    # interval: the reward's from the gain's (the reference reward is the same for every arm), the quantile's +-1.96 se
+    fig, (ax, qax) = plt.subplots(1, 2, figsize=(10, 4))
     all_ms = sorted({r["M"] for r in done if r.get("M") is not None})
-    if all_ms:  # M is a count: ticks at the values swept, never fractions
-        ax.set_xticks(all_ms, [f"{m:g}" for m in all_ms])
     for method in methods:
-        by_m: dict[Any, list[float]] = {}
+        best: dict[Any, dict[str, Any]] = {}
         for r in done:
-            if str(r.get("method")) == method and r.get("M") is not None:
-                by_m.setdefault(r["M"], []).append(r["reward"])
-        if by_m:
-            ms = sorted(by_m)
-            ax.plot(ms, [max(by_m[m]) for m in ms], marker="o", label=f"{method} (best over the other knobs)")
-    ax.set_xlabel("M (reference samples per prompt)")
-    ax.set_ylabel("held-out reward")
-    ax.set_title("reward vs M")
+            if str(r.get("method")) == method and r.get("M") is not None and (r["M"] not in best or r["reward"] > best[r["M"]]["reward"]):
+                best[r["M"]] = r
+        if not best:
+            continue
+        ms = sorted(best)
+        runs = [best[m] for m in ms]
+        label = f"{method} (best over the other knobs)"
+        ax.errorbar(ms, [r["reward"] for r in runs], yerr=_interval(runs, "reward"), marker="o", capsize=3, label=label)
+        if any(r.get("quantile") is not None for r in runs):
+            q = [r.get("quantile") if r.get("quantile") is not None else math.nan for r in runs]
+            qax.errorbar(ms, q, yerr=_interval(runs, "quantile"), marker="o", capsize=3, label=label)
+    for axis, name in ((ax, "held-out reward"), (qax, "mean reference quantile of the policy's samples")):
+        if all_ms:  # M is a count: ticks at the values swept, never fractions
+            axis.set_xticks(all_ms, [f"{m:g}" for m in all_ms])
+        axis.set_xlabel("M (reference samples per prompt)")
+        axis.set_ylabel(name)
+    qax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")  # pi_ref's own samples: 1/2
+    ax.set_title("reward vs M (95% interval)")
+    qax.set_title("quantile vs M (95% interval)")
     ax.legend() if methods else None
     fig.tight_layout()
     paths.append(folder / "reward_vs_M.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths
+
+
+def _interval(runs: list[dict[str, Any]], column: str) -> list[list[float]]:
+    """[[below], [above]] error-bar lengths of each run's 95% interval of `column` ("reward": the gain's interval
+    moved to the reward; "quantile": +-1.96 se); 0 where a run did not log it."""
+    below, above = [], []
+    for r in runs:
+        if column == "reward" and None not in (r.get("gain"), r.get("gain_ci_low"), r.get("gain_ci_high")):
+            below.append(r["gain"] - r["gain_ci_low"])
+            above.append(r["gain_ci_high"] - r["gain"])
+        elif column == "quantile" and r.get("quantile_se") is not None:
+            below.append(1.96 * r["quantile_se"])
+            above.append(1.96 * r["quantile_se"])
+        else:
+            below.append(0.0)
+            above.append(0.0)
+    return [below, above]
 
 
 def choose_baseline(runs: list):

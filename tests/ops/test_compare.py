@@ -147,6 +147,29 @@ def test_reward_vs_m_ticks_are_the_integer_ms_swept(tmp_path, monkeypatch):
     assert [t.get_text() for t in axis.get_xticklabels()] == ["1", "2", "4", "16"]
 
 
+def test_reward_vs_m_draws_each_arms_interval_and_the_best_run_per_m(tmp_path, monkeypatch):
+    """reward_vs_M.png: per M the run with the highest reward, its reward bar = the gain's 95% interval moved to
+    the reward (asymmetric as logged), the quantile panel's bar = +-1.96 se."""
+    import matplotlib.pyplot as plt
+
+    from flows.compare import plot_sweep
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    rows = [{"method": "qrpo-identity", "M": m, "reward": 0.3 + 0.01 * m, "gain": 0.01 * m, "gain_ci_low": 0.01 * m - 0.05,
+             "gain_ci_high": 0.01 * m + 0.08, "kl": 0.1, "quantile": 0.5 + 0.01 * m, "quantile_se": 0.02} for m in (1, 4)]
+    rows.append({**rows[0], "reward": 0.2, "gain_ci_low": -1.0})  # a worse run at M = 1: not drawn
+    plot_sweep(rows, tmp_path)
+    reward_axis, quantile_axis = figures[1].axes
+    (line, caps, (bars,)), = [c.lines for c in reward_axis.containers]
+    assert list(line.get_xdata()) == [1, 4] and np.allclose(line.get_ydata(), [0.31, 0.34])
+    segments = bars.get_segments()
+    assert np.allclose([s[0][1] for s in segments], [0.26, 0.29]) and np.allclose([s[1][1] for s in segments], [0.39, 0.42])
+    (qline, _, (qbars,)), = [c.lines for c in quantile_axis.containers]
+    assert np.allclose(qline.get_ydata(), [0.51, 0.54])
+    assert np.allclose([s[1][1] - s[0][1] for s in qbars.get_segments()], 2 * 1.96 * 0.02)
+
+
 def test_arm_differences_pair_each_run_with_the_best_dpo_arm_on_the_same_prompts(tmp_path):
     """Per-prompt rewards logged as each run's report/per_prompt.csv; the baseline is the best DPO arm by the
     selection half even where a QRPO arm scores higher there, and a run without the file gets no cells."""
