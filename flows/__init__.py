@@ -9,6 +9,8 @@ for _name, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # a comparison downloads every arm's per_prompt.csv: one bar per file would bury the table
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     # Prefect's own state (profiles, the temporary local API's database) beside ours, not in ~/.prefect

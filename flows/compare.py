@@ -278,6 +278,17 @@ def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline
 PAIR_COLUMNS = ["arm", "baseline", "diff_vs_baseline", "diff_ci_low", "diff_ci_high", "diff_p_holm", "mde", "num_prompts"]
 
 
+def sweep_comparison(client, children: list, baseline: str | None = None, pairs: str = "baseline"):
+    """A sweep's table: one row per child (SWEEP_COLUMNS), its arm-against-baseline columns filled, the note
+    under it (baseline, power, reward at equal KL) and, for pairs="all", every pair of arms. Used by the sweep's
+    parent run and by `qrpo-compare --parent-run`. Returns (rows, note, pair_rows)."""
+    rows = rows_of(children)
+    results = per_prompt_results(client, children)
+    notes = [add_arm_differences(client, children, rows, baseline, results), equal_kl_note(children, results)]
+    pair_rows = all_pairs(children, results) if pairs == "all" else []
+    return rows, "\n".join(n for n in notes if n), pair_rows
+
+
 def all_pairs(runs: list, results: dict[str, dict[str, dict]]) -> list[dict[str, Any]]:
     """compare.pairs=all: every pair of runs with per-prompt results (by run name, in start order),
     arm - baseline paired on their shared prompts, Holm-adjusted over all the pairs."""
@@ -373,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filter", default=None, help="MLflow search filter, e.g. \"tags.dataset = 'chat_demo'\"")
     parser.add_argument("--out", default=None, help="folder for results.md and results.csv (default: print only)")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite under $QRPO_HOME")
+    parser.add_argument("--baseline", default=None, help="with --parent-run: the arm (run name) every other arm is "
+                        "paired with (default: the sweep's compare.baseline, else the best DPO arm by the selection half)")
+    parser.add_argument("--pairs", choices=("baseline", "all"), default=None,
+                        help="with --parent-run: all = also every pair of arms, Holm-adjusted over all pairs "
+                        "(default: as the sweep was run, compare.pairs)")
     args = parser.parse_args(argv)
     from mlflow.tracking import MlflowClient
 
@@ -388,9 +404,18 @@ def main(argv: list[str] | None = None) -> int:
     sweep = ""
     if args.parent_run:  # the sweep itself, every finished child, before the best of each (method, model, dataset)
         children = sorted(runs, key=lambda r: r.info.start_time)
-        sweep = (f"sweep {args.parent_run}: {len(children)} finished run(s)\n"
-                 + format_comparison(rows_of(children)) + "\nbest per (method, model, dataset), "
-                 f"selected by {SELECTION_METRIC}:\n")
+        names = [r.info.run_name for r in children]
+        logged = client.get_run(args.parent_run).data.params  # the sweep's own compare.baseline / compare.pairs
+        args.baseline = args.baseline or logged.get("compare.baseline")
+        args.pairs = args.pairs or logged.get("compare.pairs", "baseline")
+        if args.baseline is not None and args.baseline not in names:
+            print(f"error: --baseline {args.baseline!r} is not one of the sweep's runs: {', '.join(names)}", file=sys.stderr)
+            return 2
+        child_rows, note, pair_rows = sweep_comparison(client, children, args.baseline, args.pairs)
+        pairs_table = (f"every pair of arms (Holm over all pairs):\n{to_markdown(pair_rows, PAIR_COLUMNS)}" if pair_rows else "")
+        sweep = (f"sweep {args.parent_run}: {len(children)} finished run(s)\n" + format_comparison(child_rows)
+                 + "".join(f"{n}\n" for n in (note, pairs_table) if n)
+                 + f"\nbest per (method, model, dataset), selected by {SELECTION_METRIC}:\n")
     if not rows:
         print(f"error: no finished run with a finite {SELECTION_METRIC} matches; check --experiment / --parent-run / --filter"
               + (f"; {excluded}" if excluded else ""), file=sys.stderr)

@@ -109,7 +109,9 @@ class SweepCallback(Callback):
                 "mlflow.note.content": "Sweep parent: the comparison of its children is under comparison/."}
         run = self.client.create_run(experiment_id, run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
         sweep_params = {"sweep.size": len(jobs), "sweep.min_samples_per_prompt": largest,
-                        **{f"sweep.params.{k}": v for k, v in params.items()}}
+                        **{f"sweep.params.{k}": v for k, v in params.items()},
+                        # read back by `qrpo-compare --parent-run`, so it pairs the arms as the sweep did
+                        **({"compare.baseline": self.baseline} if self.baseline else {}), "compare.pairs": self.pairs}
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sweep_params.items()])
         return run.info.run_id
 
@@ -142,18 +144,14 @@ class SweepCallback(Callback):
     def log_comparison(self, parent_id: str) -> list:
         """Read the parent's children, log the table and plots to the parent; return the children."""
         from flows.compare import (
-            DIFF_COLUMNS, OTHER_DIFF_COLUMNS, PAIR_COLUMNS, SWEEP_COLUMNS, add_arm_differences, all_pairs, equal_kl_note, per_prompt_results, plot_sweep,
-            rows_of, to_csv, to_markdown,
+            DIFF_COLUMNS, OTHER_DIFF_COLUMNS, PAIR_COLUMNS, SWEEP_COLUMNS, plot_sweep, sweep_comparison, to_csv, to_markdown,
         )
 
         experiment_id = self.client.get_run(parent_id).info.experiment_id
         children = list(self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000))
         children.sort(key=lambda r: r.info.start_time)
-        rows = self.rows = rows_of(children)
-        results = per_prompt_results(self.client, children)
-        notes = [add_arm_differences(self.client, children, rows, self.baseline, results), equal_kl_note(children, results)]
-        note = "\n".join(n for n in notes if n)
-        pair_rows = all_pairs(children, results) if self.pairs == "all" else []
+        rows, note, pair_rows = sweep_comparison(self.client, children, self.baseline, self.pairs)
+        self.rows = rows
         pairs_table = to_markdown(pair_rows, PAIR_COLUMNS) if pair_rows else ""
         self.paired_note = "\n".join(n for n in (note, pairs_table and f"every pair of arms (Holm over all pairs):\n{pairs_table}") if n)
         columns = [c for c, _ in SWEEP_COLUMNS] + DIFF_COLUMNS + OTHER_DIFF_COLUMNS

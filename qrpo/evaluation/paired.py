@@ -178,8 +178,9 @@ def compare_arms(arms: Mapping[str, Mapping], baseline: str | None = None) -> li
 
 
 def power_line(rows: list[dict], target: float | None = None) -> str:
-    """One line: the smallest difference every comparison of the table detects (its largest mde), and for
-    `target` (a smaller difference) how many eval prompts that comparison's spread would need."""
+    """One line: the smallest difference every comparison of the table detects (its largest mde), and how many
+    eval prompts it would need to detect `target` (a smaller difference; None: the largest difference the table
+    observed but could not resolve, |diff| below its own mde, at that comparison's spread)."""
     finite = [r for r in rows if math.isfinite(r["mde"])]
     if not finite:
         return "power: fewer than two shared prompts, no difference can be detected"
@@ -188,4 +189,11 @@ def power_line(rows: list[dict], target: float | None = None) -> str:
             f"(80% power, 5% level, {worst['num_prompts']} prompts)")
     if target is not None and 0 < target < worst["mde"]:
         line += f"; to detect {target:.4g} it needs {prompts_needed(worst['diff_sd'], target)} eval prompts"
+    elif target is None:
+        unresolved = [r for r in finite if 0 < abs(r["diff_vs_baseline"]) < r["mde"]]
+        if unresolved:
+            row = max(unresolved, key=lambda r: abs(r["diff_vs_baseline"]))
+            seen = abs(row["diff_vs_baseline"])
+            line += (f"; to detect {seen:.4g} (the largest difference seen and not resolved) it needs "
+                     f"{prompts_needed(row['diff_sd'], seen)} eval prompts")
     return line

@@ -223,6 +223,50 @@ def test_arm_differences_pair_each_run_with_the_best_dpo_arm_on_the_same_prompts
         expected[r["run_id"]]["diff_vs_baseline"] for r in rows if r["run"] in ("dpo_b", "qrpo")]
 
 
+def test_compare_parent_run_prints_the_arm_differences_paired_as_the_sweep_was(tmp_path, monkeypatch, capsys):
+    """`qrpo-compare --parent-run` fills the diff columns and prints the power line like the sweep itself: paired
+    with the parent's logged compare.baseline unless --baseline names another arm; --pairs all adds every pair."""
+    from flows.compare import DIFF_COLUMNS
+    from qrpo.evaluation import paired
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("qrpo", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp, tags={"qrpo.sweep": "true"}).info.run_id
+    client.log_param(parent, "compare.baseline", "m1")
+    rng = np.random.default_rng(1)
+    prompts, base = [f"p{i}" for i in range(16)], rng.normal(0, 1, 16)
+    values = {}
+    for name, shift in (("m1", 0.0), ("m4", 0.02), ("m16", 0.3)):
+        run_id = log_run(client, exp, algorithm="qrpo", dataset="chat", beta=0.1, parent=parent,
+                         metrics={"eval_selection/reward_mean": 0.5 - shift, "eval/reward_mean": 0.4 + shift})
+        client.set_tag(run_id, "mlflow.runName", name)
+        values[name] = base + shift + rng.normal(0, 0.05, 16)
+        folder = tmp_path / name
+        folder.mkdir()
+        paired.write_per_prompt([{"prompt_id": p, "reward": v} for p, v in zip(prompts, values[name])], folder / "per_prompt.csv")
+        client.log_artifacts(run_id, str(folder), "report")
+
+    def printed_rows(out):
+        header, *rows = [line.split(" | ") for line in out.split("\n\nbest per")[0].splitlines() if line.startswith("| ") and "---" not in line]
+        return {row[0][2:]: dict(zip([h.strip("| ") for h in header], row)) for row in rows}
+
+    assert main(["--parent-run", parent]) == 0
+    out = capsys.readouterr().out
+    rows = printed_rows(out)
+    expected = {r["arm"]: r for r in paired.compare_arms({k: dict(zip(prompts, v)) for k, v in values.items()}, "m1")}
+    assert rows["m1"]["diff_vs_baseline"] == "" and rows["m16"]["diff_vs_baseline"] == f"{expected['m16']['diff_vs_baseline']:.4g}"
+    assert all(rows["m4"][c] == f"{expected['m4'][c]:.4g}" for c in DIFF_COLUMNS)
+    assert "vs the baseline arm m1 (qrpo, compare.baseline); p Holm-adjusted over 2 comparison(s)\npower: " in out
+    assert main(["--parent-run", parent, "--baseline", "m16", "--pairs", "all"]) == 0
+    out = capsys.readouterr().out
+    assert printed_rows(out.split("every pair of arms")[0])["m16"]["diff_vs_baseline"] == ""
+    assert "vs the baseline arm m16" in out and "every pair of arms (Holm over all pairs):\n| arm | baseline |" in out
+    assert main(["--parent-run", parent, "--baseline", "m2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --baseline 'm2' is not one of the sweep's runs: m1, m4, m16"
+
+
 def test_equal_kl_note_reads_each_methods_frontier_from_the_runs_per_prompt_files(tmp_path):
     from flows.compare import equal_kl_note, per_prompt_results
     from qrpo.evaluation import frontier, paired

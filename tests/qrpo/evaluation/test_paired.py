@@ -115,8 +115,21 @@ def test_compare_arms_all_pairs_and_the_power_line():
     assert line.startswith(f"power: this comparison detects differences >= {worst:.4g} (80% power, 5% level, 30 prompts)")
     sd = max(rows, key=lambda r: r["mde"])["diff_sd"]
     assert line.endswith(f"; to detect {worst / 2:.4g} it needs {prompts_needed(sd, worst / 2)} eval prompts")
-    assert "needs" not in power_line(rows)
+    assert power_line(rows, target=2 * worst).endswith("prompts)"), "a difference it already detects needs nothing more"
     assert power_line([{"mde": float("nan"), "num_prompts": 1}]).startswith("power: fewer than two shared prompts")
+
+
+def test_power_line_says_what_the_largest_unresolved_difference_would_need():
+    """Without a target the line names the largest |diff| below its own mde (here 0.03 of the three), at that
+    comparison's spread; a table whose every difference is resolved (or zero) adds nothing."""
+    rows = [{"arm": "a", "diff_vs_baseline": 0.5, "mde": 0.1, "diff_sd": 0.2, "num_prompts": 24},   # resolved
+            {"arm": "b", "diff_vs_baseline": -0.03, "mde": 0.09, "diff_sd": 0.15, "num_prompts": 24},
+            {"arm": "c", "diff_vs_baseline": 0.02, "mde": 0.08, "diff_sd": 0.13, "num_prompts": 24}]
+    line = power_line(rows)
+    assert line.startswith("power: this comparison detects differences >= 0.1 (80% power, 5% level, 24 prompts)")
+    assert line.endswith(f"; to detect 0.03 (the largest difference seen and not resolved) it needs {prompts_needed(0.15, 0.03)} eval prompts")
+    assert prompts_needed(0.15, 0.03) > 24
+    assert "needs" not in power_line([rows[0], {**rows[1], "diff_vs_baseline": 0.0}])
 
 
 def test_per_prompt_table_keeps_the_reporting_half_and_averages_its_samples(tmp_path):
