@@ -48,6 +48,47 @@ def test_paired_difference_is_scipys_paired_t_test_on_the_shared_prompts():
     assert result.p_value < 0.01 < stats.ttest_ind(arm, base).pvalue
 
 
+def _simulated_arms(rng, shift: float, prompts: int = 24, samples: int = 4):
+    """Two arms evaluated on the same prompts as the pipeline does: a prompt effect both share (sd 0.5), each
+    sample its own noise (sd 0.3), the arm `shift` above the baseline; per-prompt means as per_prompt.csv has."""
+    effect = np.repeat(rng.normal(0, 0.5, prompts), samples)
+    ids = np.repeat([f"p{i}" for i in range(prompts)], samples).tolist()
+    arm = per_prompt_means(ids, (effect + shift + rng.normal(0, 0.3, effect.size)).tolist())
+    baseline = per_prompt_means(ids, (effect + rng.normal(0, 0.3, effect.size)).tolist())
+    return arm, baseline
+
+
+def test_paired_interval_covers_a_known_difference_and_is_narrower_than_the_unpaired_one():
+    """2,000 simulated comparisons with a true difference of 0.05: the 95% paired interval covers it in >= 93% of
+    them, and on these correlated arms (the prompt effect is shared) it is far narrower than two-sample t's."""
+    rng = np.random.default_rng(7)
+    covered, paired_widths, unpaired_widths = 0, [], []
+    for _ in range(2000):
+        arm, baseline = _simulated_arms(rng, 0.05)
+        result = paired_difference(arm, baseline)
+        covered += result.ci_low <= 0.05 <= result.ci_high
+        paired_widths.append(result.ci_high - result.ci_low)
+        unpaired = stats.ttest_ind(list(arm.values()), list(baseline.values())).confidence_interval(0.95)
+        unpaired_widths.append(unpaired.high - unpaired.low)
+    assert 0.93 <= covered / 2000 <= 0.97
+    assert np.mean(paired_widths) < 0.5 * np.mean(unpaired_widths)
+
+
+def test_the_mde_sits_at_80_percent_on_a_simulated_power_curve():
+    """Rejections at the 5% level of simulated comparisons (the pipeline's per-prompt means, 24 prompts) with a
+    true difference of 0, mde/2 and mde, where mde comes from the spread of the paired differences: 80% +- 3
+    points at the mde, about 5% at no difference."""
+    rng = np.random.default_rng(11)
+    sd = math.sqrt(2 * 0.3 ** 2 / 4)  # per-prompt difference of two 4-sample means; the shared prompt effect cancels
+    mde = minimum_detectable_difference(sd, 24)
+    rate = {}
+    for fraction in (0.0, 0.5, 1.0):
+        rejected = sum(paired_difference(*_simulated_arms(rng, fraction * mde)).p_value < 0.05 for _ in range(2000))
+        rate[fraction] = rejected / 2000
+    assert abs(rate[1.0] - 0.80) <= 0.03, rate
+    assert 0.2 < rate[0.5] < 0.4 and rate[0.0] < 0.075, rate
+
+
 def test_paired_difference_edge_cases():
     with pytest.raises(InputError, match="share no prompt"):
         paired_difference({"a": 1.0}, {"b": 1.0})
