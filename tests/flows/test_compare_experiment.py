@@ -78,3 +78,35 @@ def test_compare_samples_and_scores_the_train_prompts_once(compare):
     assert len(train) == 1, f"the train prompts were sampled into {len(train)} artifacts for 7 arms"
     assert len([k for k in store.keys("score") if store.require("score", k).manifest["inputs"]["sample"] in train]) == 1
     assert len(store.keys("train")) == 7
+
+
+@pytest.fixture(scope="module")
+def ref_scaling(prefect_server, tmp_path_factory):
+    home = tmp_path_factory.mktemp("ref_scaling_home")
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "experiment=smoke", "compare=ref_scaling",
+                           "dataset.max_train_prompts=8", "dataset.max_eval_prompts=8"], cwd=tmp_path_factory.mktemp("cwd"),
+                          env=cli_env(home), capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return home, proc
+
+
+@pytest.mark.slow
+def test_ref_scaling_samples_the_train_prompts_once_at_the_largest_m_and_pairs_with_m1(ref_scaling):
+    """compare=ref_scaling: one train samples artifact of K + 16 per prompt read by all five arms (M = 1..16),
+    five trainings, every arm paired with qrpo-M1, reward_vs_M.png on the parent."""
+    home, proc = ref_scaling
+    store = ArtifactStore(home / "artifacts")
+    counts = sorted(store.require("sample", k).manifest["num_samples"] for k in store.keys("sample"))
+    train = [k for k in store.keys("sample") if store.require("sample", k).manifest["num_samples"] == 3 + 16]
+    assert len(train) == 1, f"train samples: {counts}"
+    assert len(store.keys("train")) == 5
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("qrpo").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("qrpo.sweep") == "true")
+    rows = list(csv.DictReader(io.StringIO(open(client.download_artifacts(parent.info.run_id, "comparison/comparison.csv")).read())))
+    assert sorted(int(r["M"]) for r in rows) == [1, 2, 4, 8, 16] and {r["method"] for r in rows} == {"qrpo-identity"}
+    assert [r["run"] for r in rows if r["diff_vs_baseline"] == ""] == ["qrpo-M1"]
+    assert all(r["mde"] != "" and r["quantile_diff_vs_baseline"] != "" for r in rows if r["run"] != "qrpo-M1")
+    assert parent.data.params["compare.baseline"] == "qrpo-M1"
+    assert "comparison/reward_vs_M.png" in {f.path for f in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert "vs the baseline arm qrpo-M1 (qrpo-identity, compare.baseline)" in proc.stdout
