@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine (Python 3.10+):
-#   make experiment   install, then run the default experiment (SmolLM2-135M-Instruct, ~10 min on 2 CPU cores)
+#   make experiment   install, then run the default experiment (SmolLM2-135M-Instruct, 4-15 min on 2 CPU cores by processor: README)
 #   make test         install, then run the test suite
 VENV ?= .venv
 PYTHON ?= python3
