@@ -114,8 +114,9 @@ def _sort_key(value: Any) -> tuple:
     return (value is None, str(type(value)), value if value is not None else 0)
 
 
-def plot_sweep(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """reward_vs_kl.png (each method's points and its reward-KL frontier) and reward_vs_M.png."""
+def plot_sweep(rows: list[dict[str, Any]], folder: Path, readings: dict | None = None) -> list[Path]:
+    """reward_vs_kl.png (each method's points, its reward-KL frontier and, given `equal_kl` readings, its reward
+    at the common KL with the bootstrap interval) and reward_vs_M.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,7 +137,14 @@ def plot_sweep(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
             if reward > best:
                 frontier.append((kl, reward))
                 best = reward
-        ax.plot(*zip(*frontier), linewidth=1)
+        line, = ax.plot(*zip(*frontier), linewidth=1)
+        reading = (readings or {}).get("methods", {}).get(method)
+        if reading:
+            value = reading["reward_at_kl"]
+            ax.errorbar([readings["kl"]], [value], yerr=[[value - reading["ci_low"]], [reading["ci_high"] - value]],
+                        marker="D", color=line.get_color(), capsize=3, markerfacecolor="none")
+    if readings and readings.get("methods"):
+        ax.axvline(readings["kl"], color="grey", linewidth=0.8, linestyle=":", label=f"equal KL {readings['kl']:.3g}")
     ax.set_xlabel("KL(pi || pi_ref)  (k3, nats per completion)")
     ax.set_ylabel("held-out reward")
     ax.set_title("reward vs KL frontier per method")
@@ -223,9 +231,9 @@ def per_prompt_results(client, runs: list) -> dict[str, dict[str, dict]]:
     return results
 
 
-def equal_kl_note(runs: list, results: dict[str, dict[str, dict]]) -> str:
-    """Each method's reward at one common KL along its own runs' frontier (qrpo.evaluation.frontier), as
-    lines under the table; empty when no method has two runs or their KL ranges do not overlap."""
+def equal_kl(runs: list, results: dict[str, dict[str, dict]]) -> dict:
+    """Each method's reward at one common KL along its own runs' frontier (qrpo.evaluation.frontier.reward_at_kl:
+    {"kl", "methods": {...}}); no methods when no method has two runs or their KL ranges do not overlap."""
     from qrpo.evaluation import frontier
 
     methods: dict[str, list] = {}
@@ -234,9 +242,16 @@ def equal_kl_note(runs: list, results: dict[str, dict[str, dict]]) -> str:
         if "reward" in columns and "kl_k3" in columns:  # files without per-prompt KL take no part
             methods.setdefault(field(run, "method") or "?", []).append((columns["reward"], columns["kl_k3"]))
     try:
-        return frontier.reward_at_kl_lines(frontier.reward_at_kl(methods))
+        return frontier.reward_at_kl(methods)
     except InputError:
-        return ""
+        return {"kl": None, "methods": {}}
+
+
+def equal_kl_note(runs: list, results: dict[str, dict[str, dict]]) -> str:
+    """`equal_kl` as lines under the table; empty when there is no reading."""
+    from qrpo.evaluation import frontier
+
+    return frontier.reward_at_kl_lines(equal_kl(runs, results))
 
 
 def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline_name: str | None = None,
@@ -281,12 +296,15 @@ PAIR_COLUMNS = ["arm", "baseline", "diff_vs_baseline", "diff_ci_low", "diff_ci_h
 def sweep_comparison(client, children: list, baseline: str | None = None, pairs: str = "baseline"):
     """A sweep's table: one row per child (SWEEP_COLUMNS), its arm-against-baseline columns filled, the note
     under it (baseline, power, reward at equal KL) and, for pairs="all", every pair of arms. Used by the sweep's
-    parent run and by `qrpo-compare --parent-run`. Returns (rows, note, pair_rows)."""
+    parent run and by `qrpo-compare --parent-run`. Returns (rows, note, pair_rows, equal-KL readings)."""
+    from qrpo.evaluation import frontier
+
     rows = rows_of(children)
     results = per_prompt_results(client, children)
-    notes = [add_arm_differences(client, children, rows, baseline, results), equal_kl_note(children, results)]
+    readings = equal_kl(children, results)
+    notes = [add_arm_differences(client, children, rows, baseline, results), frontier.reward_at_kl_lines(readings)]
     pair_rows = all_pairs(children, results) if pairs == "all" else []
-    return rows, "\n".join(n for n in notes if n), pair_rows
+    return rows, "\n".join(n for n in notes if n), pair_rows, readings
 
 
 def all_pairs(runs: list, results: dict[str, dict[str, dict]]) -> list[dict[str, Any]]:
@@ -411,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline is not None and args.baseline not in names:
             print(f"error: --baseline {args.baseline!r} is not one of the sweep's runs: {', '.join(names)}", file=sys.stderr)
             return 2
-        child_rows, note, pair_rows = sweep_comparison(client, children, args.baseline, args.pairs)
+        child_rows, note, pair_rows, _ = sweep_comparison(client, children, args.baseline, args.pairs)
         pairs_table = (f"every pair of arms (Holm over all pairs):\n{to_markdown(pair_rows, PAIR_COLUMNS)}" if pair_rows else "")
         sweep = (f"sweep {args.parent_run}: {len(children)} finished run(s)\n" + format_comparison(child_rows)
                  + "".join(f"{n}\n" for n in (note, pairs_table) if n)

@@ -150,7 +150,7 @@ class SweepCallback(Callback):
         experiment_id = self.client.get_run(parent_id).info.experiment_id
         children = list(self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000))
         children.sort(key=lambda r: r.info.start_time)
-        rows, note, pair_rows = sweep_comparison(self.client, children, self.baseline, self.pairs)
+        rows, note, pair_rows, readings = sweep_comparison(self.client, children, self.baseline, self.pairs)
         self.rows = rows
         pairs_table = to_markdown(pair_rows, PAIR_COLUMNS) if pair_rows else ""
         self.paired_note = "\n".join(n for n in (note, pairs_table and f"every pair of arms (Holm over all pairs):\n{pairs_table}") if n)
@@ -159,7 +159,7 @@ class SweepCallback(Callback):
             folder = Path(tmp)
             (folder / "comparison.md").write_text(to_markdown(rows, columns) + (f"\n{note}\n" if note else ""))
             (folder / "comparison.csv").write_text(to_csv(rows, columns))
-            plot_sweep(rows, folder)
+            plot_sweep(rows, folder, readings)
             if pair_rows:
                 (folder / "pairs.md").write_text(pairs_table)
                 (folder / "pairs.csv").write_text(to_csv(pair_rows, PAIR_COLUMNS))

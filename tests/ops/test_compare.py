@@ -170,6 +170,34 @@ def test_reward_vs_m_draws_each_arms_interval_and_the_best_run_per_m(tmp_path, m
     assert np.allclose([s[1][1] - s[0][1] for s in qbars.get_segments()], 2 * 1.96 * 0.02)
 
 
+def test_reward_vs_kl_marks_each_methods_reward_at_the_common_kl(tmp_path, monkeypatch):
+    """Given the equal-KL readings, reward_vs_kl.png has a dotted line at the common KL and each method's reading
+    there with its bootstrap interval; without readings, neither."""
+    import matplotlib.pyplot as plt
+
+    from flows.compare import plot_sweep
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    rows = [{"method": m, "M": 4, "reward": r, "kl": k} for m, r, k in
+            [("qrpo", 0.3, 0.1), ("qrpo", 0.4, 0.5), ("dpo", 0.32, 0.05), ("dpo", 0.35, 0.3)]]
+    readings = {"kl": 0.2, "num_prompts": 24, "methods": {"qrpo": {"reward_at_kl": 0.325, "ci_low": 0.3, "ci_high": 0.36, "num_runs": 2},
+                                                          "dpo": {"reward_at_kl": 0.338, "ci_low": 0.31, "ci_high": 0.37, "num_runs": 2}}}
+    plot_sweep(rows, tmp_path, readings)
+    axis = figures[0].axes[0]
+    marks = {}
+    for container in axis.containers:
+        line, _, (bars,) = container.lines
+        (x,), (y,) = line.get_xdata(), line.get_ydata()
+        (low, high), = [(seg[0][1], seg[1][1]) for seg in bars.get_segments()]
+        marks[round(y, 3)] = (x, round(low, 3), round(high, 3))
+    assert marks == {0.325: (0.2, 0.3, 0.36), 0.338: (0.2, 0.31, 0.37)}
+    assert any(list(l.get_xdata()) == [0.2, 0.2] for l in axis.lines), "the common KL as a vertical line"
+    figures.clear()
+    plot_sweep(rows, tmp_path)
+    assert not figures[0].axes[0].containers
+
+
 def test_arm_differences_pair_each_run_with_the_best_dpo_arm_on_the_same_prompts(tmp_path):
     """Per-prompt rewards logged as each run's report/per_prompt.csv; the baseline is the best DPO arm by the
     selection half even where a QRPO arm scores higher there, and a run without the file gets no cells."""
