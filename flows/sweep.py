@@ -126,7 +126,12 @@ class SweepCallback(Callback):
         SIGTERM)."""
         if self.parent_id is None:
             return
-        children = self.log_comparison(self.parent_id)
+        try:
+            children = self.log_comparison(self.parent_id)
+        except BaseException:  # the children are logged; the parent must not stay RUNNING
+            self.client.set_terminated(self.parent_id, "KILLED" if terminated() else "FAILED")
+            self._forget()
+            raise
         failed = [r for r in children if r.info.status != "FINISHED"]
         self.client.log_metric(self.parent_id, "sweep/wall_time_s", time.time() - self.started)
         status = "KILLED" if terminated() else "FAILED" if failed or not children else "FINISHED"
@@ -178,6 +183,9 @@ class SweepCallback(Callback):
             return
         try:
             self.log_comparison(self.parent_id)
+        except Exception:
+            pass  # what the table needs may be what failed; the parent is closed all the same
+        try:
             self.client.set_terminated(self.parent_id, "KILLED" if terminated() else "FAILED")
         except Exception:
             pass

@@ -120,6 +120,31 @@ def test_sweep_summary_reads_each_childs_own_metrics_and_leaves_a_missing_one_bl
     assert client.get_run(parent).data.metrics["sweep/children"] == 3
 
 
+def test_a_comparison_that_fails_at_the_end_still_closes_the_parent_as_failed(tmp_path, monkeypatch):
+    """The sweep's last step (reading the children, plotting) raising must not leave the parent RUNNING: the
+    error propagates and the parent ends FAILED; the atexit path does the same when the run ends early."""
+    from flows.sweep import SweepCallback
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("qrpo", artifact_location=(tmp_path / "mlruns").as_uri())
+
+    def broken(parent_id):
+        raise ValueError("the table could not be built")
+
+    for path in ("end", "atexit"):
+        sweep = SweepCallback()
+        sweep.client, sweep.parent_id = client, client.create_run(experiment_id, tags={"qrpo.sweep": "true"}).info.run_id
+        parent = sweep.parent_id
+        monkeypatch.setattr(sweep, "log_comparison", broken)
+        if path == "end":
+            with pytest.raises(ValueError, match="could not be built"):
+                sweep.end()
+        else:
+            sweep._close_if_open()
+        assert client.get_run(parent).info.status == "FAILED", path
+        assert sweep.parent_id is None
+
+
 @pytest.mark.slow
 def test_multirun_makes_one_parent_run_with_four_children(sweep):
     _, _, client, runs, _ = sweep
