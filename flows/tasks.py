@@ -42,7 +42,7 @@ from qrpo.evaluation import report as report_lib
 from qrpo.store.artifacts import Artifact, ArtifactStore
 from qrpo.store.shards import ArtifactRef, ShardFolder
 from qrpo.store.tracking import RunLogger
-from qrpo.training import logprobs, trainer
+from qrpo.training import launch, logprobs, trainer
 from qrpo.training.ray_train import distributed_key
 
 LOCAL = ExecutorConfig()  # a heavy step called without the run's executor runs its shards in its own process
@@ -175,7 +175,7 @@ def train(algorithm: AlgorithmConfig, train: TrainConfig, distributed: Distribut
         live.add(step)
 
     def build(out: Path, partial: Path) -> dict:
-        return trainer.train(algorithm, train, distributed, ArtifactRef.of(store, "prepare_model", model_key),
+        return launch.train(algorithm, train, distributed, ArtifactRef.of(store, "prepare_model", model_key),
                              ArtifactRef.of(store, table_step, table_key), out, ShardFolder.of(store, partial), log_step, executor)
 
     subset = {"algorithm": composed(algorithm), "train": composed(train), "distributed": distributed_key(distributed),

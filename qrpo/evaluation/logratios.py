@@ -34,17 +34,27 @@ def policy_and_ref_logps(policy_dir: Path, ref_dir: Path, samples: pa.Table, bat
     return samples
 
 
+def policy_and_ref_logps_by_shard(executor: ExecutorConfig | None, policy: ArtifactRef, reference: ArtifactRef, samples: pa.Table,
+                                  batch_size: int, precision: str, folder: ShardFolder) -> pa.Table:
+    """`samples` with policy_logp and ref_logp (as `policy_and_ref_logps`), one model
+    per pass over the shards, so a worker holds one model at a time."""
+    for column, model in (("policy_logp", policy), ("ref_logp", reference)):
+        values = logprobs.logps_by_shard(executor, "eval_logps", model, samples, {"completion_ids": column}, precision, folder, batch_size,
+                       prefix=column)
+        samples = samples.append_column(column, values.column(column).combine_chunks())
+    return samples
+
+
 def eval_logps(policy: "ArtifactRef", reference: "ArtifactRef", scored_by_seed: dict[str, pa.Table], batch_size: int,
                precision: str, out: Path, shards: "ShardFolder", executor: "ExecutorConfig | None" = None) -> dict:
     """The `eval_logps` step: the policy's scored eval samples of every seed in one table (a `seed` column)
     with log pi (the trained `policy`) and log pi_ref (the prepared `reference`), into `out/data.parquet`,
     computed shard by shard into `shards` wherever `executor` runs them; returns both means."""
-    from qrpo.executor import steps as sharded
     from qrpo.store.artifacts import write_table
 
     samples = pa.concat_tables([t.append_column("seed", pa.array([int(seed)] * t.num_rows, pa.int64()))
                                 for seed, t in scored_by_seed.items()])
-    table = sharded.policy_and_ref_logps(executor, policy, reference, samples, batch_size, precision, shards)
+    table = policy_and_ref_logps_by_shard(executor, policy, reference, samples, batch_size, precision, shards)
     write_table(table, out / "data.parquet")
     return {"policy_logp_mean": float(np.mean(table.column("policy_logp").to_numpy())),
             "ref_logp_mean": float(np.mean(table.column("ref_logp").to_numpy()))}

@@ -2,7 +2,9 @@
 
 Four steps are data parallel over rows: `sample` (prompts), `score`, `ref_logps` and `eval_logps` (samples or
 training examples). Each of them now goes through one mechanism (`qrpo.executor.base.run_table_shards`,
-and for sampling `qrpo.executor.steps.sample_shards` over `sample_table`'s own shard files):
+and for sampling `qrpo.sampling.sample_shards` over `sample_table`'s own shard files; each family's shard
+function lives beside the step it serves: `qrpo.rewards.ScoreShard`, `qrpo.training.logprobs.LogpShard`,
+`qrpo.sampling.SampleShard`):
 
 1. the rows are cut into shards by a fixed shard size (`executor.shard_rows`, `sampler.shard_prompts` for
    sampling), never by the number of workers, so no row depends on how many workers ran or where;
@@ -42,6 +44,7 @@ models and shard folders by (root, step, key), never by the driver's paths (`qrp
 
 from __future__ import annotations
 
-from qrpo.executor.base import Executor, LocalExecutor, ShardTask, executor_for, run_table_shards
+from qrpo.executor.base import Executor, LocalExecutor, ShardTask, run_table_shards
+from qrpo.executor.choice import executor_for
 
 __all__ = ["Executor", "LocalExecutor", "ShardTask", "executor_for", "run_table_shards"]

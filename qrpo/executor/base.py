@@ -4,7 +4,8 @@
 for every shard of rows that `folder` (the step's partial folder, `qrpo.store.shards.ShardFolder`) does not
 hold yet, each written atomically by the worker that computed it, then reads every shard back and
 concatenates them in shard order. The executor decides where the missing shards run: `LocalExecutor`
-here, in order; `qrpo.executor.ray.RayExecutor` as Ray tasks. See the package docstring for the design.
+here, in order; `qrpo.executor.ray.RayExecutor` as Ray tasks (`qrpo.executor.choice.executor_for` picks one).
+See the package docstring for the design.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 
-from qrpo.config.sections import ExecutorConfig
 from qrpo.executor import cache
 from qrpo.store.shards import ShardFolder, plan, shard_name
 
@@ -51,15 +51,6 @@ class LocalExecutor(Executor):
         finally:
             cache.release()
         return records
-
-
-def executor_for(cfg: ExecutorConfig | None, step: str) -> Executor:
-    """The executor of one step: Ray when `executor=ray` and the step is in `executor.steps`, else local."""
-    if cfg is not None and cfg.runs(step) == "ray":
-        from qrpo.executor.ray import RayExecutor
-
-        return RayExecutor(cfg)
-    return LocalExecutor()
 
 
 @dataclass

@@ -359,8 +359,6 @@ def _notes(sections: Sections, plan: PlanConfig, dev: Device, policy: ModelSize,
             notes.append(f"wall times spread every step over all {plan.num_gpus} devices; as configured, sampling runs on "
                          f"{given['sample']} (sampler=vllm: tensor_parallel_size x data_parallel_size), training on {given['train']} "
                          f"(distributed.num_processes), scoring and log-probs on 1, each step on one node: plan.spread=config prices that")
-    from qrpo.plan.report import size
-
     train, constants = sections.train, disk_constants(load_table(plan.table))
     each = (constants["weights"] if train.lora_r else constants["checkpoint"]) * policy.params
     if train.checkpoint_every:
@@ -472,3 +470,12 @@ def plan_jobs(jobs: list[tuple[dict[str, Any], Sections, PlanConfig, str]]) -> S
     alone = [job_plan(config, sections, plan, 0, label) for config, sections, plan, label in jobs]
     shared = [job_plan(config, sections, plan, largest, label) for config, sections, plan, label in jobs] if len(jobs) > 1 else alone
     return SweepPlan(shared, alone, largest)
+
+
+def size(b: float) -> str:
+    if b == 0:
+        return "0"
+    for unit, div in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= div:
+            return f"{b / div:.3g} {unit}"
+    return f"{b:.0f} B"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from qrpo.plan.cost import JobPlan, Priced, SweepPlan, totals
+from qrpo.plan.cost import JobPlan, Priced, SweepPlan, size, totals
 
 
 def count(x: float) -> str:
@@ -44,15 +44,6 @@ def wall(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
-
-
-def size(b: float) -> str:
-    if b == 0:
-        return "0"
-    for unit, div in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if b >= div:
-            return f"{b / div:.3g} {unit}"
-    return f"{b:.0f} B"
 
 
 def _work(p: Priced) -> str:

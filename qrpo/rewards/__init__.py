@@ -13,12 +13,15 @@ The contract (`RewardModel`, `score_samples`) is in base.py.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from qrpo.config.binding import build
-from qrpo.config.sections import ExecutorConfig, RewardConfig
+from qrpo.config.sections import ExecutorConfig, RewardConfig, composed
 from qrpo.rewards.base import RewardModel, score_samples
 from qrpo.rewards.classifier import SequenceClassifierReward
 from qrpo.rewards.vader import VaderReward
@@ -31,13 +34,38 @@ def build_reward(cfg: RewardConfig) -> RewardModel:
     return build("reward", cfg)
 
 
+@dataclass
+class ScoreShard:
+    reward: RewardConfig
+    samples: pa.Table  # prompt_id, completion
+    prompts: pa.Table
+
+    def __call__(self, rows: range) -> pa.Table:
+        from qrpo.executor import cache
+
+        key = "reward:" + json.dumps(composed(self.reward), sort_keys=True, default=str)
+        with cache.hold(key, lambda: build_reward(self.reward)) as reward:
+            values = score_samples(reward, self.samples.slice(rows.start, len(rows)), self.prompts)
+        return pa.table({"reward": pa.array(np.asarray(values, dtype=np.float64))})
+
+
+def score_shards(executor: ExecutorConfig | None, reward: RewardConfig, samples: pa.Table, prompts: pa.Table,
+                 folder: ShardFolder) -> np.ndarray:
+    """The reward of every sample (float64 [N]), shard by shard (`executor.shard_rows` samples each)."""
+    from qrpo.executor.base import run_table_shards
+    from qrpo.executor.choice import executor_for
+
+    shard_rows = executor.shard_rows if executor is not None else ExecutorConfig().shard_rows
+    table = run_table_shards(samples.num_rows, shard_rows, ScoreShard(reward, samples.select(["prompt_id", "completion"]), prompts),
+                             folder, executor_for(executor, "score"), name="score")
+    return table.column("reward").to_numpy()
+
+
 def score(cfg: RewardConfig, samples: pa.Table, prompts: pa.Table, out: Path, shards: ShardFolder,
           executor: ExecutorConfig | None = None) -> dict:
     """The `score` step: `samples` with a `reward` column, into `out/data.parquet`, computed shard by shard into
     `shards` (resumed from the shards there) wherever `executor` runs them; returns the reward's mean and sd."""
-    from qrpo.executor import steps as sharded
-
-    rewards = sharded.score(executor, cfg, samples, prompts, shards)
+    rewards = score_shards(executor, cfg, samples, prompts, shards)
     write_table(samples.append_column("reward", pa.array(rewards)), out / "data.parquet")
     return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
 

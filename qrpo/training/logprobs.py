@@ -29,6 +29,7 @@ probability of what was actually sampled.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -207,18 +208,72 @@ def batched_sequence_logps(
     return result
 
 
+@dataclass
+class LogpShard:
+    """log pi(y|x) under one model of the completions in `columns` (completion column -> output column)."""
+
+    model: ArtifactRef
+    table: pa.Table  # prompt_ids and the completion columns
+    columns: dict[str, str]
+    precision: str
+    batch_size: int = 16
+    desc: str = "log-probs"
+
+    def __call__(self, rows: range) -> pa.Table:
+        from qrpo import models
+        from qrpo.executor import cache
+
+        part = self.table.slice(rows.start, len(rows))
+        prompts = part.column("prompt_ids").to_pylist()
+        out = {}
+        with cache.hold(f"policy:{self.model.root}/{self.model.step}/{self.model.key}/{self.model.subdir}",
+                        lambda: models.load_policy(self.model.path)) as (model, tokenizer):
+            for source, column in self.columns.items():
+                out[column] = pa.array(batched_sequence_logps(
+                    model, prompts, part.column(source).to_pylist(), tokenizer.pad_token_id, self.batch_size,
+                    f"{self.desc} {column}", precision=self.precision), pa.float64())
+        return pa.table(out)
+
+
+def logps_by_shard(executor: ExecutorConfig | None, step: str, model: ArtifactRef, table: pa.Table, columns: dict[str, str],
+                   precision: str, folder: ShardFolder, batch_size: int = 16, prefix: str = "shard") -> pa.Table:
+    """The log-prob columns (`columns`: completion column -> output column) of every row of `table`, shard by shard,
+    one column after the other (a pair table: the chosen side, then the rejected side).
+
+    The shards are cut from the rows in length order (stable, as `batched_sequence_logps` orders them), so
+    with `shard_rows` a multiple of `batch_size` every shard's batches are the batches the whole column would
+    have had: a row's value (which the padding and the other rows of its batch move in the last bits) is the
+    same for any such shard size, and the same as computed in one piece."""
+    import pyarrow.compute as pc
+
+    from qrpo.config.sections import ExecutorConfig
+    from qrpo.executor.base import run_table_shards
+    from qrpo.executor.choice import executor_for
+
+    shard_rows = executor.shard_rows if executor is not None else ExecutorConfig().shard_rows
+    prompt_lengths = pc.list_value_length(table.column("prompt_ids")).to_numpy()
+    out = {}
+    for source, column in columns.items():
+        order = np.argsort(prompt_lengths + pc.list_value_length(table.column(source)).to_numpy(), kind="stable")
+        needed = table.select(["prompt_ids", source]).take(order)
+        shard_prefix = prefix if len(columns) == 1 else f"{prefix}-{column}"
+        ordered = run_table_shards(table.num_rows, shard_rows, LogpShard(model, needed, {source: column}, precision, batch_size, step),
+                                   folder, executor_for(executor, step), prefix=shard_prefix, name=step)
+        out[column] = ordered.column(column).take(np.argsort(order))  # back to the table's row order
+    return pa.table(out)
+
+
 def ref_logps(model: "ArtifactRef", table: pa.Table, precision: str, out: Path, shards: "ShardFolder",
               executor: "ExecutorConfig | None" = None) -> dict:
     """The `ref_logps` step: log pi_ref (the prepared `model`) of every completion of the training table (both
     sides of a pair table: chosen_ref_logp, rejected_ref_logp; a pointwise table: ref_logp), added as columns,
     into `out/data.parquet`, in `precision` (the trainer's own arithmetic); computed shard by shard into
     `shards` wherever `executor` runs them. Returns the columns' means."""
-    from qrpo.executor import steps as sharded
     from qrpo.store.artifacts import write_table
 
     sides = ("chosen_", "rejected_") if "chosen_ids" in table.column_names else ("",)
     columns = {f"{side}ids" if side else "completion_ids": f"{side}ref_logp" for side in sides}
-    values = sharded.logps(executor, "ref_logps", model, table, columns, precision, shards)
+    values = logps_by_shard(executor, "ref_logps", model, table, columns, precision, shards)
     metrics = {}
     for column in columns.values():
         table = table.append_column(column, values.column(column).combine_chunks())

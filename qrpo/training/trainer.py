@@ -24,7 +24,7 @@ import contextlib
 import math
 import time
 from pathlib import Path
-from typing import Callable, TYPE_CHECKING
+from typing import Callable
 
 import pyarrow as pa
 import torch
@@ -32,14 +32,11 @@ from tqdm.auto import tqdm
 
 from qrpo import precision
 from qrpo.objective.algorithms import Algorithm
-from qrpo.config.sections import AlgorithmConfig, DistributedConfig, TrainConfig
+from qrpo.config.sections import TrainConfig
 from qrpo.errors import InputError
 from qrpo.training.batching import epoch_order, make_examples, micro_batch
 from qrpo.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 
-if TYPE_CHECKING:  # annotations only: the shard folder and the executor are imported where a step runs
-    from qrpo.config.sections import ExecutorConfig
-    from qrpo.store.shards import ArtifactRef, ShardFolder
 
 
 def cosine_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
@@ -204,40 +201,3 @@ def train_policy(
         model = model.merge_and_unload()
     model.eval()
     return history
-
-
-def train(algorithm: AlgorithmConfig, train_cfg: TrainConfig, distributed: DistributedConfig, model: "ArtifactRef",
-          table: "ArtifactRef", out: Path, partial: "ShardFolder", on_step: Callable[[int, dict], None] | None = None,
-          executor: "ExecutorConfig | None" = None) -> dict:
-    """The `train` step: the policy (from the prepared `model`) trained on the training table `table` (with
-    reference log-probs where the method needs them) into `out/policy/`, its history into
-    `out/history.parquet`; in this process, in the processes `distributed` launches on this machine
-    (qrpo.training.distributed), or on Ray Train's workers (`distributed.launcher=ray`, on the cluster of
-    `executor`: qrpo.training.ray_train). Resumes from the checkpoints in the step's `partial` folder.
-    `on_step(step, record)` sees each step as it ends (in this process only). Returns the final loss, the
-    steps and the tokens/s of the last step."""
-    import pyarrow.parquet as pq
-
-    from qrpo.config.binding import build_algorithm
-    from qrpo.config.sections import composed
-    from qrpo.models import load_policy
-    from qrpo.store.artifacts import write_table
-    from qrpo.training.distributed import launch_training
-
-    checkpoints = partial.local / "checkpoints"
-    if distributed.launcher == "ray":
-        from qrpo.training.ray_train import train_with_ray
-
-        history = train_with_ray(distributed, executor, model, table, composed(algorithm), composed(train_cfg), out, partial)
-    elif distributed.launches:
-        history = launch_training(distributed, model.path, table.path / "data.parquet", composed(algorithm), composed(train_cfg), out,
-                                  checkpoint_dir=checkpoints)
-    else:
-        policy, tokenizer = load_policy(model.path)
-        history = train_policy(policy, pq.read_table(table.path / "data.parquet"), build_algorithm(algorithm), train_cfg,
-                               tokenizer.pad_token_id, on_step=on_step, checkpoint_dir=checkpoints)
-        policy.save_pretrained(out / "policy")
-        tokenizer.save_pretrained(out / "policy")
-    write_table(pa.Table.from_pylist(history), out / "history.parquet")
-    last = history[-1]
-    return {"final_loss": last["loss"], "steps": len(history), "tokens_per_s": last["tokens_per_s"]}

@@ -14,7 +14,7 @@ import pytest
 from flows.config import compose_config
 from qrpo.config.sections import ExecutorConfig, typed_sections
 from qrpo.executor import LocalExecutor, run_table_shards
-from qrpo.executor.steps import ScoreShard
+from qrpo.rewards import ScoreShard
 from qrpo.store.artifacts import ArtifactStore
 from qrpo.store.shards import ShardFolder, plan, shard_name, store_root
 
@@ -173,10 +173,9 @@ def test_log_prob_shards_give_bitwise_the_values_of_one_piece_for_any_shard_size
     import numpy as np
 
     from qrpo.config.sections import ModelConfig
-    from qrpo.executor import steps
     from qrpo.models import load_policy, prepare_model
     from qrpo.store.shards import ArtifactRef
-    from qrpo.training.logprobs import batched_sequence_logps
+    from qrpo.training.logprobs import batched_sequence_logps, logps_by_shard
 
     store = ArtifactStore(tmp_path)
     with store.write("prepare_model", "m") as out:
@@ -192,7 +191,7 @@ def test_log_prob_shards_give_bitwise_the_values_of_one_piece_for_any_shard_size
     for shard_rows in (16, 48, 256):
         folder = tmp_path / ".partial" / f"ref_logps-{shard_rows}"
         folder.mkdir(parents=True)
-        got = steps.logps(ExecutorConfig(shard_rows=shard_rows), "ref_logps", model, table,
+        got = logps_by_shard(ExecutorConfig(shard_rows=shard_rows), "ref_logps", model, table,
                           {"chosen_ids": "chosen_ref_logp", "rejected_ids": "rejected_ref_logp"}, "fp32", ShardFolder.of(store, folder))
         for side in ("chosen", "rejected"):
             assert np.array_equal(got.column(f"{side}_ref_logp").to_numpy(), whole[side]), (shard_rows, side)
