@@ -247,13 +247,6 @@ def equal_kl(runs: list, results: dict[str, dict[str, dict]]) -> dict:
         return {"kl": None, "methods": {}}
 
 
-def equal_kl_note(runs: list, results: dict[str, dict[str, dict]]) -> str:
-    """`equal_kl` as lines under the table; empty when there is no reading."""
-    from qrpo.evaluation import frontier
-
-    return frontier.reward_at_kl_lines(equal_kl(runs, results))
-
-
 def add_arm_differences(client, runs: list, rows: list[dict[str, Any]], baseline_name: str | None = None,
                         results: dict[str, dict[str, dict]] | None = None) -> str:
     """Fill DIFF_COLUMNS of `rows` (matched by run_id): each finished run's per-prompt reporting-half

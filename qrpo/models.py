@@ -133,8 +133,8 @@ class TinyModel:
             bos_token_id=tokenizer.eos_token_id,
             **cfg.architecture,
         )
-        torch.manual_seed(cfg.seed)
-        with BUILDING:
+        with BUILDING:  # the seed and the initialisation it draws, with no other thread's draws between them
+            torch.manual_seed(cfg.seed)
             return LlamaForCausalLM(config), tokenizer
 
 

@@ -94,8 +94,8 @@ class SequenceClassifierReward(RewardModel):
         config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=1, **architecture)
         from qrpo.models import BUILDING
 
-        torch.manual_seed(seed)
-        with BUILDING:
+        with BUILDING:  # the seed and the initialisation it draws, with no other thread's draws between them
+            torch.manual_seed(seed)
             model = LlamaForSequenceClassification(config)
         return cls(model, tokenizer, **kwargs)
 

@@ -296,7 +296,7 @@ def test_compare_parent_run_prints_the_arm_differences_paired_as_the_sweep_was(t
 
 
 def test_equal_kl_note_reads_each_methods_frontier_from_the_runs_per_prompt_files(tmp_path):
-    from flows.compare import equal_kl_note, per_prompt_results
+    from flows.compare import equal_kl, per_prompt_results
     from qrpo.evaluation import frontier, paired
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -313,6 +313,6 @@ def test_equal_kl_note_reads_each_methods_frontier_from_the_runs_per_prompt_file
                                 tmp_path / str(i) / "per_prompt.csv")
         client.log_artifacts(run_id, str(tmp_path / str(i)), "report")
     runs = client.search_runs([exp])
-    note = equal_kl_note(runs, per_prompt_results(client, runs))
+    note = frontier.reward_at_kl_lines(equal_kl(runs, per_prompt_results(client, runs)))
     assert note == frontier.reward_at_kl_lines(frontier.reward_at_kl(expected))
     assert note.startswith("reward at equal KL (k3 = ") and "\n  dpo: " in note and "\n  qrpo: " in note
