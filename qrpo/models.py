@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
 
 from qrpo.config.binding import build
 from qrpo.config.sections import ModelConfig
@@ -75,6 +74,8 @@ class GGUFModel:
 
     @classmethod
     def load(cls, cfg: ModelConfig):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         gguf = gguf_file(cfg)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         with BUILDING:
@@ -101,6 +102,8 @@ class PretrainedModel:
 
     @classmethod
     def load(cls, cfg: ModelConfig):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         try:
             tokenizer = AutoTokenizer.from_pretrained(cfg.path)
             with BUILDING:
@@ -124,6 +127,8 @@ class TinyModel:
 
     @classmethod
     def load(cls, cfg: ModelConfig):
+        from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+
         tokenizer = ByT5Tokenizer()
         tokenizer.chat_template = TINY_CHAT_TEMPLATE
         config = LlamaConfig(
@@ -177,6 +182,8 @@ def load_policy(path: Path, device: torch.device | None = None, dtype: torch.dty
 
     The weights are fp32 for every step (sampling, log-probs, training's master weights): a run's bf16 is
     autocast around the forward passes (qrpo.precision), so every step computes with the same model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     device = device or default_device()
     with BUILDING:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)

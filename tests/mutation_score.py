@@ -35,8 +35,8 @@ UNITS: dict[str, list[str]] = {
     "trainer batching": ["qrpo.training.batching.*"],
     "evaluation metrics": ["qrpo.evaluation.metrics.*"],
     "evaluation selection": ["qrpo.evaluation.selection.*"],
-    "sampler seeding": ["qrpo.sampling.base.x_row_seed*", "qrpo.sampling.hf.x_gumbel*", "qrpo.sampling.hf.x_row_generators*",
-                        f"qrpo.sampling.hf.x{M}GumbelNoise{M}*"],
+    "sampler seeding": ["qrpo.sampling.base.x_row_seed*", "qrpo.sampling.gumbel.x_gumbel*", "qrpo.sampling.gumbel.x_row_generators*",
+                        f"qrpo.sampling.gumbel.x{M}GumbelNoise{M}*"],
 }
 GOAL = 0.90
 

@@ -7,7 +7,7 @@ from transformers import GenerationConfig
 
 from qrpo.sampling import HFSampler, SamplingParams, encode_prompts, row_seed, sample_completions, sample_table
 from qrpo.sampling.base import SAMPLES_SCHEMA, finish
-from qrpo.sampling.hf import GumbelNoise, exact_generation_config, gumbel, row_generators
+from qrpo.sampling.gumbel import GumbelNoise, exact_generation_config, gumbel, row_generators
 
 PROMPTS = pa.table({"prompt_id": [f"p{i}" for i in range(5)],
                     "prompt": [f"Say something nice number {i}." + " Please." * (i % 3) for i in range(5)]})
