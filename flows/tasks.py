@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import tempfile
 from pathlib import Path
 
 from prefect import task, unmapped
@@ -71,8 +70,8 @@ def prepare_model(model: ModelConfig, store: ArtifactStore, run_id: str):
 
 @task(cache_policy=NONE)
 def load_dataset(dataset: DatasetConfig, store: ArtifactStore, run_id: str):
-    subset = {**composed(dataset), "path": None, "data_files": None, "sha256": data.fingerprint(dataset)}  # the data, not its path
-    artifact, cached = store.get_or_build("load_dataset", 3, subset, {}, lambda out, _: data.load_dataset(dataset, out))
+    artifact, cached = store.get_or_build("load_dataset", data.LOAD_DATASET_VERSION, data.load_dataset_request(dataset), {},
+                                          lambda out, _: data.load_dataset(dataset, out))
     return _finish(artifact, cached, run_id, "load_dataset/")
 
 
@@ -247,17 +246,20 @@ def alpaca_eval(evals: EvalConfig, store: ArtifactStore, samples_key: str, promp
 @task(cache_policy=NONE)
 def report(algorithm: AlgorithmConfig, model: ModelConfig, dataset: DatasetConfig, reward: RewardConfig, store: ArtifactStore,
            train_key: str, evaluate_key: str, eval_ref_key: str, run_id: str, alpaca_key: str | None = None) -> dict:
-    """Plots, a summary table and the per-prompt means, logged to the MLflow run under report/; returns every
-    evaluation metric (eval/..., eval_selection/...)."""
-    evaluated, trained = store.require("evaluate", evaluate_key), store.require("train", train_key)
+    """Plots, a summary table and the per-prompt means (an artifact like any step's, so an identical re-run draws
+    nothing), logged to the MLflow run under report/; returns every evaluation metric (eval/..., eval_selection/...)."""
+    evaluated = store.require("evaluate", evaluate_key)
     metrics = dict(evaluated.manifest["metrics"])
+    inputs = {"train": train_key, "evaluate": evaluate_key, "score": eval_ref_key}
     if alpaca_key:
         metrics.update(store.require("alpaca_eval", alpaca_key).manifest["metrics"])
+        inputs["alpaca_eval"] = alpaca_key
     reporting = {k.removeprefix("eval/"): v for k, v in metrics.items() if k.startswith("eval/")}
-    facts = {"model": model.name, "dataset": dataset.name, "reward": reward.name, "train artifact": str(trained.path),
-             "evaluate artifact": str(evaluated.path), "reward gain (reporting half)": gain_in_words(reporting)}
-    with tempfile.TemporaryDirectory() as tmp:
-        report_lib.report(algorithm.label, facts, metrics, trained.table("history"), evaluated.table(),
-                          store.require("score", eval_ref_key).table(), Path(tmp))
-        RunLogger(run_id).artifacts(Path(tmp), "report")
+    facts = {"model": model.name, "dataset": dataset.name, "reward": reward.name, "train artifact": store.url_of("train", train_key),
+             "evaluate artifact": store.url_of("evaluate", evaluate_key), "reward gain (reporting half)": gain_in_words(reporting)}
+    artifact, _ = store.get_or_build("report", 1, {"label": algorithm.label, **facts}, inputs,
+                                     lambda out, _: report_lib.report(algorithm.label, facts, metrics,
+                                                                      store.require("train", train_key).table("history"),
+                                                                      evaluated.table(), store.require("score", eval_ref_key).table(), out))
+    RunLogger(run_id).artifact_files(artifact.path, "report")
     return metrics

@@ -5,8 +5,7 @@ set) the Prefect server's step deployment. Raises one InputError; returns the ty
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from flows.config import compose_config, resolve_auto_regime
 from flows.dispatch import check_dispatch
@@ -25,11 +24,12 @@ SECTIONS = {"model": ModelConfig, "dataset": DatasetConfig, "sampler": SamplerCo
 _handed: dict[tuple[str, ...], tuple[dict, Sections]] = {}  # checked by the front door, not yet run
 
 
-def load_config(overrides: list[str]) -> tuple[dict, Sections]:
+def load_config(overrides: list[str], values_checked: Callable[[], None] | None = None) -> tuple[dict, Sections]:
     """The composed config and its typed sections for these overrides: the one function every way in
     (the CLI, a `--multirun` job, a deployment run, a `qrpo-step` run) composes and validates through.
     A config the front door has just checked and handed over (`hand_over`) is taken as it is, so a CLI
-    run composes and validates once, not again inside the flow."""
+    run composes and validates once, not again inside the flow. `values_checked` is called once every
+    value has its type and range (a bad override is answered before it), before the slower checks."""
     found = _handed.pop(tuple(overrides), None)
     if found is not None:
         return found
@@ -37,6 +37,8 @@ def load_config(overrides: list[str]) -> tuple[dict, Sections]:
     for name, cls in SECTIONS.items():  # the value checks first, before regime=auto imports the algorithm (and torch)
         if name != "regime":
             build_section(cls, config.get(name))
+    if values_checked is not None:
+        values_checked()
     config = resolve_auto_regime(config)
     return config, validate(config)
 
@@ -49,6 +51,19 @@ def hand_over(overrides: list[str], config: dict, sections: Sections) -> None:
 def discard(overrides: list[str]) -> None:
     """Drop a handed-over config that no flow took (a sweep that stopped early)."""
     _handed.pop(tuple(overrides), None)
+
+
+def _loaded_before(dataset: DatasetConfig, artifact_root: str | None) -> bool:
+    """Whether the local artifact store holds the `load_dataset` artifact of exactly this data and dataset config
+    (so it was read and checked when that artifact was made, and a re-run need not read it again)."""
+    from qrpo import data
+    from qrpo.store.artifacts import ArtifactStore, artifact_key
+
+    store = ArtifactStore(artifact_root)
+    if store.remote:
+        return False
+    key = artifact_key("load_dataset", data.LOAD_DATASET_VERSION, data.load_dataset_request(dataset), {})
+    return store.get("load_dataset", key) is not None
 
 
 def validate(config: dict) -> Sections:
@@ -65,7 +80,8 @@ def validate(config: dict) -> Sections:
     from qrpo.data.regimes import check_algorithm_fits
 
     check_algorithm_fits(sections.regime, build_algorithm(sections.algorithm))  # e.g. DPO on pointwise data
-    data.load_prompts(sections.dataset)  # columns, splits, JSON: all checked here
+    if not _loaded_before(sections.dataset, config.get("artifact_root")):
+        data.load_prompts(sections.dataset)  # columns, splits, JSON: all checked here
     for name in ("model", "sampler", "reward", "regime"):  # each `_target_` imports, is of its section's family, checks its keys
         check_target(name, getattr(sections, name))
     check_dispatch(config)  # dispatch.pool: the Prefect server and its step deployment, last (it asks the server)

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from qrpo.config.sections import DatasetConfig
+from qrpo.config.sections import DatasetConfig, composed
 from qrpo.errors import InputError
 
 SPLITS = ("train", "eval")
@@ -165,6 +165,16 @@ def load_prompts(cfg: DatasetConfig) -> pa.Table:
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise InputError(f"{cfg.path}: prompt id {duplicate!r} appears twice in column {cfg.id_column!r}; ids must be unique")
     return pa.Table.from_pylist(kept)
+
+
+LOAD_DATASET_VERSION = 3  # of the `load_dataset` artifact: a change re-reads every dataset
+
+
+def load_dataset_request(cfg: DatasetConfig) -> dict[str, Any]:
+    """What the `load_dataset` artifact is keyed on: the dataset section as composed, with the digest of the
+    data (`fingerprint`) in place of where it lives. The same request was read and checked once already when
+    its artifact exists."""
+    return {**composed(cfg), "path": None, "data_files": None, "sha256": fingerprint(cfg)}
 
 
 def load_dataset(cfg: DatasetConfig, out: Path) -> dict:

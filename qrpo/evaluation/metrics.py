@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from scipy import stats
 
 from qrpo.errors import InputError
 
@@ -47,6 +46,8 @@ def t_interval(mean: float, se: float, num_groups: int, level: float = 0.95) -> 
     """Two-sided interval mean ± t_{P-1} · se (nan with fewer than two groups)."""
     if num_groups < 2 or not np.isfinite(se):
         return float("nan"), float("nan")
+    from scipy import stats  # imported where an interval is computed (~0.5 s: a cached re-run computes none)
+
     half = stats.t.ppf(0.5 + level / 2, num_groups - 1) * se
     return mean - half, mean + half
 

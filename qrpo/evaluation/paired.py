@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from scipy import stats
 
 from qrpo.errors import InputError
 
@@ -99,6 +98,8 @@ def minimum_detectable_difference(sd: float, num_prompts: int, power: float = PO
     differences detects with probability `power` at two-sided level `alpha` (nan below two prompts)."""
     if num_prompts < 2 or not math.isfinite(sd):
         return float("nan")
+    from scipy import stats  # (~0.5 s to import: only where a test is computed)
+
     df = num_prompts - 1
     return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / math.sqrt(num_prompts))
 
@@ -109,6 +110,8 @@ def prompts_needed(sd: float, difference: float, power: float = POWER, alpha: fl
         raise InputError(f"prompts_needed needs a positive difference and a finite spread; got {difference!r}, {sd!r}")
     if sd == 0:
         return 2
+    from scipy import stats
+
     guess = max(2, math.ceil(((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * sd / difference) ** 2))
     n = guess  # the normal approximation undershoots: step up until the t version holds
     while minimum_detectable_difference(sd, n, power, alpha) > difference:
@@ -145,6 +148,8 @@ def paired_difference(arm: Mapping, baseline: Mapping, level: float = 0.95) -> P
     if se == 0:  # every prompt moved by exactly the same amount
         p = 1.0 if diff == 0 else 0.0
         return PairedDifference(diff, diff, diff, p, 0.0, 0.0, n, 0.0)
+    from scipy import stats
+
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
     p = float(2 * stats.t.sf(abs(diff) / se, n - 1))
     return PairedDifference(diff, diff - half, diff + half, p, se, sd, n, minimum_detectable_difference(sd, n))

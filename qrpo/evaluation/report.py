@@ -13,12 +13,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pyarrow as pa
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported by the first plot drawn (~0.6 s on 2 cores that an
+    identical re-run, whose report is cached, never spends)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_training(history: pa.Table, path: Path, title: str, eval_points: dict[str, float] | None = None) -> None:
@@ -32,6 +39,7 @@ def plot_training(history: pa.Table, path: Path, title: str, eval_points: dict[s
         panels.append(("implicit reward  beta log(pi/pi_ref)", implicit))
     if eval_points:
         panels.append(("held-out reward (eval points)", []))
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, (name, keys) in zip(np.atleast_1d(axes), panels):
         if not keys:
@@ -57,6 +65,7 @@ def plot_training(history: pa.Table, path: Path, title: str, eval_points: dict[s
 
 def plot_rewards(policy_rewards: np.ndarray, ref_rewards: np.ndarray, path: Path, title: str) -> None:
     """Held-out reward distribution of the reference policy (before) and the trained policy (after)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     bins = np.linspace(min(policy_rewards.min(), ref_rewards.min()), max(policy_rewards.max(), ref_rewards.max()) + 1e-9, 21)
     ax.hist(ref_rewards, bins=bins, alpha=0.55, label=f"reference (mean {ref_rewards.mean():.3f})")
@@ -73,6 +82,7 @@ def plot_rewards(policy_rewards: np.ndarray, ref_rewards: np.ndarray, path: Path
 def plot_reward_vs_kl(points: list[dict[str, float]], path: Path, title: str) -> None:
     """Held-out reward against KL(pi || pi_ref) (k3), mean ± standard error, one point per run (each a
     metrics dict with a "label"); the reference sits at KL 0. Several points draw the sweep's frontier."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ref = points[0]
     ax.errorbar([0.0], [ref["ref_reward_mean"]], yerr=[_finite(ref.get("ref_reward_mean_se"))], fmt="s", color="gray",
@@ -99,6 +109,7 @@ def plot_reward_vs_kl(points: list[dict[str, float]], path: Path, title: str) ->
 
 def plot_reward_vs_length(policy: pa.Table, reference: pa.Table, path: Path, title: str) -> None:
     """Each sample's (length, reward), policy vs reference, with each side's mean ± standard error of the mean."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for table, label, color in ((reference, "reference", "tab:gray"), (policy, "trained", "tab:blue")):
         length = np.asarray(table.column("num_tokens").to_numpy(), dtype=float)
@@ -118,6 +129,7 @@ def plot_reward_vs_length(policy: pa.Table, reference: pa.Table, path: Path, tit
 
 def plot_quantile_histogram(quantiles: np.ndarray, path: Path, title: str) -> None:
     """Histogram of the policy samples' quantiles among their prompt's reference rewards (0.5 = no change)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.hist(quantiles, bins=np.linspace(0, 1, 11), color="tab:blue", alpha=0.8, edgecolor="white")
     ax.axvline(0.5, color="gray", linestyle="--", linewidth=1)
@@ -143,6 +155,7 @@ def plot_training_quantiles(stats: dict, path: Path, regime: str) -> None:
     """The training examples' quantiles among their references, from the training_data step's stats
     (quantile_hist_00 .. quantile_hist_09: counts in ten bins of [0, 1])."""
     counts = [stats.get(f"quantile_hist_{i:02d}", 0) for i in range(10)]
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.bar(np.arange(10) / 10 + 0.05, counts, width=0.09)
     ax.set_xlim(0, 1)

@@ -22,8 +22,12 @@ whole dataset (NumPy / Arrow columns, ragged reference sets allowed) in one vect
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the functions on tensors: the config's check of `ties` needs none
+    import torch
 
 TIE_POLICIES = ("le", "lt", "mid")
 
@@ -34,7 +38,7 @@ def _check_ties(ties: str) -> None:
 
 
 def _check_finite(name: str, values: np.ndarray | torch.Tensor) -> None:
-    finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
+    finite = values.isfinite() if hasattr(values, "isfinite") else np.isfinite(values)  # a tensor, else NumPy
     if not bool(finite.all()):
         bad = (~finite).reshape(len(values), -1).any(axis=1)  # [N] rows with any bad value (values are 1-D or 2-D)
         rows = np.flatnonzero(np.asarray(bad))
@@ -52,6 +56,8 @@ def quantile_rewards(rewards: torch.Tensor, ref_rewards: torch.Tensor, ties: str
     Returns a float tensor [B] in [0, 1] (dtype of `rewards` if floating, else float32). No gradient
     flows through it: quantiles are targets, not functions of the policy.
     """
+    import torch
+
     _check_ties(ties)
     if rewards.ndim != 1 or ref_rewards.ndim != 2 or ref_rewards.shape[0] != rewards.shape[0]:
         raise ValueError(
@@ -88,6 +94,8 @@ def clamp_quantiles(
     collapse every q to 1/2 at M = 2. With M = 1 and both ends clamped every quantile becomes 1/2:
     one reference sample carries no signal for these transforms.
     """
+    import torch
+
     half_step = 0.5 / torch.as_tensor(num_ref, dtype=quantiles.dtype, device=quantiles.device)
     if low:
         quantiles = torch.maximum(quantiles, half_step)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qrpo.store.artifacts import qrpo_home
+from qrpo.store.artifacts import MANIFEST, qrpo_home
 
 SECRET_WORDS = {"token", "secret", "password", "passwd", "apikey", "credential", "credentials", "auth"}
 REDACTED = "***"
@@ -30,6 +30,14 @@ def tracking_uri() -> str:
     if not (home / "mlflow.db").exists():
         _hide_default_experiment(uri)
     return uri
+
+
+def open_tracking_store() -> None:
+    """Open the tracking store now (MLflow keeps one store object per URI for the process: for SQLite, its
+    engine and schema check, ~1 s), e.g. while something else boots, rather than in a run's first call."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri()).search_experiments(max_results=1)
 
 
 def _hide_default_experiment(uri: str) -> None:
@@ -132,6 +140,12 @@ class RunLogger:
 
     def artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def artifact_files(self, artifact: Path, artifact_path: str) -> None:
+        """The files of a step's artifact folder (not its store manifest) under `artifact_path` of the run."""
+        for file in sorted(artifact.iterdir()):
+            if file.is_file() and file.name != MANIFEST:
+                self.client.log_artifact(self.run_id, str(file), artifact_path)
 
     def tags(self, values: dict[str, Any]) -> None:
         for k, v in values.items():

@@ -165,3 +165,35 @@ def test_a_cli_run_composes_and_validates_its_config_once(qrpo_home, prefect_ser
     assert composed == [["experiment=smoke"]] and len(validated) == 1
     assert summary["metrics"]["reward_mean"] == summary["metrics"]["reward_mean"]  # the flow ran to its report
     assert not front_door._handed, "a handed-over config was left behind"
+
+
+def test_a_dataset_is_read_once_and_read_again_when_its_bytes_change(qrpo_home, tmp_path):
+    """Validation reads the prompt file (columns, JSON) unless the store has the `load_dataset` artifact of exactly
+    these bytes and this dataset config: then it was read and checked when that artifact was made, and an identical
+    re-run skips `datasets` (and transformers, which only loading a model or sampling imports). A changed file is
+    read and checked again."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "Say something kind, number {i}.", "split": "{s}"}}\n'
+                               for i, s in enumerate(["train"] * 6 + ["eval"] * 4)))
+    overrides = [f"dataset.path={prompts}", "dataset.split_column=split", "dataset.id_column=null"]  # the default model (GGUF)
+    code = ("import sys, json; from flows.validate import load_config\n"
+            "from qrpo.errors import InputError\n"
+            "try:\n    config, sections = load_config(sys.argv[1:])\nexcept InputError as e:\n    print(json.dumps(str(e))); raise SystemExit(2)\n"
+            "print(json.dumps(sorted(m for m in ('datasets', 'transformers', 'matplotlib') if m in sys.modules)))")
+    build = ("import sys; from flows.validate import load_config; from qrpo import data; from qrpo.store.artifacts import ArtifactStore\n"
+             "config, sections = load_config(sys.argv[1:]); d = sections.dataset\n"
+             "ArtifactStore(config['artifact_root']).get_or_build('load_dataset', data.LOAD_DATASET_VERSION, data.load_dataset_request(d), {},"
+             " lambda out, _: data.load_dataset(d, out))")
+
+    def python(source):
+        return subprocess.run([sys.executable, "-c", source, *overrides], capture_output=True, text=True, timeout=300)
+
+    first = python(code)
+    assert first.returncode == 0 and first.stdout.split("\n")[-2] == '["datasets"]', first.stderr[-2000:]
+    assert python(build).returncode == 0
+    again = python(code)
+    assert again.returncode == 0 and again.stdout.split("\n")[-2] == "[]", again.stderr[-2000:]
+    with prompts.open("a") as f:
+        f.write("{not json\n")
+    changed = python(code)
+    assert changed.returncode == 2 and "prompts.jsonl:11 is not valid JSON" in changed.stdout, changed.stdout + changed.stderr[-2000:]

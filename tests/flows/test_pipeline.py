@@ -132,13 +132,20 @@ def test_secrets_never_reach_prefect_parameters(runs):
 
 
 def test_identical_rerun_is_fully_cached(runs):
-    _, first, again, _ = runs
+    home, first, again, _ = runs
     assert sorted(again["cached_steps"]) == sorted(STEPS)
     assert again["artifacts"] == first["artifacts"]
     assert again["metrics"] == first["metrics"]
     assert again["mlflow_run_id"] != first["mlflow_run_id"]
-    run = MlflowClient(again["tracking_uri"]).get_run(again["mlflow_run_id"])
+    client = MlflowClient(again["tracking_uri"])
+    run = client.get_run(again["mlflow_run_id"])
     assert "eval/reward_mean" in run.data.metrics and "train/loss" in run.data.metrics
+    # the report is an artifact too: drawn once, the re-run logs the same files (and not the store's manifest)
+    logged = {i: {f.path for f in client.list_artifacts(r, "report")} for i, r in (("first", first["mlflow_run_id"]), ("again", run.info.run_id))}
+    assert logged["again"] == logged["first"] and "report/summary.md" in logged["again"] and "report/manifest.json" not in logged["again"]
+    summaries = [open(client.download_artifacts(r, "report/summary.md")).read() for r in (first["mlflow_run_id"], run.info.run_id)]
+    assert summaries[0] == summaries[1]
+    assert len(ArtifactStore(home / "artifacts").keys("report")) == 2  # the first run's (re-used by the re-run) and new_beta's
 
 
 def test_changing_only_beta_reruns_train_and_evaluate_only(runs):
