@@ -24,7 +24,8 @@ from omegaconf import DictConfig
 from flows.config import CONFIG_DIR, CONFIG_NAME
 from flows.local_api import LocalAPI
 from flows.sweep import configured_arms, arm_settings, job_overrides, run_arms
-from flows.termination import exit_on_sigterm
+from flows.termination import STATUS as TERMINATED
+from flows.termination import exit_on_sigterm, terminated
 from flows.validate import hand_over, load_config
 from qrpo.errors import InputError
 
@@ -151,7 +152,7 @@ def main() -> None:
 
 
 def exit_without_teardown() -> NoReturn:
-    """End a finished CLI process (status 0) without the interpreter's teardown: after the work, Python's
+    """End a finished CLI process (status 0, or 143 when a SIGTERM arrived during the exit) without the interpreter's teardown: after the work, Python's
     finalisation frees the objects of every imported module (torch, Prefect, MLflow, ...) one by one, ~2 s of
     a ~10 s cached re-run on 2 cores, for nothing. What a normal exit does before that runs first, as the
     interpreter runs it (the same two CPython calls, in order): `threading._shutdown` (the threading module's
@@ -159,10 +160,10 @@ def exit_without_teardown() -> NoReturn:
     threads), then the atexit handlers (the temporary server stops, open MLflow runs end, logging flushes);
     then stdout and stderr are flushed."""
     threading._shutdown()
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # a SIGTERM inside a handler is printed and dropped there: `terminated()` still says so
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(TERMINATED if terminated() else 0)
 
 
 if __name__ == "__main__":

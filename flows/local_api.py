@@ -152,16 +152,19 @@ class LocalAPI:
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        """Stop the server (after `settle`); it is stopped even when a SIGTERM interrupts the wait."""
         if self.process is not None:
-            if self.ready and self.process.poll() is None:
-                self.settle()
-            self.process.terminate()
             try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+                if self.ready and self.process.poll() is None:
+                    self.settle()
+            finally:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+                self.process = None
         self.ready = False
         if LocalAPI._instance is self:
             LocalAPI._instance = None

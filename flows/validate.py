@@ -62,8 +62,11 @@ def _loaded_before(dataset: DatasetConfig, artifact_root: str | None) -> bool:
     store = ArtifactStore(artifact_root)
     if store.remote:
         return False
-    key = artifact_key("load_dataset", data.LOAD_DATASET_VERSION, data.load_dataset_request(dataset), {})
-    return store.get("load_dataset", key) is not None
+    try:
+        request = data.load_dataset_request(dataset)
+    except OSError:  # unreadable: reading the prompts says so in one line
+        return False
+    return store.get("load_dataset", artifact_key("load_dataset", data.LOAD_DATASET_VERSION, request, {})) is not None
 
 
 def validate(config: dict) -> Sections:

@@ -33,11 +33,14 @@ def tracking_uri() -> str:
 
 
 def open_tracking_store() -> None:
-    """Open the tracking store now (MLflow keeps one store object per URI for the process: for SQLite, its
-    engine and schema check, ~1 s), e.g. while something else boots, rather than in a run's first call."""
+    """Open a SQLite tracking store now (MLflow keeps one store object per URI for the process: its engine and
+    schema check, ~1 s), e.g. while something else boots, rather than in a run's first call. A tracking server
+    is left alone (nothing to open ahead; its errors belong to the run)."""
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking_uri()).search_experiments(max_results=1)
+    uri = tracking_uri()
+    if uri.startswith("sqlite:"):
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 def _hide_default_experiment(uri: str) -> None:

@@ -110,3 +110,37 @@ def test_exit_without_teardown_runs_what_a_normal_exit_runs_first(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "no newline, not flushed"
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"thread": "done", "threading_atexit": "done", "atexit": "done"}
+
+
+def test_a_sigterm_while_the_server_settles_still_stops_it_and_exits_143(tmp_path):
+    """SIGTERM during the exit's wait for the server (flows/termination.py turns it into SystemExit(143), which an
+    atexit handler's caller prints and drops): the server is stopped all the same, and the status says SIGTERM."""
+    import json
+
+    code = textwrap.dedent("""
+        import json, os, signal, time
+        import flows
+        from flows.cli import exit_without_teardown
+        from flows.local_api import LocalAPI
+        from flows.termination import exit_on_sigterm
+
+        exit_on_sigterm()
+        api = LocalAPI.get()
+        api.wait()
+
+        def settle(*args, **kwargs):  # the signal lands in the wait
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+
+        api.settle = settle
+        print(json.dumps({"pid": api.process.pid}), flush=True)
+        exit_without_teardown()
+    """)
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:  # files, not pipes: a surviving server would hold a pipe open
+        proc = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path / "home"), stdout=stdout, stderr=stderr, timeout=300)
+    pid = json.loads(out.read_text().strip().splitlines()[-1])["pid"]
+    survived = Path(f"/proc/{pid}").exists()
+    if survived:
+        os.kill(pid, 9)
+    assert proc.returncode == 143 and not survived, (proc.returncode, survived, err.read_text()[-3000:])
