@@ -5,7 +5,8 @@ Sampling a token from softmax(l) is the same as taking argmax(l + g) with g i.i.
 logits: `GumbelNoise`, a LogitsProcessor, adds to each row the noise drawn from that row's own
 torch.Generator, seeded with the row's `row_seed` (one draw of V uniforms per row per step). Each
 completion is then an exact sample of the model at temperature 1 that depends only on (model,
-prompt, seed, sample index), whatever the batch it was generated in.
+prompt, seed, sample index), whatever the batch it was generated in (the noise exactly; the model's logits
+exactly in fp32, and in bf16 up to rare near-ties: qrpo/sampling/hf.py).
 
 Exactness also needs nothing else to touch the logits. `generate` merges the model's own
 `generation_config` into unset fields, so a model shipped with top_k=50, repetition_penalty=1.2 or

@@ -2,7 +2,9 @@
 
 Each completion is an exact sample by the Gumbel-max trick, its noise drawn from its own seed
 (qrpo/sampling/gumbel.py: why that is exact, and how no generation default of the model can alter the
-logits). So a completion depends only on (model, prompt, seed, sample index), whatever its batch.
+logits). So a completion depends only on (model, prompt, seed, sample index), whatever its batch: bitwise in
+fp32; in bf16 up to rare near-ties, where the matrix kernels' blocking for another number of rows changes a
+rounding and so a token (1 completion of 512 between batches of 64 and 128 rows on SmolLM2; benchmarks/README.md).
 
 A prompt's samples share one tokenisation and one prefill: the prompt (but its last token) runs once and
 its KV cache is repeated for its n rows, which `generate` then continues from the last prompt token;
