@@ -34,6 +34,7 @@ from qrpo import precision
 from qrpo.objective.algorithms import Algorithm
 from qrpo.config.sections import TrainConfig
 from qrpo.errors import InputError
+from qrpo.memory import keep_freed_memory
 from qrpo.training.batching import epoch_order, make_examples, micro_batch
 from qrpo.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -117,6 +118,8 @@ def train_policy(
     if n < cfg.batch_size:
         raise InputError(f"the training table has {n} examples, fewer than train.batch_size={cfg.batch_size}; lower it")
     accelerator = _accelerator(cfg)
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()  # its step's large gradients and casts reuse freed pages (qrpo/memory.py)
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world:
         raise InputError(f"train.batch_size={cfg.batch_size} must be a multiple of the {world} training processes")
