@@ -57,7 +57,7 @@ def _loaded_before(dataset: DatasetConfig, artifact_root: str | None) -> bool:
     """Whether the local artifact store holds the `load_dataset` artifact of exactly this data and dataset config
     (so it was read and checked when that artifact was made, and a re-run need not read it again)."""
     from qrpo import data
-    from qrpo.store.artifacts import ArtifactStore, artifact_key
+    from qrpo.store.artifacts import ArtifactStore
 
     store = ArtifactStore(artifact_root)
     if store.remote:
@@ -66,7 +66,7 @@ def _loaded_before(dataset: DatasetConfig, artifact_root: str | None) -> bool:
         request = data.load_dataset_request(dataset)
     except OSError:  # unreadable: reading the prompts says so in one line
         return False
-    return store.get("load_dataset", artifact_key("load_dataset", data.LOAD_DATASET_VERSION, request, {})) is not None
+    return store.lookup("load_dataset", data.LOAD_DATASET_VERSION, request, {}) is not None
 
 
 def validate(config: dict) -> Sections:

@@ -9,8 +9,10 @@ spent more time filling and copying those pages than in its matrix products (tor
 [49152, 576] ~115 ms a call). `keep_freed_memory` tells glibc to serve every allocation from its heap
 (`M_MMAP_MAX` = 0) and to keep freed memory in the process (`M_TRIM_THRESHOLD` at its maximum): the
 process's memory stays at its high-water mark instead of going back to the system between steps, and
-the bf16 training step of the default runs ~1.3x as fast (benchmarks/README.md). Values are unchanged
-(where memory comes from changes no arithmetic). Set QRPO_KEEP_FREED_MEMORY=0 to leave glibc's defaults.
+the bf16 training step of the default runs ~1.3x as fast (benchmarks/README.md). No arithmetic changes,
+but bf16 CPU training is not bitwise the same across memory layouts (identical runs differ run to run in
+the 4th digit of a loss, with this and without), so a bf16 run prints other digits than before it, inside
+their intervals; fp32 runs print the same. Set QRPO_KEEP_FREED_MEMORY=0 to leave glibc's defaults.
 Elsewhere than glibc (macOS, musl) it does nothing.
 """
 

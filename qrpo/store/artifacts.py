@@ -242,6 +242,10 @@ class ArtifactStore:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(url, recursive=True)
 
+    def lookup(self, step: str, version: int, config: Any, inputs: dict[str, str]) -> Artifact | None:
+        """The existing artifact for this request (the key `get_or_build` would use), or None."""
+        return self.get(step, artifact_key(step, version, config, inputs))
+
     def get_or_build(
         self, step: str, version: int, config: Any, inputs: dict[str, str], build: Callable[[Path, Path], dict | None]
     ) -> tuple[Artifact, bool]:

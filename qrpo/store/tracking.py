@@ -141,9 +141,6 @@ class RunLogger:
         for start in range(0, len(batch), 1000):  # MLflow accepts at most 1000 metrics per call
             self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
 
-    def artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
-
     def artifact_files(self, artifact: Path, artifact_path: str) -> None:
         """The files of a step's artifact folder (not its store manifest) under `artifact_path` of the run."""
         for file in sorted(artifact.iterdir()):
